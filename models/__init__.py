@@ -1,0 +1,1 @@
+"""Models bundled with raqcodec (installed as ``raqcodec.bundled``); see the model cards (*.json, *.md)."""

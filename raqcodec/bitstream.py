@@ -1,0 +1,195 @@
+"""The ``.raq`` container (docs/FORMAT.md is the specification this module implements).
+
+Fixed 35-byte big-endian header, the index section (``entropy.encode_indices``),
+an optional alpha section, then a CRC32 of everything before it.
+
+``unpack`` checks, in order: minimum length, magic, version, that the file is
+at least as long as its header declares (so a cut-off file is reported as
+truncated, not as a CRC mismatch), the CRC, then every field's range and that
+the section lengths account for the file exactly.  Nothing is allocated from
+a field before it is checked.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "FORMAT_VERSION", "MAGIC", "HEADER_SIZE", "CRC_SIZE", "MIN_FILE_SIZE", "ADAPTERS", "MODES",
+    "BIT_DEPTHS", "FormatError", "Header", "Stream", "pack", "unpack", "read_header",
+]
+
+FORMAT_VERSION = 1
+MAGIC = b"\x89RAQ"
+ADAPTERS = ("seq2seq", "cluster")
+MODES = ("L", "RGB")
+BIT_DEPTHS = (8, 16)
+FLAG_ALPHA = 0x01
+
+# magic, version, flags, fingerprint, adapter, K~, codebook CRC, width, height, mode, depth, 2 section lengths
+_HEADER = struct.Struct(">4sBB8sBHIHHBBII")
+HEADER_SIZE = _HEADER.size  # 35
+CRC_SIZE = 4
+MIN_FILE_SIZE = HEADER_SIZE + CRC_SIZE
+_U16_MAX = 0xFFFF
+_U32_MAX = 0xFFFFFFFF
+_LENGTHS_OFFSET = 27  # where the two section lengths start
+
+
+class FormatError(ValueError):
+    """A file that is not a valid ``.raq`` container; the message is one sentence."""
+
+
+@dataclass(frozen=True)
+class Header:
+    version: int
+    model_fingerprint: bytes  # 8 bytes
+    adapter: str
+    codebook_size: int
+    codebook_crc: int
+    width: int
+    height: int
+    mode: str
+    bit_depth: int
+    has_alpha: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly fields (fingerprint and codebook CRC as hex strings)."""
+        return {
+            "version": self.version,
+            "model_fingerprint": self.model_fingerprint.hex(),
+            "adapter": self.adapter,
+            "codebook_size": self.codebook_size,
+            "codebook_crc": f"{self.codebook_crc:08x}",
+            "width": self.width,
+            "height": self.height,
+            "mode": self.mode,
+            "bit_depth": self.bit_depth,
+            "has_alpha": self.has_alpha,
+        }
+
+
+@dataclass(frozen=True)
+class Stream:
+    header: Header
+    indices_section: bytes
+    alpha_section: bytes
+
+
+# ---------------------------------------------------------------- pack
+
+
+def _require_int(name: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+
+
+def _validate(stream: Stream) -> None:
+    h = stream.header
+    if h.version != FORMAT_VERSION:
+        raise ValueError(f"this raqcodec writes format version {FORMAT_VERSION}, not {h.version!r}")
+    if not isinstance(h.model_fingerprint, bytes) or len(h.model_fingerprint) != 8:
+        raise ValueError("model_fingerprint must be exactly 8 bytes")
+    if h.adapter not in ADAPTERS:
+        raise ValueError(f"adapter must be one of {ADAPTERS}, got {h.adapter!r}")
+    _require_int("codebook_size", h.codebook_size, 2, _U16_MAX)
+    _require_int("codebook_crc", h.codebook_crc, 0, _U32_MAX)
+    _require_int("width", h.width, 1, _U16_MAX)
+    _require_int("height", h.height, 1, _U16_MAX)
+    if h.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {h.mode!r}")
+    if h.bit_depth not in BIT_DEPTHS or isinstance(h.bit_depth, bool):
+        raise ValueError(f"bit_depth must be 8 or 16, got {h.bit_depth!r}")
+    if not isinstance(h.has_alpha, bool):
+        raise ValueError("has_alpha must be a bool")
+    if not isinstance(stream.indices_section, bytes) or not isinstance(stream.alpha_section, bytes):
+        raise ValueError("sections must be bytes")
+    if not 1 <= len(stream.indices_section) <= _U32_MAX:
+        raise ValueError(f"index section length must be in 1..{_U32_MAX}, got {len(stream.indices_section)}")
+    if len(stream.alpha_section) > _U32_MAX:
+        raise ValueError("alpha section is too long for the container")
+    if h.has_alpha != bool(stream.alpha_section):
+        raise ValueError("has_alpha must be true exactly when the alpha section is non-empty")
+
+
+def pack(stream: Stream) -> bytes:
+    """Serialize a stream; raises ValueError for any out-of-range field."""
+    _validate(stream)
+    h = stream.header
+    head = _HEADER.pack(
+        MAGIC, h.version, FLAG_ALPHA if h.has_alpha else 0, h.model_fingerprint, ADAPTERS.index(h.adapter),
+        h.codebook_size, h.codebook_crc, h.width, h.height, MODES.index(h.mode), h.bit_depth,
+        len(stream.indices_section), len(stream.alpha_section),
+    )
+    body = b"".join((head, stream.indices_section, stream.alpha_section))
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+# ---------------------------------------------------------------- unpack
+
+
+def _check_envelope(data: bytes) -> None:
+    """Length, magic, version, declared length and CRC: the checks before any field is trusted."""
+    if len(data) < MIN_FILE_SIZE:
+        raise FormatError(f"truncated .raq file: expected at least {MIN_FILE_SIZE} bytes, got {len(data)}")
+    if data[:4] != MAGIC:
+        raise FormatError("not a .raq file (bad magic)")
+    if data[4] != FORMAT_VERSION:
+        raise FormatError(f"unsupported .raq format version {data[4]} (this raqcodec reads version {FORMAT_VERSION})")
+    index_len, alpha_len = struct.unpack_from(">II", data, _LENGTHS_OFFSET)
+    expected = MIN_FILE_SIZE + index_len + alpha_len  # Python ints: no overflow
+    if len(data) < expected:
+        raise FormatError(f"truncated .raq file: expected {expected} bytes, got {len(data)}")
+    (stored,) = struct.unpack_from(">I", data, len(data) - CRC_SIZE)
+    if zlib.crc32(memoryview(data)[:-CRC_SIZE]) != stored:
+        raise FormatError("corrupt .raq file: CRC mismatch")
+
+
+def _parse_header(data: bytes) -> tuple[Header, int, int]:
+    """Fields of an envelope-checked file, each range-checked; returns (header, index_len, alpha_len)."""
+    (_, version, flags, fingerprint, adapter_id, size, book_crc, width, height, mode_id, depth,
+     index_len, alpha_len) = _HEADER.unpack_from(data)
+    if flags & ~FLAG_ALPHA:
+        raise FormatError(f"corrupt .raq file: unknown flag bits 0x{flags:02x}")
+    if adapter_id >= len(ADAPTERS):
+        raise FormatError(f"corrupt .raq file: unknown adapter id {adapter_id}")
+    if size < 2:
+        raise FormatError(f"corrupt .raq file: codebook size {size} is below 2")
+    if width < 1 or height < 1:
+        raise FormatError(f"corrupt .raq file: image size {width}x{height} is empty")
+    if mode_id >= len(MODES):
+        raise FormatError(f"corrupt .raq file: unknown colour mode {mode_id}")
+    if depth not in BIT_DEPTHS:
+        raise FormatError(f"corrupt .raq file: unsupported bit depth {depth}")
+    has_alpha = bool(flags & FLAG_ALPHA)
+    if has_alpha != (alpha_len > 0):
+        raise FormatError("corrupt .raq file: alpha flag and alpha section length disagree")
+    if index_len < 1:
+        raise FormatError("corrupt .raq file: empty index section")
+    expected = MIN_FILE_SIZE + index_len + alpha_len
+    if len(data) != expected:
+        raise FormatError(f"corrupt .raq file: {len(data) - expected} bytes of trailing data after the sections")
+    header = Header(version=version, model_fingerprint=fingerprint, adapter=ADAPTERS[adapter_id],
+                    codebook_size=size, codebook_crc=book_crc, width=width, height=height,
+                    mode=MODES[mode_id], bit_depth=depth, has_alpha=has_alpha)
+    return header, index_len, alpha_len
+
+
+def unpack(data: bytes) -> Stream:
+    """Parse and fully validate a ``.raq`` file; raises FormatError on any defect."""
+    data = bytes(data)
+    _check_envelope(data)
+    header, index_len, alpha_len = _parse_header(data)
+    start = HEADER_SIZE
+    return Stream(header=header, indices_section=data[start:start + index_len],
+                  alpha_section=data[start + index_len:start + index_len + alpha_len])
+
+
+def read_header(data: bytes) -> Header:
+    """The header of a ``.raq`` file, after the same container and CRC checks as ``unpack``."""
+    data = bytes(data)
+    _check_envelope(data)
+    return _parse_header(data)[0]

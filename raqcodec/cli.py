@@ -1,0 +1,338 @@
+"""The ``raqcodec`` command line: a thin layer over the library (``raqcodec.codec``, ``raqcodec.train``).
+
+Errors a user can cause (bad input, unreachable budget, missing model) print one line on stderr and exit
+non-zero; set RAQCODEC_DEBUG=1 to see tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+EXIT_FAILED = 1  # at least one input could not be processed
+EXIT_INTERNAL = 70  # a bug: unexpected exception
+
+
+def _say_error(message: str) -> None:
+    click.echo(f"raqcodec: error: {message}", err=True)
+
+
+def _note(message: str) -> None:
+    click.echo(f"raqcodec: note: {message}", err=True)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from . import BudgetError, CodecError, EntropyError, FormatError, ImageError, ModelFileError
+
+    return (BudgetError, CodecError, EntropyError, FormatError, ImageError, ModelFileError, OSError)
+
+
+class _Group(click.Group):
+    """Turns unexpected exceptions into one line (and exit 70) instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            _say_error("interrupted")
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if os.environ.get("RAQCODEC_DEBUG"):
+                raise
+            _say_error(f"internal error ({type(exc).__name__}: {exc}); rerun with RAQCODEC_DEBUG=1 for details")
+            sys.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="raqcodec")
+def main() -> None:
+    """raqcodec: one VQ-VAE model, any bitrate (Rate-Adaptive Quantization + rANS).
+
+    \b
+    raqcodec encode --bpp 0.3 photo.png        # -> photo.raq, at most 0.3 bits per pixel
+    raqcodec decode photo.raq                  # -> photo.png
+    raqcodec info photo.raq                    # header, size, bpp
+    """
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+def _output_for(source: Path, out: Path | None, many: bool, suffix: str) -> Path:
+    """Default: beside the input with the new suffix. -o: a file for one input, a directory for several."""
+    if out is None:
+        return source.with_suffix(suffix)
+    if many or out.is_dir() or str(out).endswith(os.sep):
+        return out / source.with_suffix(suffix).name
+    return out
+
+
+def _check_outputs(pairs: list[tuple[Path, Path]], force: bool) -> None:
+    seen: dict[Path, Path] = {}
+    for src, dst in pairs:
+        key = dst.resolve()
+        if key in seen:
+            raise click.UsageError(f"{seen[key]} and {src} would both be written to {dst}")
+        seen[key] = src
+        if key == src.resolve():
+            raise click.UsageError(f"output {dst} is the input itself")
+        if dst.exists() and not force:
+            raise click.UsageError(f"{dst} exists; pass --force to overwrite it")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same directory, then rename: never a partial output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _emit(as_json: bool, record: dict[str, Any], line: str) -> None:
+    click.echo(json.dumps(record) if as_json else line)
+
+
+@contextmanager
+def _per_file(failures: list[str], path: Path) -> Iterator[None]:
+    """Report a user-caused failure for one input and carry on with the next."""
+    try:
+        yield
+    except _user_errors() as exc:
+        message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        _say_error(message)
+        failures.append(message)
+
+
+def _files(inputs: tuple[Path, ...]) -> list[Path]:
+    for p in inputs:
+        if p.is_dir():
+            raise click.UsageError(f"{p} is a directory; pass the image files themselves")
+    return list(inputs)
+
+
+_device = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                       help="Where the networks run; every device decodes to the same pixels.")
+_force = click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+_json = click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file on stdout.")
+_inputs = click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+
+
+# -- commands ------------------------------------------------------------------------------------------
+
+@main.command()
+@_inputs
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one input) or directory.")
+@click.option("--bpp", type=float, help="Budget for the whole file in bits per pixel; picks the best K~ that fits.")
+@click.option("--codebook-size", "-k", type=int, help="Encode at this codebook size K~ instead.")
+@click.option("--model", default=None, help="Model name or .safetensors path (default: the bundled default).")
+@click.option("--adapter", type=click.Choice(["seq2seq", "cluster"]), default="seq2seq", show_default=True,
+              help="seq2seq: the trained adapter (data-driven RAQ); cluster: DKM/inverse DKM (model-based).")
+@_device
+@_force
+@_json
+def encode(inputs: tuple[Path, ...], output: Path | None, bpp: float | None, codebook_size: int | None,
+           model: str | None, adapter: str, device: str, force: bool, as_json: bool) -> None:
+    """Encode images to .raq files (photo.png -> photo.raq)."""
+    from . import codec, registry
+
+    if (bpp is None) == (codebook_size is None):
+        raise click.UsageError("give exactly one of --bpp and --codebook-size")
+    files = _files(inputs)
+    pairs = [(f, _output_for(f, output, len(files) > 1, ".raq")) for f in files]
+    _check_outputs(pairs, force)
+    failures: list[str] = []
+    try:
+        loaded = registry.load(model)
+    except _user_errors() as exc:
+        _say_error(str(exc))
+        sys.exit(EXIT_FAILED)
+    for src, dst in pairs:
+        with _per_file(failures, src):
+            result = codec.encode_detailed(src, bpp=bpp, codebook_size=codebook_size, model=loaded,
+                                           adapter=adapter, device=device)
+            for note in result.notes:
+                _note(f"{src}: {note}")
+            _write_atomic(dst, result.data)
+            record = {"input": str(src), "output": str(dst), "width": result.width, "height": result.height,
+                      "bytes": len(result.data), "bpp": round(result.bpp, 6), "codebook_size": result.codebook_size,
+                      "adapter": result.adapter, "model": result.model, "seconds": round(result.seconds, 4)}
+            _emit(as_json, record, f"{src} -> {dst}  {result.width}x{result.height}  {len(result.data)} bytes  "
+                                   f"{result.bpp:.4f} bpp  K~={result.codebook_size}  {result.seconds:.2f} s")
+    if failures:
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@_inputs
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output PNG (one input) or directory.")
+@click.option("--model", default=None, help="Model name or path to try first (found by fingerprint otherwise).")
+@_device
+@_force
+@_json
+def decode(inputs: tuple[Path, ...], output: Path | None, model: str | None, device: str, force: bool,
+           as_json: bool) -> None:
+    """Decode .raq files to PNG (photo.raq -> photo.png)."""
+    from . import codec, imageio
+
+    files = _files(inputs)
+    pairs = [(f, _output_for(f, output, len(files) > 1, ".png")) for f in files]
+    _check_outputs(pairs, force)
+    failures: list[str] = []
+    for src, dst in pairs:
+        with _per_file(failures, src):
+            started = time.perf_counter()
+            image = codec.decode(src.read_bytes(), model=model, device=device)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            imageio.save_png(image, dst)
+            seconds = time.perf_counter() - started
+            record = {"input": str(src), "output": str(dst), "width": image.width, "height": image.height,
+                      "mode": image.mode, "seconds": round(seconds, 4)}
+            _emit(as_json, record, f"{src} -> {dst}  {image.width}x{image.height} {image.mode}  {seconds:.2f} s")
+    if failures:
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_json
+def info(file: Path, as_json: bool) -> None:
+    """Show the header of a .raq file, its size and bits per pixel."""
+    from . import codec
+
+    try:
+        summary = codec.header_summary(file.read_bytes())
+    except _user_errors() as exc:
+        _say_error(f"{file}: {exc}")
+        sys.exit(EXIT_FAILED)
+    summary = {"file": str(file), **summary}
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+@main.command()
+@_json
+def models(as_json: bool) -> None:
+    """List installed models: names, codebook-size range and reachable bitrates."""
+    from . import registry
+
+    entries = registry.available_models()
+    rows = []
+    for e in entries:
+        card = e.card
+        rows.append({"name": e.name, "default": e.name == registry.DEFAULT_MODEL, "path": str(e.path),
+                     "k_range": card.get("k_range"), "bpp_range_kodak": card.get("bpp_range_kodak"),
+                     "fingerprint": card.get("fingerprint"), "description": card.get("description", "")})
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "K~ range", "reachable bpp (Kodak mean)", "fingerprint", "description")
+    for r in rows:
+        k = r["k_range"] or ["?", "?"]
+        b = r["bpp_range_kodak"]
+        table.add_row(r["name"] + (" (default)" if r["default"] else ""), f"{k[0]}..{k[1]}",
+                      f"{b[0]:.3f}..{b[1]:.3f}" if b else "?", str(r["fingerprint"] or "?")[:16], r["description"])
+    Console().print(table)
+
+
+@main.command()
+@click.argument("reference", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("distorted", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_json
+def compare(reference: Path, distorted: Path, as_json: bool) -> None:
+    """RGB PSNR (8-bit) of DISTORTED against REFERENCE."""
+    from . import imageio
+
+    try:
+        a, b = imageio.load_image(reference), imageio.load_image(distorted)
+    except _user_errors() as exc:
+        _say_error(str(exc))
+        sys.exit(EXIT_FAILED)
+    if a.rgb.shape != b.rgb.shape:
+        _say_error(f"sizes differ: {a.width}x{a.height} and {b.width}x{b.height}")
+        sys.exit(EXIT_FAILED)
+    value = imageio.psnr(a.rgb, b.rgb)
+    _emit(as_json, {"reference": str(reference), "distorted": str(distorted), "psnr": round(value, 4)},
+          f"PSNR {value:.2f} dB")
+
+
+@main.command()
+@click.option("--recipe", default="kodak-default", show_default=True, help="Built-in recipe name or a .toml file.")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True, path_type=Path),
+              help="Image folder/file or CIFAR-10 tarball (repeatable); read in place.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Run directory (checkpoints, log.jsonl); an existing run resumes.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. train.steps=5000 or model.channels=96.")
+@click.option("--max-minutes", type=float, default=None, help="Stop (with a checkpoint) after this long; rerun to resume.")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+def train(recipe: str, data: tuple[Path, ...], out_dir: Path, overrides: tuple[str, ...], max_minutes: float | None,
+          threads: int | None) -> None:
+    """Train (or resume) a RAQ model from a recipe."""
+    import torch
+
+    from .train import build_sources, load_recipe
+    from .train import train as run_training
+
+    if threads:
+        torch.set_num_threads(threads)
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    try:
+        rec = load_recipe(recipe, parsed)
+        source, validation = build_sources(rec, list(data))
+    except (ValueError, TypeError) as exc:
+        _say_error(str(exc))
+        sys.exit(2)
+    result = run_training(rec, source, out_dir, validation=validation, max_minutes=max_minutes,
+                          show_progress=sys.stderr.isatty())
+    click.echo(f"stopped at step {result.step}; checkpoint {result.checkpoint}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Model name (file stem).")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models"),
+              show_default=True, help="Where to write NAME.safetensors and NAME.json.")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True, path_type=Path),
+              help="Training data (as given to train): calibrates the exact decoder and is named in the card.")
+@click.option("--description", default="", help="One line for the model card.")
+@_force
+def export(run_dir: Path, name: str, out_dir: Path, data: tuple[Path, ...], description: str, force: bool) -> None:
+    """Freeze the newest checkpoint of a training run into a shipped model (weights + model card)."""
+    from .export import export_run
+
+    target = out_dir / f"{name}.safetensors"
+    if target.exists() and not force:
+        raise click.UsageError(f"{target} exists; pass --force to overwrite it")
+    card = export_run(run_dir, name, out_dir, list(data), description)
+    click.echo(f"wrote {target} (fingerprint {card['fingerprint'][:16]}) and {target.with_suffix('.json')}")

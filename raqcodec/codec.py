@@ -1,0 +1,187 @@
+"""Encode an image to a ``.raq`` stream and back: the pipeline behind the API and the CLI.
+
+image -> (imageio) 8-bit RGB, padded to multiples of 4 -> (model) latents -> (rate control / explicit K~)
+index grid -> (entropy) rANS section -> (bitstream) container. Decoding reverses it with the exact decoder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+
+from . import bitstream, entropy, imageio, registry
+from .model import CodecModel, codebook_crc
+from .ratecontrol import BudgetError, choose_size
+
+ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
+ModelRef = str | os.PathLike | CodecModel | None
+GRID = 4  # pixels per index along each axis
+
+
+class CodecError(ValueError):
+    """A stream cannot be decoded with the models at hand (wrong model, codebook mismatch)."""
+
+
+@dataclass
+class EncodeResult:
+    data: bytes
+    width: int
+    height: int
+    codebook_size: int
+    adapter: str
+    model: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bpp(self) -> float:
+        return len(self.data) * 8 / (self.width * self.height)
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA device is available")
+    return dev
+
+
+def _model(ref: ModelRef, device: str | torch.device) -> CodecModel:
+    model = ref if isinstance(ref, CodecModel) else registry.load(ref)
+    return model.to(pick_device(device))
+
+
+def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,
+                    model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto") -> EncodeResult:
+    """Encode at a bitrate budget (``bpp``: all file bytes x 8 / pixels) or at an explicit ``codebook_size``."""
+    if (bpp is None) == (codebook_size is None):
+        raise ValueError("give exactly one of bpp and codebook_size")
+    started = time.perf_counter()
+    m = _model(model, device)
+    src = imageio.load_image(image)
+    padded = imageio.pad_to_multiple(src.rgb, GRID)
+    grid = (padded.shape[0] // GRID, padded.shape[1] // GRID)
+    rows = m.analyse(padded)
+    alpha = zlib.compress(src.alpha.tobytes(), 9) if src.alpha is not None else b""
+
+    def quantize(size: int) -> np.ndarray:
+        return m.indices(rows, adapter, size)
+
+    if codebook_size is not None:
+        lo, hi = m.size_range
+        if not lo <= codebook_size <= hi:
+            raise BudgetError(f"codebook size {codebook_size} is outside model {m.name}'s range {lo}..{hi}")
+        size, indices = codebook_size, quantize(codebook_size)
+        section = entropy.encode_indices(indices, size)
+    else:
+        assert bpp is not None
+        if not bpp > 0:
+            raise BudgetError(f"--bpp must be positive, got {bpp}")
+        pixels = src.width * src.height
+        overhead = bitstream.HEADER_SIZE + 4 + len(alpha)
+        budget = int(bpp * pixels // 8) - overhead
+
+        def describe(lo_bytes: int, hi_bytes: int) -> str:
+            lo_bpp, hi_bpp = (lo_bytes + overhead) * 8 / pixels, (hi_bytes + overhead) * 8 / pixels
+            return (f"{bpp:g} bpp is below what model {m.name} can reach for this image: "
+                    f"{lo_bpp:.3f} to {hi_bpp:.3f} bpp (codebook sizes {m.size_range[0]}..{m.size_range[1]})")
+
+        choice = choose_size(quantize, m.size_range, budget, describe)
+        size, indices, section = choice.size, choice.indices, choice.section
+    header = bitstream.Header(
+        version=bitstream.FORMAT_VERSION, model_fingerprint=m.fingerprint_bytes, adapter=adapter,
+        codebook_size=size, codebook_crc=codebook_crc(m.codebook(adapter, size)), width=src.width,
+        height=src.height, mode=src.mode, bit_depth=src.bit_depth, has_alpha=bool(alpha),
+    )
+    data = bitstream.pack(bitstream.Stream(header=header, indices_section=section, alpha_section=alpha))
+    return EncodeResult(data=data, width=src.width, height=src.height, codebook_size=size, adapter=adapter,
+                        model=m.name, seconds=time.perf_counter() - started, notes=list(src.notes))
+
+
+def encode(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,
+           model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto") -> bytes:
+    """Encode ``image`` (path, PIL image or array) to ``.raq`` bytes.
+
+    Exactly one of ``bpp`` (a budget on the whole file: bytes x 8 / pixels <= bpp) and ``codebook_size``
+    (an explicit K~) is given. Raises ``imageio.ImageError`` for unreadable input and
+    ``ratecontrol.BudgetError`` for an unreachable budget or size.
+    """
+    return encode_detailed(image, bpp=bpp, codebook_size=codebook_size, model=model, adapter=adapter,
+                           device=device).data
+
+
+@dataclass
+class Decoded:
+    stream: bitstream.Stream
+    model: CodecModel
+    indices: np.ndarray  # (h, w) int64
+    codebook: torch.Tensor  # (K~, d) integers at scale 2^-F
+
+
+def _open(data: bytes, model: ModelRef) -> Decoded:
+    stream = bitstream.unpack(data)
+    h = stream.header
+    candidates = [model] if isinstance(model, (str, os.PathLike)) else []
+    m = model if isinstance(model, CodecModel) else registry.find_by_fingerprint(h.model_fingerprint, candidates)
+    if not m.fingerprint_bytes == h.model_fingerprint:
+        raise CodecError(f"stream was made with model {h.model_fingerprint.hex()}, not with {m.name}")
+    lo, hi = m.size_range
+    if not lo <= h.codebook_size <= hi:
+        raise CodecError(f"stream codebook size {h.codebook_size} is outside model {m.name}'s range {lo}..{hi}")
+    book = m.codebook(h.adapter, h.codebook_size)
+    if codebook_crc(book) != h.codebook_crc:
+        raise CodecError("codebook checksum mismatch: this machine computes a different codebook than the "
+                         "encoder did (cluster adapter codebooks are recomputed in floating point)")
+    grid = ((h.height + GRID - 1) // GRID, (h.width + GRID - 1) // GRID)
+    indices = entropy.decode_indices(stream.indices_section, grid[0] * grid[1], h.codebook_size)
+    return Decoded(stream=stream, model=m, indices=indices.reshape(grid), codebook=book)
+
+
+def decode(data: bytes, *, model: ModelRef = None, device: str | torch.device = "auto") -> PIL.Image.Image:
+    """Decode ``.raq`` bytes to a PIL image (mode L or RGB, plus alpha and 16-bit when the source had them).
+
+    The stream names its model by fingerprint; installed models are searched (``model`` is tried first).
+    Raises ``bitstream.FormatError`` / ``entropy.EntropyError`` for corrupt input, ``CodecError`` when the
+    model is missing or disagrees.
+    """
+    dec = _open(data, model)
+    h = dec.stream.header
+    dec.model.to(pick_device(device))
+    rgb = dec.model.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape)
+    rgb = imageio.crop(rgb, h.height, h.width)
+    alpha = None
+    if h.has_alpha:
+        try:
+            raw = zlib.decompress(dec.stream.alpha_section, bufsize=h.width * h.height)
+        except zlib.error:
+            raise bitstream.FormatError("corrupt .raq file: alpha section does not inflate") from None
+        if len(raw) != h.width * h.height:
+            raise bitstream.FormatError("corrupt .raq file: alpha section has the wrong size")
+        alpha = np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
+    return imageio.to_pil(rgb, h.mode, alpha, h.bit_depth)
+
+
+def inspect(data: bytes, *, model: ModelRef = None) -> dict[str, Any]:
+    """Header fields of a stream plus its VQ tokens: ``indices`` (h x w int64) and ``codebook`` (K~ x d float32)."""
+    dec = _open(data, model)
+    h = dec.stream.header
+    info = header_summary(data)
+    info.update(model=dec.model.name, indices=dec.indices,
+                codebook=(dec.codebook.float() * 2.0**-dec.model.act_frac_bits).numpy())
+    return info
+
+
+def header_summary(data: bytes) -> dict[str, Any]:
+    """Header fields, size and bpp of a stream (validates the container and its CRC; needs no model)."""
+    header = bitstream.read_header(data)
+    info = header.to_dict()
+    info.update(bytes=len(data), bpp=len(data) * 8 / (header.width * header.height))
+    return info

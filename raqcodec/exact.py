@@ -1,0 +1,169 @@
+"""Bit-exact decoder: the trained float decoder evaluated in fixed-point integer arithmetic.
+
+Why: a ``.raq`` file must decode to the same pixels on every machine and device. Float convolutions differ
+in their last bits between CPUs, BLAS libraries and GPUs, and a last-bit difference can flip a pixel's
+rounding. Here every activation is an integer at a fixed scale of 2^-F (F = ``act_frac_bits``) and every
+weight an integer at a per-layer scale 2^-s.
+
+Exactness argument: tensors are float64 holding integers. A convolution is computed as matrix products
+over views of the input (no arithmetic in the data movement); with |activation| <= 2^21, |weight| <= 2^15 and at most 2^13
+terms per dot product (checked in ``ExactConv``), every product and every partial sum is an integer below
+2^49 < 2^53, so it is represented exactly and the result is the same in any summation order, with or
+without FMA, on any BLAS or GPU. Rescaling multiplies by powers of two (exact) and rounds with ``floor``
+(exact); ReLU, addition of integers, clamping and pixel shuffle are exact too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .nn.autoencoder import PIXEL_OFFSET, Decoder, ResidualBlock
+
+ACT_LIMIT = 2**21  # activations are clamped (saturated) to +-ACT_LIMIT after every layer
+ACT_TARGET = 2**19  # calibration puts the largest observed activation at or below this
+WEIGHT_LIMIT = 2**15 - 1
+MAX_TERMS = 2**13
+ROW_CHUNK_ELEMENTS = 2**23  # bound on unfold buffer elements (64 MiB of float64)
+
+
+def weight_frac_bits(weight: Tensor) -> int:
+    """Largest s <= 30 with max |round(w * 2^s)| <= WEIGHT_LIMIT (exact power-of-two search)."""
+    peak = float(weight.detach().abs().max().double())
+    s = 30
+    while s > -30 and round(peak * 2.0**s) > WEIGHT_LIMIT:
+        s -= 1
+    return s
+
+
+def quantize_tensor(value: Tensor, frac_bits: int) -> Tensor:
+    """Integer-valued float64 tensor round(value * 2^frac_bits): float32 -> float64 and x 2^s are exact."""
+    return torch.round(value.detach().to(torch.float64) * 2.0**frac_bits)
+
+
+class ExactConv:
+    """A conv layer (kernel 1 or 3, stride 1, 'same' padding) on integer activations at scale 2^-F.
+
+    A 3x3 convolution is nine 1x1 convolutions of shifted inputs. On the zero-padded image flattened
+    row by row (row length w + 2), the input of tap (dy, dx) for output q = i * (w + 2) + j is element
+    q + dy * (w + 2) + dx: a contiguous slice. So each tap is one matrix product over a view, with no
+    im2col copy; the two junk columns per row that this computes are dropped at the end.
+    """
+
+    def __init__(self, conv: nn.Conv2d, act_frac_bits: int, weight_bits: int) -> None:
+        k = conv.kernel_size[0]
+        if conv.kernel_size != (k, k) or k not in (1, 3) or conv.stride != (1, 1) or conv.padding != (k // 2, k // 2):
+            raise ValueError("exact decoder supports stride-1 'same' convolutions with kernel 1 or 3 only")
+        terms = conv.in_channels * k * k
+        if terms > MAX_TERMS:
+            raise ValueError(f"{terms} terms per output exceed the exactness bound {MAX_TERMS}")
+        self.kernel, self.shift = k, weight_bits
+        weight = quantize_tensor(conv.weight, weight_bits)
+        assert float(weight.abs().max()) <= WEIGHT_LIMIT
+        self.taps = [weight[:, :, dy, dx].contiguous() for dy in range(k) for dx in range(k)]
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.bias = quantize_tensor(bias, act_frac_bits + weight_bits)[:, None]
+
+    def to(self, device: torch.device) -> "ExactConv":
+        self.taps = [t.to(device) for t in self.taps]
+        self.bias = self.bias.to(device)
+        return self
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """x: (C, H, W) integer-valued float64 -> (C_out, H, W) at the same scale, saturated."""
+        c, h, w = x.shape
+        if self.kernel == 1:
+            return rescale(torch.addmm(self.bias, self.taps[0], x.reshape(c, -1)), self.shift).reshape(-1, h, w)
+        row = w + 2
+        flat = F.pad(x, (1, 1, 1, 2)).reshape(c, -1)  # one extra bottom row keeps every tap slice in range
+        offsets = [dy * row + dx for dy in range(3) for dx in range(3)]
+        out = torch.empty(self.taps[0].shape[0], h, w, dtype=torch.float64, device=x.device)
+        rows = max(1, ROW_CHUNK_ELEMENTS // max(1, out.shape[0] * row))
+        for top in range(0, h, rows):
+            bottom = min(h, top + rows)
+            lo, hi = top * row, bottom * row
+            acc = self.bias.expand(-1, hi - lo).clone()
+            for tap, off in zip(self.taps, offsets):
+                acc.addmm_(tap, flat[:, lo + off : hi + off])  # exact: integers < 2^53
+            out[:, top:bottom] = rescale(acc, self.shift).reshape(-1, bottom - top, row)[:, :, :w]
+        return out
+
+
+def rescale(acc: Tensor, shift: int) -> Tensor:
+    """round(acc / 2^shift) with ties up, then saturate, in place: exact for integer-valued float64."""
+    return acc.mul_(2.0**-shift).add_(0.5).floor_().clamp_(-ACT_LIMIT, ACT_LIMIT)
+
+
+@dataclass
+class ExactBlock:
+    conv3: ExactConv
+    conv1: ExactConv
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return (x + self.conv1(torch.relu(self.conv3(torch.relu(x))))).clamp_(-ACT_LIMIT, ACT_LIMIT)
+
+
+class ExactDecoder:
+    """Integer twin of ``raqcodec.nn.autoencoder.Decoder``: integer latents at scale 2^-F -> uint8 pixels."""
+
+    def __init__(self, decoder: Decoder, act_frac_bits: int, weight_bits: dict[str, int]) -> None:
+        self.frac_bits = act_frac_bits
+
+        def conv(name: str, layer: nn.Conv2d) -> ExactConv:
+            return ExactConv(layer, act_frac_bits, weight_bits[name])
+
+        self.stem = conv("stem", decoder.stem)
+        self.blocks = [
+            ExactBlock(conv(f"blocks.{i}.conv3", b.conv3), conv(f"blocks.{i}.conv1", b.conv1))
+            for i, b in enumerate(decoder.blocks)
+            if isinstance(b, ResidualBlock)
+        ]
+        self.head = conv("head", decoder.head)
+        self.factor = decoder.shuffle.upscale_factor
+
+    def to(self, device: torch.device) -> "ExactDecoder":
+        for layer in [self.stem, self.head, *[c for b in self.blocks for c in (b.conv3, b.conv1)]]:
+            layer.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, latents: Tensor) -> Tensor:
+        """latents: (d, h, w) integer-valued float64 -> (3, 4h, 4w) uint8."""
+        x = self.stem(latents)
+        for block in self.blocks:
+            x = block(x)
+        y = F.pixel_shuffle(self.head(torch.relu(x))[None], self.factor)[0]
+        # pixel = round(255 * (y / 2^F + offset)): y*255 is an exact integer, the rest power-of-two scaling.
+        pixels = torch.floor((y * 255.0) * 2.0**-self.frac_bits + (255.0 * PIXEL_OFFSET + 0.5))
+        return pixels.clamp_(0, 255).to(torch.uint8)
+
+
+def decoder_weight_bits(decoder: Decoder) -> dict[str, int]:
+    """Per-layer weight scales of a float decoder (frozen into the checkpoint at export)."""
+    bits = {"stem": weight_frac_bits(decoder.stem.weight), "head": weight_frac_bits(decoder.head.weight)}
+    for i, block in enumerate(decoder.blocks):
+        bits[f"blocks.{i}.conv3"] = weight_frac_bits(block.conv3.weight)
+        bits[f"blocks.{i}.conv1"] = weight_frac_bits(block.conv1.weight)
+    return bits
+
+
+@torch.no_grad()
+def calibrate_act_frac_bits(decoder: Decoder, latents: Tensor) -> int:
+    """Largest F with every intermediate activation of ``decoder`` on ``latents`` below ACT_TARGET / 2^F."""
+    peak = [latents.abs().max()]
+    x = decoder.stem(latents)
+    peak.append(x.abs().max())
+    for block in decoder.blocks:
+        inner = block.conv3(torch.relu(x))
+        peak.append(inner.abs().max())
+        x = x + block.conv1(torch.relu(inner))
+        peak.append(x.abs().max())
+    peak.append(decoder.head(torch.relu(x)).abs().max())
+    largest = float(torch.stack(peak).max())
+    f = 24
+    while f > 0 and largest * 2.0**f > ACT_TARGET:
+        f -= 1
+    return f

@@ -1,0 +1,125 @@
+"""A loaded codec model: float encoder, exact integer decoder, and the codebooks of every size.
+
+Codebooks are integer tensors at the decoder's activation scale 2^-F. The seq2seq adapter's codebooks are
+prefixes of the frozen sequence; the cluster adapter's are computed on first use and kept per model.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .exact import ExactDecoder
+from .modelfile import ModelFile, ModelFileError, read_model_file
+from .nn.autoencoder import Decoder, Encoder
+from .nn.cluster import cluster_codebook
+from .nn.quantizer import nearest_indices
+
+ADAPTERS = ("seq2seq", "cluster")
+
+
+def codebook_crc(codebook: Tensor) -> int:
+    """CRC32 of an integer codebook as little-endian int32 rows: what the stream header carries."""
+    return zlib.crc32(codebook.to("cpu", torch.int32).numpy().astype("<i4").tobytes())
+
+
+class CodecModel:
+    def __init__(self, file: ModelFile, path: Path | None = None) -> None:
+        cfg, t = file.config, file.tensors
+        self.config, self.name, self.path = cfg, file.name, path
+        self.fingerprint = file.fingerprint
+        self.device = torch.device("cpu")
+        try:
+            self.encoder = Encoder(cfg)
+            self.encoder.load_state_dict(_sub(t, "encoder."))
+            self.encoder.eval()
+            float_decoder = Decoder(cfg)
+            float_decoder.load_state_dict(_sub(t, "decoder."))
+            self.act_frac_bits = int(t["frozen.act_frac_bits"])
+            weight_bits = {k: int(v) for k, v in _sub(t, "frozen.weight_bits.").items()}
+            self.decoder = ExactDecoder(float_decoder, self.act_frac_bits, weight_bits)
+            self.base_codebook = t["codebook.embedding"].float()
+            self.sequence = t["frozen.sequence"].to(torch.int64)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise ModelFileError(f"model {self.name} is incomplete or inconsistent ({exc})") from None
+        if self.sequence.shape != (cfg.k_max, cfg.latent_dim):
+            raise ModelFileError(f"model {self.name}: frozen sequence has shape {tuple(self.sequence.shape)}")
+        self._cluster_cache: dict[int, Tensor] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path) -> "CodecModel":
+        return cls(read_model_file(path), path)
+
+    @property
+    def fingerprint_bytes(self) -> bytes:
+        """The 8 bytes of the fingerprint that a stream header carries."""
+        return bytes.fromhex(self.fingerprint)[:8]
+
+    @property
+    def size_range(self) -> tuple[int, int]:
+        return self.config.k_min, self.config.k_max
+
+    def to(self, device: torch.device) -> "CodecModel":
+        self.encoder.to(device)
+        self.decoder.to(device)
+        self.device = device
+        return self
+
+    # -- codebooks -------------------------------------------------------------------------------------
+    def codebook(self, adapter: str, size: int) -> Tensor:
+        """Integer codebook (size, d), int64, at scale 2^-F."""
+        lo, hi = self.size_range
+        if adapter not in ADAPTERS:
+            raise ValueError(f"unknown adapter {adapter!r} (choose from {', '.join(ADAPTERS)})")
+        if not lo <= size <= hi:
+            raise ValueError(f"codebook size {size} outside this model's range {lo}..{hi}")
+        if adapter == "seq2seq":
+            return self.sequence[:size]
+        with self._lock:
+            if size not in self._cluster_cache:
+                self._cluster_cache[size] = self._compute_cluster(size)
+            return self._cluster_cache[size]
+
+    def _compute_cluster(self, size: int) -> Tensor:
+        # Single-threaded float64 on the CPU: the decoder must recompute exactly what the encoder used.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            book = cluster_codebook(self.base_codebook, size)
+        finally:
+            torch.set_num_threads(threads)
+        return torch.round(book * 2.0**self.act_frac_bits).to(torch.int64)
+
+    def float_codebook(self, adapter: str, size: int) -> Tensor:
+        return self.codebook(adapter, size).to(self.device, torch.float32) * 2.0**-self.act_frac_bits
+
+    # -- coding ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def analyse(self, rgb: np.ndarray) -> Tensor:
+        """Padded (H, W, 3) uint8 -> latent rows (h*w, d) float32 on the model's device."""
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        z = self.encoder(x)[0]
+        return z.permute(1, 2, 0).reshape(-1, z.shape[0])
+
+    @torch.no_grad()
+    def indices(self, rows: Tensor, adapter: str, size: int) -> np.ndarray:
+        return nearest_indices(rows, self.float_codebook(adapter, size)).cpu().numpy()
+
+    @torch.no_grad()
+    def synthesize(self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int]) -> np.ndarray:
+        """Index grid -> (4h, 4w, 3) uint8 with the exact decoder."""
+        h, w = grid
+        book = codebook.to(self.device, torch.float64)
+        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device)
+        latents = book[idx].reshape(h, w, -1).permute(2, 0, 1).contiguous()
+        return self.decoder(latents).permute(1, 2, 0).cpu().numpy()
+
+
+def _sub(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

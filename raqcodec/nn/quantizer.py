@@ -1,0 +1,136 @@
+"""Vector quantization: nearest-neighbour search, the EMA base codebook, and the adapted-codebook quantizer.
+
+VQ-VAE: van den Oord et al., "Neural Discrete Representation Learning" (arXiv 1711.00937); EMA updates
+from its appendix. Losses follow the paper's recipe: commitment weight beta, straight-through gradients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def nearest_indices(latents: Tensor, codebook: Tensor, chunk: int = 16384) -> Tensor:
+    """Index of the nearest codebook row for every vector.
+
+    latents: (N, d); codebook: (K, d). Returns (N,) int64. Ties go to the lower index, so a codebook
+    that is a prefix of a longer one never picks a later vector on a tie.
+    """
+    out = torch.empty(latents.shape[0], dtype=torch.long, device=latents.device)
+    sq_codes = (codebook * codebook).sum(1)
+    for start in range(0, latents.shape[0], chunk):
+        part = latents[start : start + chunk]
+        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
+        dist = sq_codes[None, :] - 2.0 * part @ codebook.t()
+        out[start : start + chunk] = dist.argmin(1)
+    return out
+
+
+def to_rows(z: Tensor) -> Tensor:
+    """(N, d, h, w) -> (N*h*w, d)."""
+    return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+
+
+def from_rows(rows: Tensor, like: Tensor) -> Tensor:
+    """Inverse of ``to_rows`` for a tensor shaped like ``like``."""
+    n, d, h, w = like.shape
+    return rows.reshape(n, h, w, d).permute(0, 3, 1, 2)
+
+
+@dataclass
+class QuantizerOutput:
+    quantized: Tensor  # straight-through: forward value = codebook vectors, gradient flows to latents
+    indices: Tensor  # (N, h, w)
+    loss: Tensor  # VQ loss of this path (commitment, plus codebook loss for a non-EMA codebook)
+    perplexity: Tensor  # exp(entropy of code usage in the batch)
+
+
+def _perplexity(indices: Tensor, size: int) -> Tensor:
+    counts = torch.bincount(indices.flatten(), minlength=size).float()
+    probs = counts / counts.sum().clamp(min=1)
+    return torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum())
+
+
+def quantize_with(latents: Tensor, codebook: Tensor, commitment: float, train_codebook: bool) -> QuantizerOutput:
+    """Quantize (N, d, h, w) latents with ``codebook`` (K, d).
+
+    With ``train_codebook`` the loss includes ||sg(z) - e||^2 so gradients reach the codebook (this is how
+    the adapted path trains the seq2seq adapter); the EMA codebook is updated outside the loss instead.
+    """
+    rows = to_rows(latents)
+    idx = nearest_indices(rows.detach(), codebook.detach())
+    chosen = codebook[idx]
+    loss = commitment * F.mse_loss(rows, chosen.detach())
+    if train_codebook:
+        loss = loss + F.mse_loss(chosen, rows.detach())
+    straight = rows + (chosen - rows).detach()
+    n, _, h, w = latents.shape
+    return QuantizerOutput(
+        quantized=from_rows(straight, latents),
+        indices=idx.reshape(n, h, w),
+        loss=loss,
+        perplexity=_perplexity(idx, codebook.shape[0]),
+    )
+
+
+class EMACodebook(nn.Module):
+    """Base codebook of K vectors updated by exponential moving averages (decay 0.99, eps 1e-5).
+
+    Codebook health: the codebook is initialised from the first batch of latents, and a code whose
+    EMA usage (in latents per batch) falls below ``dead_threshold`` is restarted on a random latent of
+    the current batch, so no code stays dead (codebook collapse is a known VQ failure).
+    """
+
+    def __init__(self, size: int, dim: int, decay: float, eps: float, dead_threshold: float = 1.0) -> None:
+        super().__init__()
+        self.size, self.dim, self.decay, self.eps = size, dim, decay, eps
+        self.dead_threshold = dead_threshold
+        self.register_buffer("embedding", torch.randn(size, dim) * 0.1)
+        self.register_buffer("cluster_size", torch.ones(size))
+        self.register_buffer("embedding_sum", self.embedding.clone())
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def initialize_from(self, rows: Tensor, generator: torch.Generator | None = None) -> None:
+        pick = torch.randperm(rows.shape[0], generator=generator, device="cpu")[: self.size].to(rows.device)
+        if pick.numel() < self.size:  # fewer latents than codes: repeat with noise
+            pick = pick.repeat(self.size // max(1, pick.numel()) + 1)[: self.size]
+        self.embedding.copy_(rows[pick])
+        self.embedding_sum.copy_(rows[pick])
+        self.cluster_size.fill_(1.0)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def update(self, rows: Tensor, indices: Tensor, generator: torch.Generator | None = None) -> int:
+        """One EMA step from a batch of latents and their codes; returns how many dead codes were restarted.
+
+        Under DDP the caller all-reduces ``counts`` and ``sums`` first (see ``ema_statistics``).
+        """
+        counts, sums = self.ema_statistics(rows, indices)
+        return self.apply_statistics(counts, sums, rows, generator)
+
+    @torch.no_grad()
+    def ema_statistics(self, rows: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+        onehot = F.one_hot(indices.flatten(), self.size).type(rows.dtype)
+        return onehot.sum(0), onehot.t() @ rows
+
+    @torch.no_grad()
+    def apply_statistics(
+        self, counts: Tensor, sums: Tensor, rows: Tensor, generator: torch.Generator | None = None
+    ) -> int:
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embedding_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.eps) / (total + self.size * self.eps) * total
+        self.embedding.copy_(self.embedding_sum / smoothed[:, None])
+        dead = (self.cluster_size < self.dead_threshold).nonzero().flatten()
+        if dead.numel():
+            pick = torch.randint(0, rows.shape[0], (dead.numel(),), generator=generator, device="cpu")
+            fresh = rows[pick.to(rows.device)]
+            self.embedding[dead] = fresh
+            self.embedding_sum[dead] = fresh
+            self.cluster_size[dead] = 1.0
+        return int(dead.numel())

@@ -1,0 +1,84 @@
+"""Training recipes: TOML files with a [model] table (``ModelConfig``) and a [train] table (``TrainConfig``)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from ..nn.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    mode: Literal["raq", "fixed"] = "raq"  # raq: joint training with the adapter; fixed: one codebook size
+    steps: int = 20000
+    batch_size: int = 16
+    crop: int = 128  # side of the square training crops (32 for CIFAR-10: whole images)
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0
+    # How K~ is drawn each step: "uniform" over [k_min, k_max] (the paper), or "log-uniform" (every
+    # octave equally often, which trains the small codebooks that low bitrates use as often as the large).
+    k_sampling: Literal["uniform", "log-uniform"] = "uniform"
+    scale_min: float = 0.5  # random down-scaling of crops: factor drawn from [scale_min, 1]
+    max_short_side: int = 512  # photos are reduced to this short side when loaded
+    seed: int = 0
+    checkpoint_every: int = 250
+    validate_every: int = 500
+    validation_sizes: list[int] = field(default_factory=lambda: [16, 64, 256, 1024])
+    validation_crop: int = 256
+    holdout_every: int = 50  # every n-th image of the sorted file list is held out for validation
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model.to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], name: str) -> "Recipe":
+        train = data.get("train", {})
+        known = {f.name for f in fields(TrainConfig)}
+        if set(train) - known:
+            raise ValueError(f"unknown [train] keys: {sorted(set(train) - known)}")
+        return cls(name=data.get("name", name), model=ModelConfig.from_dict(data.get("model", {})),
+                   train=TrainConfig(**train))
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files(__package__).joinpath("recipes").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_recipe(name_or_path: str, overrides: dict[str, Any] | None = None) -> Recipe:
+    """A built-in recipe by name (``raqcodec/train/recipes/<name>.toml``) or a TOML file by path.
+
+    ``overrides`` maps "train.steps" / "model.channels" style keys to values.
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.exists():
+        text, name = path.read_text(encoding="utf-8"), path.stem
+    else:
+        res = resources.files(__package__).joinpath("recipes", f"{name_or_path}.toml")
+        if not res.is_file():
+            raise ValueError(f"unknown recipe {name_or_path!r}; built-in recipes: {', '.join(builtin_recipes())}")
+        text, name = res.read_text(encoding="utf-8"), name_or_path
+    data = tomllib.loads(text)
+    for key, value in (overrides or {}).items():
+        table, _, item = key.partition(".")
+        if table not in ("model", "train") or not item:
+            raise ValueError(f"override keys look like train.steps or model.channels, got {key!r}")
+        data.setdefault(table, {})[item] = value
+    return Recipe.from_dict(data, name)

@@ -1,0 +1,65 @@
+"""Training checkpoints as safetensors: model, optimizer and RNG state, never pickle.
+
+A checkpoint holds tensors under ``model.*``, ``optim.<param>.<key>`` and ``rng.*``; everything else
+(step, recipe, optimizer hyper-parameters) is JSON in the safetensors metadata under ``raqcodec``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+
+def save_training_state(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    info: dict[str, Any],
+) -> None:
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, pstate in opt["state"].items():
+        for key, value in pstate.items():
+            tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).contiguous()
+    tensors["rng.data"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = dict(info, param_groups=opt["param_groups"])
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"raqcodec": json.dumps(meta)})
+    os.replace(tmp, path)  # a crash mid-write never leaves a truncated checkpoint under the real name
+
+
+def read_info(path: Path) -> dict[str, Any]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta.get("raqcodec", "{}"))
+
+
+def load_training_state(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, generator: torch.Generator | None
+) -> dict[str, Any]:
+    tensors = load_file(str(path))
+    info = read_info(path)
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    if optimizer is not None:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, pid, name = key.split(".", 2)
+                state.setdefault(int(pid), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    if generator is not None:
+        generator.set_state(tensors["rng.data"])
+        torch.set_rng_state(tensors["rng.torch"])
+    return info
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    found = sorted(directory.glob("step-*.safetensors"))
+    return found[-1] if found else None

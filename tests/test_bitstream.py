@@ -1,0 +1,255 @@
+"""Tests for raqcodec.bitstream: the .raq container layout and every rejection path."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+import zlib
+
+import pytest
+
+from raqcodec import bitstream as B
+from raqcodec.bitstream import FormatError, Header, Stream, pack, read_header, unpack
+
+FINGERPRINT = bytes.fromhex("0123456789abcdef")
+
+
+def make_header(**changes: object) -> Header:
+    fields = dict(version=1, model_fingerprint=FINGERPRINT, adapter="cluster", codebook_size=1000,
+                  codebook_crc=0xDEADBEEF, width=641, height=479, mode="RGB", bit_depth=16, has_alpha=True)
+    fields.update(changes)
+    return Header(**fields)  # type: ignore[arg-type]
+
+
+def make_stream(alpha: bytes = b"\x78\x9c-alpha", **changes: object) -> Stream:
+    changes.setdefault("has_alpha", bool(alpha))
+    return Stream(header=make_header(**changes), indices_section=b"\x0b" + bytes(range(40)), alpha_section=alpha)
+
+
+def with_crc(body: bytes) -> bytes:
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def patched(data: bytes, offset: int, fmt: str, value: int) -> bytes:
+    """Overwrite one header field and recompute the CRC, so the field check is what fails."""
+    body = bytearray(data[:-4])
+    struct.pack_into(fmt, body, offset, value)
+    return with_crc(bytes(body))
+
+
+# ---------------------------------------------------------------- layout and round trip
+
+
+def test_constants() -> None:
+    assert B.MAGIC == b"\x89RAQ"
+    assert B.FORMAT_VERSION == 1
+    assert B.HEADER_SIZE == 35
+    assert B.ADAPTERS == ("seq2seq", "cluster")
+    assert B.MODES == ("L", "RGB")
+
+
+@pytest.mark.parametrize("alpha", [b"", b"\x78\x9c-alpha"])
+def test_roundtrip(alpha: bytes) -> None:
+    stream = make_stream(alpha)
+    data = pack(stream)
+    assert len(data) == 35 + len(stream.indices_section) + len(alpha) + 4
+    assert unpack(data) == stream
+    assert read_header(data) == stream.header
+
+
+def test_byte_layout() -> None:
+    stream = make_stream()
+    data = pack(stream)
+    assert data[0:4] == b"\x89RAQ"
+    assert data[4] == 1
+    assert data[5] == 0x01  # alpha flag
+    assert data[6:14] == FINGERPRINT
+    assert data[14] == 1  # cluster
+    assert data[15:17] == (1000).to_bytes(2, "big")
+    assert data[17:21] == bytes.fromhex("deadbeef")
+    assert data[21:23] == (641).to_bytes(2, "big")
+    assert data[23:25] == (479).to_bytes(2, "big")
+    assert data[25] == 1  # RGB
+    assert data[26] == 16
+    assert data[27:31] == (41).to_bytes(4, "big")
+    assert data[31:35] == (len(stream.alpha_section)).to_bytes(4, "big")
+    assert data[35:76] == stream.indices_section
+    assert data[76:-4] == stream.alpha_section
+    assert data[-4:] == zlib.crc32(data[:-4]).to_bytes(4, "big")
+
+
+def test_extreme_values_roundtrip() -> None:
+    stream = make_stream(b"", adapter="seq2seq", codebook_size=65535, codebook_crc=0, width=65535, height=1,
+                         mode="L", bit_depth=8)
+    data = pack(stream)
+    assert data[5] == 0 and data[14] == 0 and data[25] == 0
+    assert unpack(data) == stream
+    small = make_stream(b"", codebook_size=2, width=1, height=65535, codebook_crc=0xFFFFFFFF)
+    assert unpack(pack(small)) == small
+
+
+def test_header_to_dict() -> None:
+    d = make_header().to_dict()
+    assert d == {
+        "version": 1, "model_fingerprint": "0123456789abcdef", "adapter": "cluster", "codebook_size": 1000,
+        "codebook_crc": "deadbeef", "width": 641, "height": 479, "mode": "RGB", "bit_depth": 16,
+        "has_alpha": True,
+    }
+    assert json.loads(json.dumps(d)) == d
+
+
+def test_accepts_bytearray_and_memoryview() -> None:
+    data = pack(make_stream())
+    assert unpack(bytearray(data)) == unpack(memoryview(data)) == unpack(data)
+
+
+# ---------------------------------------------------------------- envelope errors
+
+
+def test_too_short() -> None:
+    for n in (0, 4, 38):
+        with pytest.raises(FormatError, match=f"truncated .raq file: expected at least 39 bytes, got {n}"):
+            unpack(pack(make_stream())[:n])
+
+
+def test_bad_magic() -> None:
+    data = pack(make_stream())
+    with pytest.raises(FormatError, match=r"not a \.raq file \(bad magic\)"):
+        unpack(b"\x89PNG" + data[4:])
+    with pytest.raises(FormatError, match="bad magic"):
+        read_header(b"RIFF" + bytes(100))
+
+
+def test_unsupported_version() -> None:
+    data = patched(pack(make_stream()), 4, ">B", 7)
+    with pytest.raises(FormatError, match=r"unsupported \.raq format version 7 \(this raqcodec reads version 1\)"):
+        unpack(data)
+    with pytest.raises(FormatError, match="version 0"):
+        read_header(patched(data, 4, ">B", 0))
+
+
+def test_truncated() -> None:
+    data = pack(make_stream())
+    cut = data[:-10]
+    with pytest.raises(FormatError, match=f"truncated .raq file: expected {len(data)} bytes, got {len(cut)}"):
+        unpack(cut)
+    with pytest.raises(FormatError, match="truncated"):
+        read_header(data[:40])
+
+
+def test_crc_mismatch_anywhere() -> None:
+    data = pack(make_stream())
+    for offset in (5, 14, 20, 40, len(data) - 6, len(data) - 1):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x10
+        with pytest.raises(FormatError, match=r"corrupt \.raq file: CRC mismatch"):
+            unpack(bytes(damaged))
+    with pytest.raises(FormatError, match="CRC mismatch"):
+        read_header(data[:-1] + bytes([data[-1] ^ 1]))
+
+
+def test_trailing_garbage() -> None:
+    data = pack(make_stream())
+    with pytest.raises(FormatError, match="CRC mismatch"):
+        unpack(data + b"junk")
+    # garbage inside the CRC'd region: the length check is what fails
+    with pytest.raises(FormatError, match="4 bytes of trailing data"):
+        unpack(with_crc(data[:-4] + b"junk"))
+
+
+# ---------------------------------------------------------------- field errors (CRC recomputed)
+
+
+@pytest.mark.parametrize("offset,fmt,value,message", [
+    (5, ">B", 0x02, "unknown flag bits 0x02"),
+    (5, ">B", 0x81, "unknown flag bits 0x81"),
+    (14, ">B", 2, "unknown adapter id 2"),
+    (15, ">H", 1, "codebook size 1 is below 2"),
+    (15, ">H", 0, "codebook size 0 is below 2"),
+    (21, ">H", 0, "image size 0x479 is empty"),
+    (23, ">H", 0, "image size 641x0 is empty"),
+    (25, ">B", 2, "unknown colour mode 2"),
+    (26, ">B", 12, "unsupported bit depth 12"),
+    (26, ">B", 0, "unsupported bit depth 0"),
+])
+def test_bad_field(offset: int, fmt: str, value: int, message: str) -> None:
+    data = patched(pack(make_stream()), offset, fmt, value)
+    with pytest.raises(FormatError, match=message):
+        unpack(data)
+    with pytest.raises(FormatError, match=message):
+        read_header(data)
+
+
+def test_alpha_flag_without_alpha_section() -> None:
+    data = patched(pack(make_stream(b"")), 5, ">B", 0x01)
+    with pytest.raises(FormatError, match="alpha flag and alpha section length disagree"):
+        unpack(data)
+
+
+def test_alpha_section_without_flag() -> None:
+    data = patched(pack(make_stream()), 5, ">B", 0x00)
+    with pytest.raises(FormatError, match="alpha flag and alpha section length disagree"):
+        unpack(data)
+
+
+def test_empty_index_section() -> None:
+    stream = make_stream(b"")
+    data = pack(stream)
+    # move the index bytes into the alpha section: lengths still add up, flag says alpha
+    body = bytearray(data[:-4])
+    struct.pack_into(">BII", body, 26, 16, 0, len(stream.indices_section))
+    body[5] = 0x01
+    with pytest.raises(FormatError, match="empty index section"):
+        unpack(with_crc(bytes(body)))
+
+
+def test_section_lengths_must_add_up() -> None:
+    data = pack(make_stream())
+    shorter = patched(data, 27, ">I", 40)  # one index byte unaccounted for
+    with pytest.raises(FormatError, match="1 bytes of trailing data"):
+        unpack(shorter)
+    longer = patched(data, 27, ">I", 42)
+    with pytest.raises(FormatError, match="truncated"):
+        unpack(longer)
+    huge = patched(data, 31, ">I", 0xFFFFFFFF)  # must not allocate: it is only compared
+    with pytest.raises(FormatError, match="truncated"):
+        unpack(huge)
+
+
+# ---------------------------------------------------------------- pack validation
+
+
+@pytest.mark.parametrize("changes", [
+    dict(version=2), dict(model_fingerprint=b"short"), dict(model_fingerprint="0123456789abcdef"),
+    dict(adapter="vq"), dict(codebook_size=1), dict(codebook_size=65536), dict(codebook_size=True),
+    dict(codebook_crc=-1), dict(codebook_crc=1 << 32), dict(width=0), dict(width=65536), dict(height=0),
+    dict(height=70000), dict(mode="RGBA"), dict(bit_depth=12), dict(has_alpha=1), dict(width=3.0),
+])
+def test_pack_rejects_bad_header(changes: dict[str, object]) -> None:
+    stream = make_stream()
+    bad = dataclasses.replace(stream, header=dataclasses.replace(stream.header, **changes))
+    with pytest.raises(ValueError):
+        pack(bad)
+
+
+def test_pack_rejects_inconsistent_sections() -> None:
+    stream = make_stream()
+    with pytest.raises(ValueError):
+        pack(dataclasses.replace(stream, indices_section=b""))
+    with pytest.raises(ValueError):  # flag set, no alpha
+        pack(dataclasses.replace(stream, alpha_section=b""))
+    with pytest.raises(ValueError):  # alpha without the flag
+        pack(dataclasses.replace(stream, header=dataclasses.replace(stream.header, has_alpha=False)))
+    with pytest.raises(ValueError):
+        pack(dataclasses.replace(stream, indices_section="text"))  # type: ignore[arg-type]
+
+
+def test_errors_are_value_errors_with_one_sentence() -> None:
+    assert issubclass(FormatError, ValueError)
+    try:
+        unpack(b"\x89RAQ" + bytes(40))
+    except FormatError as exc:
+        assert "\n" not in str(exc) and str(exc)
+    else:
+        pytest.fail("expected FormatError")
