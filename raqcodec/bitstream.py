@@ -133,18 +133,23 @@ def pack(stream: Stream) -> bytes:
 
 def _check_envelope(data: bytes) -> None:
     """Length, magic, version, declared length and CRC: the checks before any field is trusted."""
+    if data[:4] != MAGIC[: len(data[:4])]:  # magic first: a short text file is not a "truncated" stream
+        raise FormatError("not a .raq file (bad magic)")
     if len(data) < MIN_FILE_SIZE:
         raise FormatError(f"truncated .raq file: expected at least {MIN_FILE_SIZE} bytes, got {len(data)}")
-    if data[:4] != MAGIC:
-        raise FormatError("not a .raq file (bad magic)")
     if data[4] != FORMAT_VERSION:
         raise FormatError(f"unsupported .raq format version {data[4]} (this raqcodec reads version {FORMAT_VERSION})")
     index_len, alpha_len = struct.unpack_from(">II", data, _LENGTHS_OFFSET)
     expected = MIN_FILE_SIZE + index_len + alpha_len  # Python ints: no overflow
-    if len(data) < expected:
-        raise FormatError(f"truncated .raq file: expected {expected} bytes, got {len(data)}")
     (stored,) = struct.unpack_from(">I", data, len(data) - CRC_SIZE)
-    if zlib.crc32(memoryview(data)[:-CRC_SIZE]) != stored:
+    intact = zlib.crc32(memoryview(data)[:-CRC_SIZE]) == stored
+    if len(data) < expected:
+        # A cut-off file fails its CRC too; an intact one whose header lies is corrupt, not truncated.
+        if intact:
+            raise FormatError(f"corrupt .raq file: header declares {expected} bytes, file has {len(data)}")
+        raise FormatError(f"truncated .raq file: expected {expected} bytes, got {len(data)} "
+                          "(or a corrupt length field)")
+    if not intact:
         raise FormatError("corrupt .raq file: CRC mismatch")
 
 

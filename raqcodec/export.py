@@ -24,7 +24,9 @@ def calibration_batch(data: list[Path], crop: int = 256) -> torch.Tensor:
     if not files:
         raise ValueError("no images found for calibration in " + ", ".join(map(str, data)))
     step = max(1, len(files) // CALIBRATION_IMAGES)
-    return center_crops([load_rgb(p, 512) for p in files[::step][:CALIBRATION_IMAGES]], crop)
+    images = [load_rgb(p, 512) for p in files[::step][:CALIBRATION_IMAGES]]
+    side = min(crop, *(min(im.shape[1:]) // 4 * 4 for im in images))  # small data sets: smaller crops
+    return center_crops(images, side)
 
 
 def training_summary(run_dir: Path) -> dict[str, Any]:

@@ -136,7 +136,7 @@ def train(
             step += 1
             record = {"step": step, "k": size, "lr": learning_rate(recipe, step - 1), "grad_norm": float(grad_norm),
                       "dead_restarts": restarted, "seconds": round(time.monotonic() - tick, 4), **out.metrics}
-            if validation is not None and (step % t.validate_every == 0 or step == stop_at):
+            if validation is not None and (step % t.validate_every == 0 or step == t.steps):
                 record.update(validate(model, validation, t.validation_sizes))
             log.write(json.dumps(record) + "\n")
             log.flush()

@@ -1,0 +1,158 @@
+"""The command line: default names, --json records, overwrite policy, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from raqcodec.cli import main
+
+from conftest import smooth_image
+
+
+@pytest.fixture
+def env(tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Make the tiny model installed (found by name and by fingerprint)."""
+    monkeypatch.setenv("RAQCODEC_MODEL_PATH", str(tiny_model_path.parent))
+    return {"RAQCODEC_MODEL_PATH": str(tiny_model_path.parent)}
+
+
+@pytest.fixture
+def png(tmp_path: Path) -> Path:
+    path = tmp_path / "photo.png"
+    Image.fromarray(smooth_image(30, 42)).save(path)
+    return path
+
+
+def run(*args: str) -> "CliRunner.Result":
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_encode_decode_default_names_and_json(env: dict, png: Path) -> None:
+    res = run("encode", str(png), "--model", "tiny", "-k", "16", "--json")
+    assert res.exit_code == 0, res.output
+    record = json.loads(res.stdout)
+    raq = png.with_suffix(".raq")
+    assert record["output"] == str(raq) and raq.exists()
+    assert record["bytes"] == raq.stat().st_size
+    assert record["bpp"] == pytest.approx(raq.stat().st_size * 8 / (42 * 30), abs=1e-5)
+    assert {"input", "width", "height", "codebook_size", "seconds"} <= set(record)
+    assert (record["width"], record["height"], record["codebook_size"]) == (42, 30, 16)
+
+    png.unlink()
+    res = run("decode", str(raq), "--json")
+    assert res.exit_code == 0, res.output
+    record = json.loads(res.stdout)
+    assert record["output"] == str(png) and png.exists()
+    assert (record["width"], record["height"]) == (42, 30) and "seconds" in record
+    assert Image.open(png).size == (42, 30)
+
+
+def test_bpp_budget_through_cli(env: dict, png: Path) -> None:
+    res = run("encode", str(png), "--model", "tiny", "--bpp", "2.0", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["bpp"] <= 2.0
+
+
+def test_existing_output_needs_force(env: dict, png: Path) -> None:
+    assert run("encode", str(png), "--model", "tiny", "-k", "8").exit_code == 0
+    raq = png.with_suffix(".raq")
+    before = raq.read_bytes()
+    res = run("encode", str(png), "--model", "tiny", "-k", "16")
+    assert res.exit_code == 2 and "--force" in res.output
+    assert raq.read_bytes() == before  # untouched
+    assert run("encode", str(png), "--model", "tiny", "-k", "16", "--force").exit_code == 0
+    assert raq.read_bytes() != before
+
+
+def test_output_option_file_and_directory(env: dict, png: Path, tmp_path: Path) -> None:
+    second = tmp_path / "second.png"
+    Image.fromarray(smooth_image(12, 12)).save(second)
+    out_dir = tmp_path / "out"
+    res = run("encode", str(png), str(second), "-o", str(out_dir), "--model", "tiny", "-k", "8")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out_dir.iterdir()) == ["photo.raq", "second.raq"]
+    res = run("decode", str(out_dir / "photo.raq"), "-o", str(tmp_path / "back.png"))
+    assert res.exit_code == 0 and (tmp_path / "back.png").exists()
+
+
+def test_info_json(env: dict, png: Path) -> None:
+    run("encode", str(png), "--model", "tiny", "-k", "12")
+    res = run("info", str(png.with_suffix(".raq")), "--json")
+    assert res.exit_code == 0
+    info = json.loads(res.stdout)
+    assert info["codebook_size"] == 12 and info["width"] == 42 and info["height"] == 30
+    assert info["bytes"] == png.with_suffix(".raq").stat().st_size and info["bpp"] > 0
+    assert {"version", "model_fingerprint", "adapter", "mode", "bit_depth"} <= set(info)
+
+
+def test_models_lists_installed(env: dict) -> None:
+    res = run("models", "--json")
+    assert res.exit_code == 0
+    names = [json.loads(line)["name"] for line in res.stdout.splitlines()]
+    assert "tiny" in names
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["encode", "{png}", "--model", "tiny"], 2, "exactly one of --bpp and --codebook-size"),
+    (["encode", "{png}", "--model", "tiny", "--bpp", "0.3", "-k", "8"], 2, "exactly one"),
+    (["encode", "{missing}", "--bpp", "1"], 2, "does not exist"),
+    (["encode", "{text}", "--model", "tiny", "--bpp", "1"], 1, "not an image"),
+    (["encode", "{png}", "--model", "nosuchmodel", "--bpp", "1"], 1, "unknown model 'nosuchmodel'"),
+    (["encode", "{png}", "--model", "tiny", "--bpp", "0.001"], 1, "can reach for this image"),
+    (["encode", "{png}", "--model", "tiny", "-k", "100000"], 1, "outside model tiny's range"),
+    (["decode", "{textraq}"], 1, "not a .raq file"),
+    (["info", "{textraq}"], 1, "not a .raq file"),
+])
+def test_bad_input_exit_codes(env: dict, png: Path, tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    textraq = tmp_path / "garbage.raq"
+    textraq.write_text("hello, I am not a stream")
+    paths = {"png": str(png), "missing": str(tmp_path / "missing.png"), "text": str(text), "textraq": str(textraq)}
+    res = CliRunner().invoke(main, [a.format(**paths) for a in args])
+    assert res.exit_code == code, res.output
+    assert message in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_errors_are_one_line_without_traceback(env: dict, png: Path, tmp_path: Path) -> None:
+    """Through a real process: stderr carries exactly one line and no traceback; no partial output."""
+    run("encode", str(png), "--model", "tiny", "-k", "16")
+    raq = png.with_suffix(".raq")
+    data = bytearray(raq.read_bytes())
+    corrupt = tmp_path / "corrupt.raq"
+    corrupt.write_bytes(bytes(data[: len(data) // 2]))
+    proc = subprocess.run([sys.executable, "-m", "raqcodec", "decode", str(corrupt)], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "truncated" in lines[0] and "Traceback" not in proc.stderr
+    assert not corrupt.with_suffix(".png").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_one_bad_file_does_not_stop_the_others(env: dict, png: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    res = CliRunner().invoke(main, ["encode", str(bad), str(png), "--model", "tiny", "-k", "8",
+                                    "-o", str(tmp_path / "out")])
+    assert res.exit_code == 1
+    assert (tmp_path / "out" / "photo.raq").exists() and not (tmp_path / "out" / "bad.raq").exists()
+
+
+def test_compare_reports_psnr(env: dict, png: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.png"
+    arr = np.asarray(Image.open(png)).astype(np.int16)
+    Image.fromarray(np.clip(arr + 2, 0, 255).astype(np.uint8)).save(other)
+    res = run("compare", str(png), str(other), "--json")
+    assert res.exit_code == 0
+    assert 40 < json.loads(res.stdout)["psnr"] < 43  # +2 everywhere (minus clipping): ~42.1 dB

@@ -1,0 +1,160 @@
+"""The codec end to end through the Python API, on the tiny test model: round trips, fields, errors."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import raqcodec
+from raqcodec import bitstream
+from raqcodec.registry import ModelNotFound
+
+from conftest import TINY, make_tiny_model, smooth_image
+
+
+def _grid(h: int, w: int) -> tuple[int, int]:
+    return (h + 3) // 4, (w + 3) // 4
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (3, 5), (17, 33), (64, 48), (31, 4)])
+def test_round_trip_odd_sizes(tiny_model_path: Path, height: int, width: int) -> None:
+    img = smooth_image(height, width)
+    data = raqcodec.encode(img, codebook_size=32, model=tiny_model_path)
+    out = raqcodec.decode(data, model=tiny_model_path)
+    assert out.size == (width, height) and out.mode == "RGB"
+    info = raqcodec.inspect(data, model=tiny_model_path)
+    assert info["indices"].shape == _grid(height, width)
+    assert info["indices"].min() >= 0 and info["indices"].max() < 32
+    assert info["codebook"].shape == (32, TINY.latent_dim)
+
+
+def test_header_fields(tiny_model_path: Path) -> None:
+    model = raqcodec.load_model(tiny_model_path)
+    data = raqcodec.encode(smooth_image(20, 28), codebook_size=13, model=tiny_model_path)
+    header = bitstream.read_header(data)
+    assert header.codebook_size == 13 and header.adapter == "seq2seq"
+    assert (header.width, header.height, header.mode, header.bit_depth) == (28, 20, "RGB", 8)
+    assert header.model_fingerprint == bytes.fromhex(model.fingerprint)[:8]
+    assert not header.has_alpha
+    summary = raqcodec.header_summary(data)
+    assert summary["bytes"] == len(data)
+    assert summary["bpp"] == pytest.approx(len(data) * 8 / (28 * 20))
+
+
+def test_grayscale_decodes_as_grayscale(tiny_model_path: Path) -> None:
+    gray = Image.fromarray(smooth_image(24, 24)[:, :, 0], "L")
+    out = raqcodec.decode(raqcodec.encode(gray, codebook_size=16, model=tiny_model_path), model=tiny_model_path)
+    assert out.mode == "L" and out.size == (24, 24)
+
+
+def test_sixteen_bit_gray_comes_back_sixteen_bit(tiny_model_path: Path) -> None:
+    arr = (smooth_image(16, 16)[:, :, 0].astype(np.uint16) * 257)
+    data = raqcodec.encode(arr, codebook_size=16, model=tiny_model_path)
+    assert bitstream.read_header(data).bit_depth == 16
+    out = raqcodec.decode(data, model=tiny_model_path)
+    assert out.mode == "I;16"
+
+
+def test_alpha_is_kept_exactly(tiny_model_path: Path) -> None:
+    rgba = np.dstack([smooth_image(21, 19), np.random.default_rng(0).integers(0, 256, (21, 19), dtype=np.uint8)])
+    data = raqcodec.encode(rgba, codebook_size=16, model=tiny_model_path)
+    header = bitstream.read_header(data)
+    assert header.has_alpha
+    out = raqcodec.decode(data, model=tiny_model_path)
+    assert out.mode == "RGBA"
+    assert np.array_equal(np.asarray(out)[:, :, 3], rgba[:, :, 3])
+
+
+def test_encoding_is_deterministic_and_decoding_repeatable(tiny_model_path: Path) -> None:
+    img = smooth_image(40, 56, seed=3)
+    a = raqcodec.encode(img, bpp=2.0, model=tiny_model_path)
+    b = raqcodec.encode(img, bpp=2.0, model=tiny_model_path)
+    assert a == b
+    first = np.asarray(raqcodec.decode(a, model=tiny_model_path))
+    second = np.asarray(raqcodec.decode(a, model=tiny_model_path))
+    assert np.array_equal(first, second)
+
+
+def test_bpp_budget_is_respected_and_monotone(tiny_model_path: Path) -> None:
+    img = smooth_image(64, 64, seed=5)
+    sizes, lengths = [], []
+    for bpp in (1.0, 1.6, 2.5):
+        data = raqcodec.encode(img, bpp=bpp, model=tiny_model_path)
+        assert len(data) * 8 / (64 * 64) <= bpp
+        sizes.append(bitstream.read_header(data).codebook_size)
+        lengths.append(len(data))
+    assert sizes == sorted(sizes) and lengths == sorted(lengths)
+
+
+def test_largest_fitting_codebook_is_chosen(tiny_model_path: Path) -> None:
+    img = smooth_image(64, 64, seed=7)
+    data = raqcodec.encode(img, bpp=1.5, model=tiny_model_path)
+    k = bitstream.read_header(data).codebook_size
+    if k < TINY.k_max:  # the next size up must not fit
+        bigger = raqcodec.encode(img, codebook_size=k + 1, model=tiny_model_path)
+        assert len(bigger) * 8 / (64 * 64) > 1.5
+
+
+def test_unreachable_budget_names_the_range(tiny_model_path: Path) -> None:
+    with pytest.raises(raqcodec.BudgetError, match=r"can reach for this image: [0-9.]+ to [0-9.]+ bpp"):
+        raqcodec.encode(smooth_image(64, 64), bpp=0.01, model=tiny_model_path)
+    with pytest.raises(raqcodec.BudgetError, match="range 4..64"):
+        raqcodec.encode(smooth_image(8, 8), codebook_size=65, model=tiny_model_path)
+
+
+def test_corrupt_and_truncated_streams_raise_clear_errors(tiny_model_path: Path) -> None:
+    data = raqcodec.encode(smooth_image(32, 32), codebook_size=20, model=tiny_model_path)
+    with pytest.raises(raqcodec.FormatError, match="truncated"):
+        raqcodec.decode(data[:-10], model=tiny_model_path)
+    flipped = bytearray(data)
+    flipped[-6] ^= 0x40  # inside the payload
+    with pytest.raises(raqcodec.FormatError, match="CRC"):
+        raqcodec.decode(bytes(flipped), model=tiny_model_path)
+    with pytest.raises(raqcodec.FormatError, match="magic"):
+        raqcodec.decode(b"PNG" + data[3:], model=tiny_model_path)
+
+
+def test_stream_from_another_model_is_refused(tiny_model_path: Path, tmp_path: Path) -> None:
+    other = make_tiny_model(tmp_path, "other", seed=1)
+    data = raqcodec.encode(smooth_image(16, 16), codebook_size=8, model=other)
+    with pytest.raises(ModelNotFound, match="not installed"):
+        raqcodec.decode(data, model=tiny_model_path)
+    assert raqcodec.decode(data, model=other).size == (16, 16)
+
+
+def test_codebook_checksum_mismatch_is_an_error(tiny_model_path: Path) -> None:
+    data = raqcodec.encode(smooth_image(16, 16), codebook_size=8, model=tiny_model_path)
+    stream = bitstream.unpack(data)
+    forged = bitstream.Stream(
+        header=bitstream.Header(**{**stream.header.__dict__, "codebook_crc": stream.header.codebook_crc ^ 1}),
+        indices_section=stream.indices_section, alpha_section=stream.alpha_section)
+    with pytest.raises(raqcodec.CodecError, match="checksum"):
+        raqcodec.decode(bitstream.pack(forged), model=tiny_model_path)
+
+
+@pytest.mark.parametrize("size", [8, 16, 20])  # DKM (< K), the base codebook itself, inverse DKM (> K)
+def test_cluster_adapter_round_trip(tiny_model_path: Path, size: int) -> None:
+    img = smooth_image(24, 24)
+    data = raqcodec.encode(img, codebook_size=size, adapter="cluster", model=tiny_model_path)
+    assert bitstream.read_header(data).adapter == "cluster"
+    info = raqcodec.inspect(data, model=tiny_model_path)
+    assert info["codebook"].shape == (size, TINY.latent_dim)
+    assert raqcodec.decode(data, model=tiny_model_path).size == (24, 24)
+
+
+def test_api_and_alpha_section_agree_with_format(tiny_model_path: Path) -> None:
+    alpha = np.full((8, 8), 7, dtype=np.uint8)
+    rgba = np.dstack([smooth_image(8, 8), alpha])
+    stream = bitstream.unpack(raqcodec.encode(rgba, codebook_size=4, model=tiny_model_path))
+    assert zlib.decompress(stream.alpha_section) == alpha.tobytes()
+
+
+def test_unreadable_input_is_an_image_error(tiny_model_path: Path, tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.png"
+    bogus.write_text("not an image")
+    with pytest.raises(raqcodec.ImageError):
+        raqcodec.encode(bogus, bpp=1.0, model=tiny_model_path)

@@ -1,0 +1,109 @@
+"""Training: recipes, sampling of K~, exact resume from checkpoints, export to a loadable model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from raqcodec.export import export_run
+from raqcodec.model import CodecModel
+from raqcodec.train import build_sources, builtin_recipes, load_recipe, train
+from raqcodec.train.trainer import draw_codebook_size, learning_rate
+from raqcodec.train.state import latest_checkpoint, load_training_state
+from raqcodec.nn.raq import RAQModel
+
+from conftest import smooth_image
+
+TINY_OVERRIDES = {
+    "model.channels": 16, "model.res_channels": 8, "model.res_blocks": 1, "model.latent_dim": 8,
+    "model.codebook_size": 16, "model.k_min": 4, "model.k_max": 64,
+    "train.batch_size": 2, "train.crop": 32, "train.steps": 6, "train.checkpoint_every": 2,
+    "train.validate_every": 3, "train.validation_sizes": [4, 16, 64], "train.validation_crop": 32,
+    "train.holdout_every": 3, "train.warmup_steps": 2,
+}
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(smooth_image(48, 64, seed=i)).save(folder / f"{i}.png")
+    return folder
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_builtin_recipes_load() -> None:
+    assert {"kodak-default", "paper-cifar10"} <= set(builtin_recipes())
+    paper = load_recipe("paper-cifar10")
+    assert paper.train.k_sampling == "uniform" and paper.model.codebook_size == 128
+    assert (paper.model.k_min, paper.model.k_max) == (8, 1024)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        load_recipe("nope")
+    with pytest.raises(ValueError):
+        load_recipe("kodak-default", {"train.bogus": 1})
+
+
+def test_codebook_size_draws_cover_the_range() -> None:
+    for sampling in ("uniform", "log-uniform"):
+        recipe = load_recipe("kodak-default", {"train.k_sampling": sampling})
+        g = torch.Generator().manual_seed(0)
+        draws = [draw_codebook_size(recipe, g) for _ in range(4000)]
+        assert min(draws) == recipe.model.k_min and max(draws) >= recipe.model.k_max - 40
+        assert max(draws) <= recipe.model.k_max
+        small = sum(d <= 64 for d in draws) / len(draws)
+        assert (0.03 < small < 0.09) if sampling == "uniform" else (0.35 < small < 0.5)
+
+
+def test_learning_rate_schedule() -> None:
+    recipe = load_recipe("kodak-default", {"train.steps": 100, "train.warmup_steps": 10})
+    assert learning_rate(recipe, 0) == pytest.approx(recipe.train.lr / 10)
+    assert learning_rate(recipe, 10) == pytest.approx(recipe.train.lr)
+    assert learning_rate(recipe, 100) == pytest.approx(recipe.train.lr * recipe.train.min_lr_ratio)
+
+
+def test_resume_continues_exactly(photos: Path, tmp_path: Path) -> None:
+    recipe = load_recipe("kodak-default", TINY_OVERRIDES)
+    source, validation = build_sources(recipe, [photos])
+    assert validation is not None and validation.shape[1:] == (3, 32, 32)
+
+    straight = tmp_path / "straight"
+    train(recipe, source, straight, validation=validation, show_progress=False)
+    interrupted = tmp_path / "interrupted"
+    first = train(recipe, source, interrupted, validation=validation, max_steps=4, show_progress=False)
+    assert first.step == 4
+    second = train(recipe, source, interrupted, validation=validation, show_progress=False)
+    assert second.step == 6
+
+    a, b = _records(straight), _records(interrupted)
+    assert [r["step"] for r in b] == list(range(1, 7))
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
+    assert any("psnr_k16" in r for r in a)
+
+    wa, wb = RAQModel(recipe.model), RAQModel(recipe.model)
+    load_training_state(latest_checkpoint(straight), wa, None, None)
+    load_training_state(latest_checkpoint(interrupted), wb, None, None)
+    for (name, ta), tb in zip(wa.state_dict().items(), wb.state_dict().values()):
+        assert torch.equal(ta, tb), name
+
+
+def test_export_makes_a_loadable_model(photos: Path, tmp_path: Path) -> None:
+    recipe = load_recipe("kodak-default", {**TINY_OVERRIDES, "train.steps": 2})
+    source, _ = build_sources(recipe, [photos])
+    run = tmp_path / "run"
+    train(recipe, source, run, show_progress=False)
+    card = export_run(run, "mini", tmp_path / "models", [photos], "test export")
+    model = CodecModel.load(tmp_path / "models" / "mini.safetensors")
+    assert model.fingerprint == card["fingerprint"]
+    assert card["k_range"] == [4, 64] and card["training"]["steps"] == 2
+    assert model.sequence.shape == (64, 8)
+    saved = json.loads((tmp_path / "models" / "mini.json").read_text())
+    assert saved["fingerprint"] == card["fingerprint"]
