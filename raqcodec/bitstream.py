@@ -198,3 +198,9 @@ def read_header(data: bytes) -> Header:
     data = bytes(data)
     _check_envelope(data)
     return _parse_header(data)[0]
+
+
+def describe(data: bytes) -> dict[str, Any]:
+    """Header fields, total bytes and bits per pixel of a stream (validates the container and its CRC)."""
+    header = read_header(data)
+    return {**header.to_dict(), "bytes": len(data), "bpp": len(data) * 8 / (header.width * header.height)}

@@ -208,14 +208,13 @@ def decode(inputs: tuple[Path, ...], output: Path | None, model: str | None, dev
 @_json
 def info(file: Path, as_json: bool) -> None:
     """Show the header of a .raq file, its size and bits per pixel."""
-    from . import codec
+    from .bitstream import describe
 
     try:
-        summary = codec.header_summary(file.read_bytes())
+        summary = {"file": str(file), **describe(file.read_bytes())}
     except _user_errors() as exc:
         _say_error(f"{file}: {exc}")
         sys.exit(EXIT_FAILED)
-    summary = {"file": str(file), **summary}
     if as_json:
         click.echo(json.dumps(summary))
         return

@@ -172,16 +172,8 @@ def decode(data: bytes, *, model: ModelRef = None, device: str | torch.device = 
 def inspect(data: bytes, *, model: ModelRef = None) -> dict[str, Any]:
     """Header fields of a stream plus its VQ tokens: ``indices`` (h x w int64) and ``codebook`` (K~ x d float32)."""
     dec = _open(data, model)
-    h = dec.stream.header
-    info = header_summary(data)
+    info = bitstream.describe(data)
     info.update(model=dec.model.name, indices=dec.indices,
                 codebook=(dec.codebook.float() * 2.0**-dec.model.act_frac_bits).numpy())
     return info
 
-
-def header_summary(data: bytes) -> dict[str, Any]:
-    """Header fields, size and bpp of a stream (validates the container and its CRC; needs no model)."""
-    header = bitstream.read_header(data)
-    info = header.to_dict()
-    info.update(bytes=len(data), bpp=len(data) * 8 / (header.width * header.height))
-    return info
