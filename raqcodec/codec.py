@@ -23,10 +23,12 @@ from .ratecontrol import BudgetError, choose_size
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
 ModelRef = str | os.PathLike | CodecModel | None
 GRID = 4  # pixels per index along each axis
+MAX_SIDE = 65535  # the header's uint16 width and height
 
 
 class CodecError(ValueError):
-    """A stream cannot be decoded with the models at hand (wrong model, codebook mismatch)."""
+    """A stream cannot be decoded with the models at hand (wrong model, codebook mismatch), or a request
+    cannot be served here (no CUDA device, image too large for the format)."""
 
 
 @dataclass
@@ -50,7 +52,7 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA device is available")
+        raise CodecError("device cuda was asked for, but no CUDA device is available")
     return dev
 
 
@@ -67,6 +69,9 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     started = time.perf_counter()
     m = _model(model, device)
     src = imageio.load_image(image)
+    if max(src.width, src.height) > MAX_SIDE:
+        raise CodecError(f"{src.width}x{src.height} is too large: .raq version {bitstream.FORMAT_VERSION} "
+                         f"stores sides up to {MAX_SIDE} pixels")
     padded = imageio.pad_to_multiple(src.rgb, GRID)
     grid = (padded.shape[0] // GRID, padded.shape[1] // GRID)
     rows = m.analyse(padded)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import raqcodec
@@ -158,3 +159,21 @@ def test_unreadable_input_is_an_image_error(tiny_model_path: Path, tmp_path: Pat
     bogus.write_text("not an image")
     with pytest.raises(raqcodec.ImageError):
         raqcodec.encode(bogus, bpp=1.0, model=tiny_model_path)
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(tiny_model_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(raqcodec.CodecError, match="no CUDA device"):
+        raqcodec.encode(smooth_image(8, 8), codebook_size=8, model=tiny_model_path, device="cuda")
+
+
+def test_cuda_and_cpu_decode_identical_pixels(tiny_model_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    img = smooth_image(40, 52, seed=11)
+    for enc_dev in ("cpu", "cuda"):
+        data = raqcodec.encode(img, codebook_size=32, model=tiny_model_path, device=enc_dev)
+        cpu = np.asarray(raqcodec.decode(data, model=tiny_model_path, device="cpu"))
+        gpu = np.asarray(raqcodec.decode(data, model=tiny_model_path, device="cuda"))
+        assert np.array_equal(cpu, gpu)
