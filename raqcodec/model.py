@@ -6,8 +6,11 @@ prefixes of the frozen sequence; the cluster adapter's are computed on first use
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import zlib
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +20,17 @@ from torch import Tensor
 from .exact import ExactDecoder
 from .modelfile import ModelFile, ModelFileError, read_model_file
 from .nn.autoencoder import Decoder, Encoder
-from .nn.cluster import cluster_codebook
+from .nn.cluster import ClusterSettings, cluster_codebook
 from .nn.quantizer import nearest_indices
 
 ADAPTERS = ("seq2seq", "cluster")
+
+
+def cache_dir() -> Path:
+    """Where computed cluster codebooks are kept: $RAQCODEC_CACHE_DIR, else $XDG_CACHE_HOME/raqcodec."""
+    if os.environ.get("RAQCODEC_CACHE_DIR"):
+        return Path(os.environ["RAQCODEC_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "raqcodec"
 
 
 def codebook_crc(codebook: Tensor) -> int:
@@ -87,14 +97,35 @@ class CodecModel:
             return self._cluster_cache[size]
 
     def _compute_cluster(self, size: int) -> Tensor:
+        """DKM/IKM codebook as integers; inverse DKM takes tens of seconds, so results are cached on disk
+        per model, size and settings (a plain int64 .npy file; a stale or damaged one only fails the
+        header's codebook checksum)."""
+        settings = ClusterSettings()
+        key = hashlib.sha256(repr(sorted(asdict(settings).items())).encode()).hexdigest()[:12]
+        path = cache_dir() / self.fingerprint[:16] / f"cluster-{size}-{key}.npy"
+        try:
+            cached = np.load(path, allow_pickle=False)
+            if cached.shape == (size, self.config.latent_dim) and cached.dtype == np.int64:
+                return torch.from_numpy(cached)
+        except (OSError, ValueError):
+            pass
         # Single-threaded float64 on the CPU: the decoder must recompute exactly what the encoder used.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            book = cluster_codebook(self.base_codebook, size)
+            book = cluster_codebook(self.base_codebook, size, settings)
         finally:
             torch.set_num_threads(threads)
-        return torch.round(book * 2.0**self.act_frac_bits).to(torch.int64)
+        result = torch.round(book * 2.0**self.act_frac_bits).to(torch.int64)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, result.numpy(), allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only home is fine: the codebook is just recomputed next time
+        return result
 
     def float_codebook(self, adapter: str, size: int) -> Tensor:
         return self.codebook(adapter, size).to(self.device, torch.float32) * 2.0**-self.act_frac_bits

@@ -25,6 +25,14 @@ def make_tiny_model(directory: Path, name: str = "tiny", seed: int = 0) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep computed cluster codebooks out of the user's cache."""
+    import os
+
+    os.environ["RAQCODEC_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("models"))

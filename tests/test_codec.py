@@ -177,3 +177,13 @@ def test_cuda_and_cpu_decode_identical_pixels(tiny_model_path: Path) -> None:
         cpu = np.asarray(raqcodec.decode(data, model=tiny_model_path, device="cpu"))
         gpu = np.asarray(raqcodec.decode(data, model=tiny_model_path, device="cuda"))
         assert np.array_equal(cpu, gpu)
+
+
+def test_cluster_codebooks_are_cached_on_disk(tiny_model_path: Path) -> None:
+    from raqcodec.model import CodecModel, cache_dir
+
+    first = CodecModel.load(tiny_model_path).codebook("cluster", 30)  # inverse DKM (K = 16)
+    files = list((cache_dir() / CodecModel.load(tiny_model_path).fingerprint[:16]).glob("cluster-30-*.npy"))
+    assert len(files) == 1
+    again = CodecModel.load(tiny_model_path).codebook("cluster", 30)  # a fresh instance reads the file
+    assert torch.equal(first, again)

@@ -32,6 +32,13 @@ class ClusterSettings:
     mmd_scales: tuple[float, ...] = (0.2, 0.5, 0.9, 1.3)
 
 
+def pairwise_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Euclidean distances (|a|, |b|). Written out because torch.cdist's backward is very slow on CPU;
+    the clamp keeps the square root's gradient finite when two points coincide."""
+    sq = (a * a).sum(1, keepdim=True) - 2.0 * a @ b.t() + (b * b).sum(1)[None, :]
+    return sq.clamp(min=1e-12).sqrt()
+
+
 def dkm(points: Tensor, size: int, settings: ClusterSettings = ClusterSettings(), iterations: int | None = None,
         init: Tensor | None = None) -> Tensor:
     """Cluster ``points`` (K, d) into ``size`` centroids; differentiable w.r.t. ``points``."""
@@ -39,7 +46,7 @@ def dkm(points: Tensor, size: int, settings: ClusterSettings = ClusterSettings()
         raise ValueError(f"DKM needs 1 <= size <= {points.shape[0]}, got {size}")
     centroids = points[:size] if init is None else init
     for _ in range(settings.dkm_iterations if iterations is None else iterations):
-        attention = torch.softmax(-torch.cdist(points, centroids) / settings.tau, dim=1)  # (K, size)
+        attention = torch.softmax(-pairwise_distance(points, centroids) / settings.tau, dim=1)  # (K, size)
         weight = attention.sum(0)[:, None].clamp(min=1e-12)
         updated = attention.t() @ points / weight
         change = (updated - centroids).abs().mean()
@@ -53,7 +60,7 @@ def multiscale_mmd(x: Tensor, y: Tensor, scales: tuple[float, ...]) -> Tensor:
     """MMD with the kernel sum_a a^2 / (a^2 + ||x - y||^2)."""
 
     def kernel(a: Tensor, b: Tensor) -> Tensor:
-        sq = torch.cdist(a, b).pow(2)
+        sq = pairwise_distance(a, b).pow(2)
         return sum(s * s / (s * s + sq) for s in scales)
 
     return kernel(x, x).mean() + kernel(y, y).mean() - 2 * kernel(x, y).mean()
