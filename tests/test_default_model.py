@@ -1,0 +1,70 @@
+"""The bundled default model on a real photograph: found after install, honest card, real quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import raqcodec
+from raqcodec import bitstream, registry
+from raqcodec.cli import main
+from raqcodec.imageio import load_image, psnr
+
+
+@pytest.fixture(scope="module")
+def model() -> "raqcodec.model.CodecModel":
+    return raqcodec.load_model()  # the default, by name: must be found wherever the package is installed
+
+
+def test_default_model_is_installed_with_a_complete_card(model) -> None:
+    assert model.name == registry.DEFAULT_MODEL
+    card = json.loads(model.path.with_suffix(".json").read_text())
+    assert card["fingerprint"] == model.fingerprint  # the card describes these very weights
+    assert card["k_range"] == [8, 1024] and card["codebook_size"] == 128
+    assert card["architecture"]["latent_dim"] == 64
+    assert card["training"]["steps"] > 1000 and card["training"]["data"]
+    points = {p["setting"]: p for p in card["kodak"]["points"]}
+    assert points["--bpp 0.3"]["max_bpp"] <= 0.3 and points["--bpp 0.2"]["max_bpp"] <= 0.2
+    assert model.path.stat().st_size < 8 * 2**20  # shipped weights stay small
+
+
+def _psnr_of(data: bytes, reference: np.ndarray, model) -> float:
+    return psnr(reference, np.asarray(raqcodec.decode(data, model=model).convert("RGB")))
+
+
+def test_photo_at_budget(model, photo: Path) -> None:
+    ref = load_image(photo).rgb
+    pixels = ref.shape[0] * ref.shape[1]
+    for bpp, floor in ((0.3, 25.8), (0.2, 23.1)):  # measured 26.39 and 23.66 dB (raq-photo c4ca9f0b)
+        data = raqcodec.encode(photo, bpp=bpp, model=model)
+        actual = len(data) * 8 / pixels
+        assert 0.9 * bpp <= actual <= bpp
+        assert _psnr_of(data, ref, model) >= floor
+
+
+def test_rate_and_quality_rise_with_codebook_size(model, photo: Path) -> None:
+    ref = load_image(photo).rgb
+    sizes, psnrs = [], []
+    for k in (16, 64, 256, 1024):
+        data = raqcodec.encode(photo, codebook_size=k, model=model)
+        assert bitstream.read_header(data).codebook_size == k
+        sizes.append(len(data))
+        psnrs.append(_psnr_of(data, ref, model))
+    assert sizes == sorted(sizes) and psnrs == sorted(psnrs)
+
+
+def test_cli_and_api_decode_identical_pixels(model, photo: Path, tmp_path: Path) -> None:
+    raq, png = tmp_path / "p.raq", tmp_path / "p.png"
+    res = CliRunner().invoke(main, ["encode", str(photo), "--bpp", "0.3", "-o", str(raq)])
+    assert res.exit_code == 0, res.output
+    assert raq.read_bytes() == raqcodec.encode(photo, bpp=0.3, model=model)  # deterministic
+    assert CliRunner().invoke(main, ["decode", str(raq), "-o", str(png)]).exit_code == 0
+    via_cli = np.asarray(Image.open(png))
+    via_api = np.asarray(raqcodec.decode(raq.read_bytes()))
+    again = np.asarray(raqcodec.decode(raq.read_bytes()))
+    assert np.array_equal(via_cli, via_api) and np.array_equal(via_api, again)
