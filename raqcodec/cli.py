@@ -35,7 +35,23 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 class _Group(click.Group):
-    """Turns unexpected exceptions into one line (and exit 70) instead of a traceback."""
+    """Every failure is one line on stderr: click's usage errors (exit 2), user errors (exit 1) and
+    unexpected exceptions (exit 70, no traceback unless RAQCODEC_DEBUG is set)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            hint = " (see --help)" if isinstance(exc, click.UsageError) else ""
+            _say_error(exc.format_message().replace("\n", " ") + hint)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            _say_error("aborted")
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

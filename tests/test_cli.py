@@ -139,6 +139,12 @@ def test_errors_are_one_line_without_traceback(env: dict, png: Path, tmp_path: P
     assert not corrupt.with_suffix(".png").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
+    missing = subprocess.run([sys.executable, "-m", "raqcodec", "encode", "--bpp", "0.3", str(tmp_path / "no.png")],
+                             capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"raqcodec: error: Invalid value for 'INPUTS...': Path '{tmp_path / 'no.png'}' does not exist. (see --help)"]
+
 
 def test_one_bad_file_does_not_stop_the_others(env: dict, png: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.png"
