@@ -35,6 +35,7 @@ HEADER_SIZE = _HEADER.size  # 35
 CRC_SIZE = 4
 MIN_FILE_SIZE = HEADER_SIZE + CRC_SIZE
 _U16_MAX = 0xFFFF
+MAX_SIDE = _U16_MAX  # width and height are uint16
 _U32_MAX = 0xFFFFFFFF
 _LENGTHS_OFFSET = 27  # where the two section lengths start
 

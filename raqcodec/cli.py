@@ -82,13 +82,15 @@ def main() -> None:
 
 # -- helpers -------------------------------------------------------------------------------------------
 
-def _output_for(source: Path, out: Path | None, many: bool, suffix: str) -> Path:
-    """Default: beside the input with the new suffix. -o: a file for one input, a directory for several."""
+def _output_for(source: Path, out: str | None, many: bool, suffix: str) -> Path:
+    """Default: beside the input with the new suffix. -o: a file for one input; a directory for several,
+    for an existing directory, or for a path ending in a separator."""
     if out is None:
         return source.with_suffix(suffix)
-    if many or out.is_dir() or str(out).endswith(os.sep):
-        return out / source.with_suffix(suffix).name
-    return out
+    target = Path(out)
+    if many or target.is_dir() or out.endswith(("/", os.sep)):
+        return target / source.with_suffix(suffix).name
+    return target
 
 
 def _check_outputs(pairs: list[tuple[Path, Path]], force: bool) -> None:
@@ -113,6 +115,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+MAX_STREAM_BYTES = 1 << 30  # no .raq file of a decodable image comes near this
+
+
+def _read_stream(path: Path) -> bytes:
+    """A .raq file's bytes, refusing non-files and absurd sizes before reading them."""
+    if not path.is_file():
+        raise OSError(f"{path} is not a regular file")
+    if path.stat().st_size > MAX_STREAM_BYTES:
+        raise OSError(f"{path} is {path.stat().st_size} bytes, larger than any .raq file; refusing to read it")
+    return path.read_bytes()
 
 
 def _emit(as_json: bool, record: dict[str, Any], line: str) -> None:
@@ -148,7 +162,7 @@ _inputs = click.argument("inputs", nargs=-1, required=True, type=click.Path(exis
 
 @main.command()
 @_inputs
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one input) or directory.")
+@click.option("-o", "--output", type=click.Path(), help="Output file (one input) or directory (several, or ending in /).")
 @click.option("--bpp", type=float, help="Budget for the whole file in bits per pixel; picks the best K~ that fits.")
 @click.option("--codebook-size", "-k", type=int, help="Encode at this codebook size K~ instead.")
 @click.option("--model", default=None, help="Model name or .safetensors path (default: the bundled default).")
@@ -157,7 +171,7 @@ _inputs = click.argument("inputs", nargs=-1, required=True, type=click.Path(exis
 @_device
 @_force
 @_json
-def encode(inputs: tuple[Path, ...], output: Path | None, bpp: float | None, codebook_size: int | None,
+def encode(inputs: tuple[Path, ...], output: str | None, bpp: float | None, codebook_size: int | None,
            model: str | None, adapter: str, device: str, force: bool, as_json: bool) -> None:
     """Encode images to .raq files (photo.png -> photo.raq)."""
     from . import codec, registry
@@ -191,12 +205,12 @@ def encode(inputs: tuple[Path, ...], output: Path | None, bpp: float | None, cod
 
 @main.command()
 @_inputs
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output PNG (one input) or directory.")
+@click.option("-o", "--output", type=click.Path(), help="Output PNG (one input) or directory (several, or ending in /).")
 @click.option("--model", default=None, help="Model name or path to try first (found by fingerprint otherwise).")
 @_device
 @_force
 @_json
-def decode(inputs: tuple[Path, ...], output: Path | None, model: str | None, device: str, force: bool,
+def decode(inputs: tuple[Path, ...], output: str | None, model: str | None, device: str, force: bool,
            as_json: bool) -> None:
     """Decode .raq files to PNG (photo.raq -> photo.png)."""
     from . import codec, imageio
@@ -208,7 +222,7 @@ def decode(inputs: tuple[Path, ...], output: Path | None, model: str | None, dev
     for src, dst in pairs:
         with _per_file(failures, src):
             started = time.perf_counter()
-            image = codec.decode(src.read_bytes(), model=model, device=device)
+            image = codec.decode(_read_stream(src), model=model, device=device)
             dst.parent.mkdir(parents=True, exist_ok=True)
             imageio.save_png(image, dst)
             seconds = time.perf_counter() - started
@@ -227,7 +241,7 @@ def info(file: Path, as_json: bool) -> None:
     from .bitstream import describe
 
     try:
-        summary = {"file": str(file), **describe(file.read_bytes())}
+        summary = {"file": str(file), **describe(_read_stream(file))}
     except _user_errors() as exc:
         _say_error(f"{file}: {exc}")
         sys.exit(EXIT_FAILED)
@@ -289,8 +303,10 @@ def compare(reference: Path, distorted: Path, as_json: bool) -> None:
         _say_error(f"sizes differ: {a.width}x{a.height} and {b.width}x{b.height}")
         sys.exit(EXIT_FAILED)
     value = imageio.psnr(a.rgb, b.rgb)
-    _emit(as_json, {"reference": str(reference), "distorted": str(distorted), "psnr": round(value, 4)},
-          f"PSNR {value:.2f} dB")
+    identical = value == float("inf")
+    _emit(as_json, {"reference": str(reference), "distorted": str(distorted),
+                    "psnr": None if identical else round(value, 4), "identical": identical},  # JSON has no inf
+          "identical pixels (PSNR infinite)" if identical else f"PSNR {value:.2f} dB")
 
 
 @main.command()
@@ -347,7 +363,12 @@ def export(run_dir: Path, name: str, out_dir: Path, data: tuple[Path, ...], desc
     from .export import export_run
 
     target = out_dir / f"{name}.safetensors"
-    if target.exists() and not force:
-        raise click.UsageError(f"{target} exists; pass --force to overwrite it")
-    card = export_run(run_dir, name, out_dir, list(data), description)
+    for existing in (target, target.with_suffix(".json")):
+        if existing.exists() and not force:
+            raise click.UsageError(f"{existing} exists; pass --force to overwrite it")
+    try:
+        card = export_run(run_dir, name, out_dir, list(data), description)
+    except (ValueError, OSError) as exc:
+        _say_error(str(exc))
+        sys.exit(EXIT_FAILED)
     click.echo(f"wrote {target} (fingerprint {card['fingerprint'][:16]}) and {target.with_suffix('.json')}")

@@ -6,6 +6,7 @@ index grid -> (entropy) rANS section -> (bitstream) container. Decoding reverses
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import zlib
@@ -22,8 +23,10 @@ from .ratecontrol import BudgetError, choose_size
 
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
 ModelRef = str | os.PathLike | CodecModel | None
-GRID = 4  # pixels per index along each axis
-MAX_SIDE = 65535  # the header's uint16 width and height
+GRID = 4  # pixels per index along each axis (the model's downsampling)
+MAX_SIDE = bitstream.MAX_SIDE
+# Streams declaring more pixels than Pillow would open are refused before anything is allocated for them.
+MAX_PIXELS = PIL.Image.MAX_IMAGE_PIXELS or 2**28
 
 
 class CodecError(ValueError):
@@ -73,7 +76,6 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         raise CodecError(f"{src.width}x{src.height} is too large: .raq version {bitstream.FORMAT_VERSION} "
                          f"stores sides up to {MAX_SIDE} pixels")
     padded = imageio.pad_to_multiple(src.rgb, GRID)
-    grid = (padded.shape[0] // GRID, padded.shape[1] // GRID)
     rows = m.analyse(padded)
     alpha = zlib.compress(src.alpha.tobytes(), 9) if src.alpha is not None else b""
 
@@ -88,8 +90,8 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         section = entropy.encode_indices(indices, size)
     else:
         assert bpp is not None
-        if not bpp > 0:
-            raise BudgetError(f"--bpp must be positive, got {bpp}")
+        if not (math.isfinite(bpp) and bpp > 0):
+            raise BudgetError(f"--bpp must be a positive number, got {bpp}")
         pixels = src.width * src.height
         overhead = bitstream.HEADER_SIZE + 4 + len(alpha)
         budget = int(bpp * pixels // 8) - overhead
@@ -116,8 +118,9 @@ def encode(image: ImageInput, *, bpp: float | None = None, codebook_size: int | 
     """Encode ``image`` (path, PIL image or array) to ``.raq`` bytes.
 
     Exactly one of ``bpp`` (a budget on the whole file: bytes x 8 / pixels <= bpp) and ``codebook_size``
-    (an explicit K~) is given. Raises ``imageio.ImageError`` for unreadable input and
-    ``ratecontrol.BudgetError`` for an unreachable budget or size.
+    (an explicit K~) is given. Raises ``imageio.ImageError`` for unreadable input,
+    ``ratecontrol.BudgetError`` for an unreachable budget or size, and ``CodecError`` for an image too
+    large for the format or a device that is not there.
     """
     return encode_detailed(image, bpp=bpp, codebook_size=codebook_size, model=model, adapter=adapter,
                            device=device).data
@@ -129,11 +132,15 @@ class Decoded:
     model: CodecModel
     indices: np.ndarray  # (h, w) int64
     codebook: torch.Tensor  # (K~, d) integers at scale 2^-F
+    alpha: np.ndarray | None  # (H, W) uint8
 
 
 def _open(data: bytes, model: ModelRef) -> Decoded:
     stream = bitstream.unpack(data)
     h = stream.header
+    if h.width * h.height > MAX_PIXELS:
+        raise CodecError(f"stream declares {h.width}x{h.height} = {h.width * h.height} pixels, over the "
+                         f"limit of {MAX_PIXELS}; refusing to decode it")
     candidates = [model] if isinstance(model, (str, os.PathLike)) else []
     m = model if isinstance(model, CodecModel) else registry.find_by_fingerprint(h.model_fingerprint, candidates)
     if not m.fingerprint_bytes == h.model_fingerprint:
@@ -147,7 +154,22 @@ def _open(data: bytes, model: ModelRef) -> Decoded:
                          "encoder did (cluster adapter codebooks are recomputed in floating point)")
     grid = ((h.height + GRID - 1) // GRID, (h.width + GRID - 1) // GRID)
     indices = entropy.decode_indices(stream.indices_section, grid[0] * grid[1], h.codebook_size)
-    return Decoded(stream=stream, model=m, indices=indices.reshape(grid), codebook=book)
+    return Decoded(stream=stream, model=m, indices=indices.reshape(grid), codebook=book,
+                   alpha=_inflate_alpha(stream) if h.has_alpha else None)
+
+
+def _inflate_alpha(stream: bitstream.Stream) -> np.ndarray:
+    """The alpha plane, inflated to at most width x height bytes (a deflate bomb stops there)."""
+    h = stream.header
+    expected = h.width * h.height
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(stream.alpha_section, expected + 1)
+    except zlib.error:
+        raise bitstream.FormatError("corrupt .raq file: alpha section does not inflate") from None
+    if len(raw) != expected or not inflater.eof:
+        raise bitstream.FormatError("corrupt .raq file: alpha section has the wrong size")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
 
 
 def decode(data: bytes, *, model: ModelRef = None, device: str | torch.device = "auto") -> PIL.Image.Image:
@@ -162,16 +184,7 @@ def decode(data: bytes, *, model: ModelRef = None, device: str | torch.device = 
     dec.model.to(pick_device(device))
     rgb = dec.model.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape)
     rgb = imageio.crop(rgb, h.height, h.width)
-    alpha = None
-    if h.has_alpha:
-        try:
-            raw = zlib.decompress(dec.stream.alpha_section, bufsize=h.width * h.height)
-        except zlib.error:
-            raise bitstream.FormatError("corrupt .raq file: alpha section does not inflate") from None
-        if len(raw) != h.width * h.height:
-            raise bitstream.FormatError("corrupt .raq file: alpha section has the wrong size")
-        alpha = np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
-    return imageio.to_pil(rgb, h.mode, alpha, h.bit_depth)
+    return imageio.to_pil(rgb, h.mode, dec.alpha, h.bit_depth)
 
 
 def inspect(data: bytes, *, model: ModelRef = None) -> dict[str, Any]:

@@ -6,10 +6,11 @@ rounding. Here every activation is an integer at a fixed scale of 2^-F (F = ``ac
 weight an integer at a per-layer scale 2^-s.
 
 Exactness argument: tensors are float64 holding integers. A convolution is computed as matrix products
-over views of the input (no arithmetic in the data movement); with |activation| <= 2^21, |weight| <= 2^15 and at most 2^13
-terms per dot product (checked in ``ExactConv``), every product and every partial sum is an integer below
-2^49 < 2^53, so it is represented exactly and the result is the same in any summation order, with or
-without FMA, on any BLAS or GPU. Rescaling multiplies by powers of two (exact) and rounds with ``floor``
+over views of the input (no arithmetic in the data movement); with |activation| <= 2^21 (inputs are
+clamped too), |weight| <= 2^15, at most 2^13 terms per dot product and |bias| <= 2^51 (all checked in
+``ExactConv``), every product and every partial sum is an integer below 2^49 + 2^51 < 2^53, so it is
+represented exactly and the result is the same in any summation order, with or without FMA, on any
+BLAS or GPU. Rescaling multiplies by powers of two (exact) and rounds with ``floor``
 (exact); ReLU, addition of integers, clamping and pixel shuffle are exact too.
 """
 
@@ -21,13 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nn.autoencoder import PIXEL_OFFSET, Decoder, ResidualBlock
+from .nn.autoencoder import PIXEL_OFFSET, Decoder
 
 ACT_LIMIT = 2**21  # activations are clamped (saturated) to +-ACT_LIMIT after every layer
 ACT_TARGET = 2**19  # calibration puts the largest observed activation at or below this
 WEIGHT_LIMIT = 2**15 - 1
 MAX_TERMS = 2**13
-ROW_CHUNK_ELEMENTS = 2**23  # bound on unfold buffer elements (64 MiB of float64)
+BIAS_LIMIT = 2**51
+ROW_CHUNK_ELEMENTS = 2**23  # bound on accumulator elements per matrix product (64 MiB of float64)
 
 
 def weight_frac_bits(weight: Tensor) -> int:
@@ -62,10 +64,13 @@ class ExactConv:
             raise ValueError(f"{terms} terms per output exceed the exactness bound {MAX_TERMS}")
         self.kernel, self.shift = k, weight_bits
         weight = quantize_tensor(conv.weight, weight_bits)
-        assert float(weight.abs().max()) <= WEIGHT_LIMIT
+        if float(weight.abs().max()) > WEIGHT_LIMIT:
+            raise ValueError(f"weight scale 2^-{weight_bits} puts weights above {WEIGHT_LIMIT}")
         self.taps = [weight[:, :, dy, dx].contiguous() for dy in range(k) for dx in range(k)]
         bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
         self.bias = quantize_tensor(bias, act_frac_bits + weight_bits)[:, None]
+        if float(self.bias.abs().max()) > BIAS_LIMIT:
+            raise ValueError(f"bias at scale 2^-{act_frac_bits + weight_bits} exceeds {BIAS_LIMIT}")
 
     def to(self, device: torch.device) -> "ExactConv":
         self.taps = [t.to(device) for t in self.taps]
@@ -119,7 +124,6 @@ class ExactDecoder:
         self.blocks = [
             ExactBlock(conv(f"blocks.{i}.conv3", b.conv3), conv(f"blocks.{i}.conv1", b.conv1))
             for i, b in enumerate(decoder.blocks)
-            if isinstance(b, ResidualBlock)
         ]
         self.head = conv("head", decoder.head)
         self.factor = decoder.shuffle.upscale_factor
@@ -132,7 +136,7 @@ class ExactDecoder:
     @torch.no_grad()
     def __call__(self, latents: Tensor) -> Tensor:
         """latents: (d, h, w) integer-valued float64 -> (3, 4h, 4w) uint8."""
-        x = self.stem(latents)
+        x = self.stem(latents.clamp(-ACT_LIMIT, ACT_LIMIT))
         for block in self.blocks:
             x = block(x)
         y = F.pixel_shuffle(self.head(torch.relu(x))[None], self.factor)[0]

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .bitstream import ADAPTERS
 from .exact import ExactDecoder
 from .modelfile import ModelFile, ModelFileError, read_model_file
 from .nn.autoencoder import Decoder, Encoder
 from .nn.cluster import ClusterSettings, cluster_codebook
 from .nn.quantizer import nearest_indices
 
-ADAPTERS = ("seq2seq", "cluster")
 
 
 def cache_dir() -> Path:
@@ -55,7 +55,7 @@ class CodecModel:
             self.decoder = ExactDecoder(float_decoder, self.act_frac_bits, weight_bits)
             self.base_codebook = t["codebook.embedding"].float()
             self.sequence = t["frozen.sequence"].to(torch.int64)
-        except (KeyError, RuntimeError, ValueError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"model {self.name} is incomplete or inconsistent ({exc})") from None
         if self.sequence.shape != (cfg.k_max, cfg.latent_dim):
             raise ModelFileError(f"model {self.name}: frozen sequence has shape {tuple(self.sequence.shape)}")
@@ -98,8 +98,9 @@ class CodecModel:
 
     def _compute_cluster(self, size: int) -> Tensor:
         """DKM/IKM codebook as integers; inverse DKM takes tens of seconds, so results are cached on disk
-        per model, size and settings (a plain int64 .npy file; a stale or damaged one only fails the
-        header's codebook checksum)."""
+        per model, size and settings (a plain int64 .npy file). A damaged cache file makes this machine
+        encode and decode with the wrong codebook consistently; elsewhere the header's codebook checksum
+        turns it into an error. Delete the cache directory to recompute."""
         settings = ClusterSettings()
         key = hashlib.sha256(repr(sorted(asdict(settings).items())).encode()).hexdigest()[:12]
         path = cache_dir() / self.fingerprint[:16] / f"cluster-{size}-{key}.npy"
@@ -117,14 +118,16 @@ class CodecModel:
         finally:
             torch.set_num_threads(threads)
         result = torch.round(book * 2.0**self.act_frac_bits).to(torch.int64)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             with open(tmp, "wb") as f:
                 np.save(f, result.numpy(), allow_pickle=False)
             os.replace(tmp, path)
         except OSError:
             pass  # a read-only home is fine: the codebook is just recomputed next time
+        finally:
+            tmp.unlink(missing_ok=True)
         return result
 
     def float_codebook(self, adapter: str, size: int) -> Tensor:

@@ -43,6 +43,7 @@ def choose_size(
     lo, hi = size_range
     budget_bits = section_budget_bytes * 8
     cache: dict[int, np.ndarray] = {}
+    smallest_bytes: list[int] = []  # the smallest codebook's real section size, once encoded
 
     def indices(size: int) -> np.ndarray:
         if size not in cache:
@@ -52,11 +53,15 @@ def choose_size(
     def fits(size: int) -> bool:
         return estimated_bits(indices(size), size) <= budget_bits
 
+    def unreachable() -> BudgetError:
+        if not smallest_bytes:
+            smallest_bytes.append(len(entropy.encode_indices(indices(lo), lo)))
+        return BudgetError(describe_budget(smallest_bytes[0], estimated_bits(indices(hi), hi) // 8))
+
     if not fits(lo):
-        smallest = entropy.encode_indices(indices(lo), lo)
-        if len(smallest) > section_budget_bytes:
-            largest = estimated_bits(indices(hi), hi) // 8
-            raise BudgetError(describe_budget(len(smallest), largest))
+        smallest_bytes.append(len(entropy.encode_indices(indices(lo), lo)))
+        if smallest_bytes[0] > section_budget_bytes:
+            raise unreachable()
     if fits(hi):
         best = hi
     else:
@@ -69,4 +74,4 @@ def choose_size(
         section = entropy.encode_indices(indices(size), size)
         if len(section) <= section_budget_bytes:
             return RateChoice(size, indices(size), section)
-    raise BudgetError(describe_budget(len(entropy.encode_indices(indices(lo), lo)), budget_bits // 8))
+    raise unreachable()

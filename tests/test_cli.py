@@ -162,3 +162,27 @@ def test_compare_reports_psnr(env: dict, png: Path, tmp_path: Path) -> None:
     res = run("compare", str(png), str(other), "--json")
     assert res.exit_code == 0
     assert 40 < json.loads(res.stdout)["psnr"] < 43  # +2 everywhere (minus clipping): ~42.1 dB
+
+
+def test_output_directory_with_trailing_slash(env: dict, png: Path, tmp_path: Path) -> None:
+    res = run("encode", str(png), "--model", "tiny", "-k", "8", "-o", str(tmp_path / "newdir") + "/")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "newdir" / "photo.raq").is_file()
+
+
+def test_compare_identical_images_is_valid_json(env: dict, png: Path) -> None:
+    res = run("compare", str(png), str(png), "--json")
+    record = json.loads(res.stdout)
+    assert record["identical"] is True and record["psnr"] is None
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["export", "{empty}", "--name", "x", "--data", "{empty}", "-o", "{out}"], 1, "no checkpoint in"),
+    (["train", "--data", "{empty}", "-o", "{out}", "--set", "train.steps=abc"], 2, "train.steps must be of type int"),
+])
+def test_training_commands_fail_in_one_line(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    (tmp_path / "empty").mkdir()
+    paths = {"empty": str(tmp_path / "empty"), "out": str(tmp_path / "out")}
+    res = CliRunner().invoke(main, [a.format(**paths) for a in args])
+    assert res.exit_code == code, res.output
+    assert message in res.output and len(res.output.strip().splitlines()) == 1

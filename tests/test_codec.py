@@ -187,3 +187,31 @@ def test_cluster_codebooks_are_cached_on_disk(tiny_model_path: Path) -> None:
     assert len(files) == 1
     again = CodecModel.load(tiny_model_path).codebook("cluster", 30)  # a fresh instance reads the file
     assert torch.equal(first, again)
+
+
+def _forged(tiny_model_path: Path, **changes: object) -> bytes:
+    """A valid stream from the tiny model with header fields or sections replaced (CRC recomputed)."""
+    stream = bitstream.unpack(raqcodec.encode(smooth_image(8, 8), codebook_size=8, model=tiny_model_path))
+    sections = {k: changes.pop(k) for k in ("indices_section", "alpha_section") if k in changes}
+    header = bitstream.Header(**{**stream.header.__dict__, **changes})
+    return bitstream.pack(bitstream.Stream(header=header, indices_section=sections.get("indices_section",
+                          stream.indices_section), alpha_section=sections.get("alpha_section", stream.alpha_section)))
+
+
+def test_hostile_image_size_is_refused_before_allocation(tiny_model_path: Path) -> None:
+    data = _forged(tiny_model_path, width=65535, height=65535)
+    with pytest.raises(raqcodec.CodecError, match="over the limit"):
+        raqcodec.decode(data, model=tiny_model_path)
+
+
+def test_alpha_deflate_bomb_is_refused(tiny_model_path: Path) -> None:
+    bomb = zlib.compress(bytes(50_000_000), 9)  # 50 MB of zeros for an 8x8 image
+    data = _forged(tiny_model_path, has_alpha=True, alpha_section=bomb)
+    with pytest.raises(raqcodec.FormatError, match="alpha section has the wrong size"):
+        raqcodec.decode(data, model=tiny_model_path)
+
+
+def test_non_finite_budget_is_a_budget_error(tiny_model_path: Path) -> None:
+    for bad in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(raqcodec.BudgetError, match="positive number"):
+            raqcodec.encode(smooth_image(8, 8), bpp=bad, model=tiny_model_path)

@@ -49,12 +49,30 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], name: str) -> "Recipe":
-        train = data.get("train", {})
+        train, model = data.get("train", {}), data.get("model", {})
         known = {f.name for f in fields(TrainConfig)}
         if set(train) - known:
             raise ValueError(f"unknown [train] keys: {sorted(set(train) - known)}")
-        return cls(name=data.get("name", name), model=ModelConfig.from_dict(data.get("model", {})),
-                   train=TrainConfig(**train))
+        _check_types("train", TrainConfig(), train)
+        _check_types("model", ModelConfig(), model)
+        return cls(name=data.get("name", name), model=ModelConfig.from_dict(model), train=TrainConfig(**train))
+
+
+def _check_types(table: str, defaults: Any, values: dict[str, Any]) -> None:
+    """Each value must have its default's type (ints are fine where floats are expected)."""
+    for key, value in values.items():
+        if not hasattr(defaults, key):
+            continue  # unknown keys are reported by the config itself
+        default = getattr(defaults, key)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and (isinstance(value, int) or isinstance(default, float))
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ValueError(f"{table}.{key} must be of type {type(default).__name__}, got {value!r}")
 
 
 def builtin_recipes() -> list[str]:

@@ -104,7 +104,6 @@ def train(
     stop_at = min(t.steps, max_steps) if max_steps is not None else t.steps
     deadline = time.monotonic() + max_minutes * 60 if max_minutes is not None else math.inf
     started = time.monotonic()
-    log = (out_dir / "log.jsonl").open("a", encoding="utf-8")
     model.train()
 
     def checkpoint() -> Path:
@@ -117,7 +116,7 @@ def train(
     progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), disable=not show_progress)
     last = resume_from
-    with progress:
+    with progress, (out_dir / "log.jsonl").open("a", encoding="utf-8") as log:
         task = progress.add_task("train", total=stop_at, completed=step, info="")
         while step < stop_at and time.monotonic() < deadline:
             tick = time.monotonic()
@@ -147,5 +146,4 @@ def train(
                 last = checkpoint()
     if last is None or step % t.checkpoint_every != 0:
         last = checkpoint()
-    log.close()
     return TrainResult(step=step, checkpoint=last, seconds=time.monotonic() - started)
