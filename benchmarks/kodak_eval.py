@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="Folder of Kodak PNGs (kodim01..24).")
     parser.add_argument("--model", default=None)
     parser.add_argument("--bpp", type=float, nargs="*", default=[0.2, 0.3])
-    parser.add_argument("--sizes", type=int, nargs="*", default=[16, 64, 256, 1024])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[8, 16, 64, 256, 1024])
     parser.add_argument("--adapters", nargs="*", default=["seq2seq"])
     parser.add_argument("--update-card", action="store_true", help="Write the figures into the model card.")
     parser.add_argument("-o", "--output", type=Path, default=Path(__file__).parent / "results" / "kodak_eval.json")

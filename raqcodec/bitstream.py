@@ -3,9 +3,10 @@
 Fixed 35-byte big-endian header, the index section (``entropy.encode_indices``),
 an optional alpha section, then a CRC32 of everything before it.
 
-``unpack`` checks, in order: minimum length, magic, version, that the file is
-at least as long as its header declares (so a cut-off file is reported as
-truncated, not as a CRC mismatch), the CRC, then every field's range and that
+``unpack`` checks, in order: magic (so a short text file is "not a .raq file"),
+minimum length, version, that the file is at least as long as its header
+declares (a cut-off file is reported as truncated, an intact file whose header
+lies as corrupt), the CRC, then every field's range and that
 the section lengths account for the file exactly.  Nothing is allocated from
 a field before it is checked.
 """

@@ -73,7 +73,7 @@ def export_run(run_dir: Path, name: str, out_dir: Path, data: list[Path], descri
             "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
             **training_summary(run_dir),
         },
-        "kodak": None,  # filled by benchmarks/eval_model.py
+        "kodak": None,  # filled by benchmarks/kodak_eval.py --update-card
         "bpp_range_kodak": None,
     }
     write_card(weights.with_suffix(".json"), card)

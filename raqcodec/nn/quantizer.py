@@ -96,7 +96,7 @@ class EMACodebook(nn.Module):
     @torch.no_grad()
     def initialize_from(self, rows: Tensor, generator: torch.Generator | None = None) -> None:
         pick = torch.randperm(rows.shape[0], generator=generator, device="cpu")[: self.size].to(rows.device)
-        if pick.numel() < self.size:  # fewer latents than codes: repeat with noise
+        if pick.numel() < self.size:  # fewer latents than codes: reuse them
             pick = pick.repeat(self.size // max(1, pick.numel()) + 1)[: self.size]
         self.embedding.copy_(rows[pick])
         self.embedding_sum.copy_(rows[pick])
@@ -107,7 +107,8 @@ class EMACodebook(nn.Module):
     def update(self, rows: Tensor, indices: Tensor, generator: torch.Generator | None = None) -> int:
         """One EMA step from a batch of latents and their codes; returns how many dead codes were restarted.
 
-        Under DDP the caller all-reduces ``counts`` and ``sums`` first (see ``ema_statistics``).
+        Split into ``ema_statistics`` and ``apply_statistics`` so that data-parallel training can
+        all-reduce the statistics in between.
         """
         counts, sums = self.ema_statistics(rows, indices)
         return self.apply_statistics(counts, sums, rows, generator)

@@ -1,7 +1,8 @@
 """The RAQ model: VQ-VAE with an EMA base codebook and a seq2seq adapter, trained jointly.
 
 Training loss (paper): MSE(x_base, x) + MSE(x_adapted, x) + VQ loss of the base path + VQ loss of the
-adapted path, all with weight 1. ``mode="fixed"`` trains the base path alone (the fixed-rate baseline).
+adapted path, all with weight 1. ``training_step(x, None)`` trains the base path alone (the fixed-rate
+baseline, recipe mode "fixed").
 """
 
 from __future__ import annotations
