@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image
 
 import raqcodec
-from raqcodec import registry
 from raqcodec.imageio import psnr
 from raqcodec.modelfile import write_card
 

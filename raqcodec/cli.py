@@ -107,14 +107,10 @@ def _check_outputs(pairs: list[tuple[Path, Path]], force: bool) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same directory, then rename: never a partial output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 MAX_STREAM_BYTES = 1 << 30  # no .raq file of a decodable image comes near this

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .bitstream import ADAPTERS
 from .exact import ExactDecoder
+from .fileio import atomic_path
 from .modelfile import ModelFile, ModelFileError, read_model_file
 from .nn.autoencoder import Decoder, Encoder
 from .nn.cluster import ClusterSettings, cluster_codebook
@@ -118,16 +119,11 @@ class CodecModel:
         finally:
             torch.set_num_threads(threads)
         result = torch.round(book * 2.0**self.act_frac_bits).to(torch.int64)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, result.numpy(), allow_pickle=False)
-            os.replace(tmp, path)
         except OSError:
             pass  # a read-only home is fine: the codebook is just recomputed next time
-        finally:
-            tmp.unlink(missing_ok=True)
         return result
 
     def float_codebook(self, adapter: str, size: int) -> Tensor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .exact import calibrate_act_frac_bits, decoder_weight_bits
+from .fileio import atomic_path
 from .nn.config import ModelConfig
 from .nn.quantizer import nearest_indices, to_rows
 from .nn.raq import RAQModel
@@ -103,15 +103,11 @@ def freeze(model: RAQModel, calibration: torch.Tensor) -> dict[str, torch.Tensor
 def write_model_file(path: Path, name: str, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> str:
     """Write atomically; returns the fingerprint."""
     meta = {"raqcodec": json.dumps({"file_format": FILE_FORMAT, "name": name, "config": config.to_dict()})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)  # a shipped file is readable by everyone
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return fingerprint(tensors, config.to_dict())
 
 
 def write_card(path: Path, card: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

@@ -7,12 +7,13 @@ A checkpoint holds tensors under ``model.*``, ``optim.<param>.<key>`` and ``rng.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, safe_open, save_file
+
+from ..fileio import atomic_path
 
 
 def save_training_state(
@@ -30,9 +31,8 @@ def save_training_state(
     tensors["rng.data"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     meta = dict(info, param_groups=opt["param_groups"])
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"raqcodec": json.dumps(meta)})
-    os.replace(tmp, path)  # a crash mid-write never leaves a truncated checkpoint under the real name
+    with atomic_path(path) as tmp:  # a crash mid-write never leaves a truncated checkpoint
+        save_file(tensors, str(tmp), metadata={"raqcodec": json.dumps(meta)})
 
 
 def read_info(path: Path) -> dict[str, Any]:
