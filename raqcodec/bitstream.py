@@ -204,5 +204,9 @@ def read_header(data: bytes) -> Header:
 
 def describe(data: bytes) -> dict[str, Any]:
     """Header fields, total bytes and bits per pixel of a stream (validates the container and its CRC)."""
-    header = read_header(data)
-    return {**header.to_dict(), "bytes": len(data), "bpp": len(data) * 8 / (header.width * header.height)}
+    return summary(read_header(data), len(data))
+
+
+def summary(header: Header, size: int) -> dict[str, Any]:
+    """Header fields plus the stream's size in bytes and its bits per pixel."""
+    return {**header.to_dict(), "bytes": size, "bpp": size * 8 / (header.width * header.height)}

@@ -23,7 +23,6 @@ from .ratecontrol import BudgetError, choose_size
 
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
 ModelRef = str | os.PathLike | CodecModel | None
-GRID = 4  # pixels per index along each axis (the model's downsampling)
 MAX_SIDE = bitstream.MAX_SIDE
 # Streams declaring more pixels than Pillow would open are refused before anything is allocated for them.
 MAX_PIXELS = PIL.Image.MAX_IMAGE_PIXELS or 2**28
@@ -75,7 +74,7 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     if max(src.width, src.height) > MAX_SIDE:
         raise CodecError(f"{src.width}x{src.height} is too large: .raq version {bitstream.FORMAT_VERSION} "
                          f"stores sides up to {MAX_SIDE} pixels")
-    padded = imageio.pad_to_multiple(src.rgb, GRID)
+    padded = imageio.pad_to_multiple(src.rgb, m.config.downsampling)
     rows = m.analyse(padded)
     alpha = zlib.compress(src.alpha.tobytes(), 9) if src.alpha is not None else b""
 
@@ -152,7 +151,8 @@ def _open(data: bytes, model: ModelRef) -> Decoded:
     if codebook_crc(book) != h.codebook_crc:
         raise CodecError("codebook checksum mismatch: this machine computes a different codebook than the "
                          "encoder did (cluster adapter codebooks are recomputed in floating point)")
-    grid = ((h.height + GRID - 1) // GRID, (h.width + GRID - 1) // GRID)
+    f = m.config.downsampling  # pixels per index along each axis
+    grid = ((h.height + f - 1) // f, (h.width + f - 1) // f)
     indices = entropy.decode_indices(stream.indices_section, grid[0] * grid[1], h.codebook_size)
     return Decoded(stream=stream, model=m, indices=indices.reshape(grid), codebook=book,
                    alpha=_inflate_alpha(stream) if h.has_alpha else None)
@@ -190,7 +190,7 @@ def decode(data: bytes, *, model: ModelRef = None, device: str | torch.device = 
 def inspect(data: bytes, *, model: ModelRef = None) -> dict[str, Any]:
     """Header fields of a stream plus its VQ tokens: ``indices`` (h x w int64) and ``codebook`` (K~ x d float32)."""
     dec = _open(data, model)
-    info = bitstream.describe(data)
+    info = bitstream.summary(dec.stream.header, len(data))  # already unpacked and CRC-checked
     info.update(model=dec.model.name, indices=dec.indices,
                 codebook=(dec.codebook.float() * 2.0**-dec.model.act_frac_bits).numpy())
     return info
