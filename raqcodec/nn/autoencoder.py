@@ -48,7 +48,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.stem = nn.Conv2d(cfg.latent_dim, cfg.channels, 3, padding=1)
-        self.blocks = nn.Sequential(*[ResidualBlock(cfg.channels, cfg.res_channels) for _ in range(cfg.res_blocks)])
+        self.blocks = nn.Sequential(*[ResidualBlock(cfg.channels, cfg.res_channels) for _ in range(cfg.decoder_blocks)])
         self.head = nn.Conv2d(cfg.channels, 3 * cfg.downsampling**2, 3, padding=1)
         self.shuffle = nn.PixelShuffle(cfg.downsampling)
 

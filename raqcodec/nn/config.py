@@ -14,7 +14,8 @@ class ModelConfig:
 
     channels: int = 128  # C: width of the conv trunk
     res_channels: int = 64  # R: bottleneck width inside a residual block
-    res_blocks: int = 2  # residual blocks in encoder and in decoder
+    res_blocks: int = 2  # residual blocks in the encoder (and the decoder unless decoder_res_blocks is set)
+    decoder_res_blocks: int | None = None  # residual blocks in the decoder; None: res_blocks
     latent_dim: int = 64  # d: dimension of a codebook vector
     codebook_size: int = 128  # K: size of the EMA base codebook
     k_min: int = 8  # smallest adapted codebook size K~ the model is trained for
@@ -35,8 +36,14 @@ class ModelConfig:
             raise ValueError(f"need 2 <= k_min <= k_max, got {self.k_min}..{self.k_max}")
         if self.cross_forcing not in ("reference", "paper", "none"):
             raise ValueError(f"unknown cross_forcing {self.cross_forcing!r}")
+        if self.decoder_res_blocks is not None and self.decoder_res_blocks < 0:
+            raise ValueError(f"decoder_res_blocks must be >= 0, got {self.decoder_res_blocks}")
         if self.downsampling != 4:
             raise ValueError("only x4 downsampling is implemented")
+
+    @property
+    def decoder_blocks(self) -> int:
+        return self.res_blocks if self.decoder_res_blocks is None else self.decoder_res_blocks
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

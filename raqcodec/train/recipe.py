@@ -24,10 +24,17 @@ class TrainConfig:
     grad_clip: float = 1.0
     # How K~ is drawn each step: "uniform" over [k_min, k_max] (the paper), or "log-uniform" (every
     # octave equally often, which trains the small codebooks that low bitrates use as often as the large).
-    k_sampling: Literal["uniform", "log-uniform"] = "uniform"
+    # "mixed" draws from "uniform" with probability uniform_fraction and from "log-uniform" otherwise:
+    # large codebooks get the training that high rates need while every octave is still visited.
+    k_sampling: Literal["uniform", "log-uniform", "mixed"] = "uniform"
+    uniform_fraction: float = 0.5
     scale_min: float = 0.5  # random down-scaling of crops: factor drawn from [scale_min, 1]
     max_short_side: int = 512  # photos are reduced to this short side when loaded
     seed: int = 0
+    # Warm start: a model file (path or installed name) whose float weights initialise a new run. The
+    # architecture may grow: extra decoder blocks start as identities, a longer k_max keeps the learned
+    # step embeddings as a prefix. Ignored when the run directory already has a checkpoint (resume).
+    init_from: str = ""
     checkpoint_every: int = 250
     validate_every: int = 500
     validation_sizes: list[int] = field(default_factory=lambda: [16, 64, 256, 1024])
@@ -64,7 +71,9 @@ def _check_types(table: str, defaults: Any, values: dict[str, Any]) -> None:
         if not hasattr(defaults, key):
             continue  # unknown keys are reported by the config itself
         default = getattr(defaults, key)
-        if isinstance(default, bool):
+        if default is None:  # optional integer fields (e.g. model.decoder_res_blocks)
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, bool):
             ok = isinstance(value, bool)
         elif isinstance(default, (int, float)):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -21,13 +21,18 @@ from ..nn.quantizer import to_rows
 from ..nn.raq import RAQModel
 from .data import BatchSource
 from .recipe import Recipe
+from .warmstart import warm_start
 from .state import latest_checkpoint, load_training_state, save_training_state
 
 
 def draw_codebook_size(recipe: Recipe, generator: torch.Generator) -> int:
     lo, hi = recipe.model.k_min, recipe.model.k_max
+    sampling = recipe.train.k_sampling
+    if sampling == "mixed":
+        pick = float(torch.rand((), generator=generator, dtype=torch.float64))
+        sampling = "uniform" if pick < recipe.train.uniform_fraction else "log-uniform"
     u = float(torch.rand((), generator=generator, dtype=torch.float64))
-    if recipe.train.k_sampling == "uniform":
+    if sampling == "uniform":
         return lo + min(hi - lo, int(u * (hi - lo + 1)))
     return min(hi, int(math.floor(math.exp(math.log(lo) + u * (math.log(hi + 1) - math.log(lo))))))
 
@@ -100,6 +105,8 @@ def train(
         info = load_training_state(resume_from, model, optimizer, generator)
         step = int(info["step"])
         _truncate_log(out_dir / "log.jsonl", step)
+    elif t.init_from:
+        warm_start(model, t.init_from)
     (out_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
     stop_at = min(t.steps, max_steps) if max_steps is not None else t.steps
     deadline = time.monotonic() + max_minutes * 60 if max_minutes is not None else math.inf

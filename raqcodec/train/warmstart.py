@@ -1,0 +1,59 @@
+"""Warm start: initialise a training run from a shipped model file, possibly into a larger architecture.
+
+Growing keeps the model's function where it can: decoder residual blocks that the file lacks start with
+a zero output convolution (an identity block), and a longer ``k_max`` keeps the learned step embeddings
+as a prefix, so the first codebooks of the adapter's sequence are unchanged. Anything else that does not
+match (channels, latent size, base codebook size) is an error: that is a new model, not a grown one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..modelfile import read_model_file
+from ..nn.raq import RAQModel
+from ..registry import resolve
+
+STEP_EMBEDDING = "adapter.step_embedding"
+
+
+def warm_start(model: RAQModel, name_or_path: str) -> list[str]:
+    """Copy a model file's float weights into ``model``; returns the parameter names that were grown."""
+    source = read_model_file(resolve(name_or_path))
+    weights = {k: v for k, v in source.tensors.items() if not k.startswith("frozen.")}
+    state = model.state_dict()
+    grown: list[str] = []
+    loaded: dict[str, Tensor] = {}
+    for name, value in weights.items():
+        if name not in state:
+            raise ValueError(f"warm start: {name} of {source.name} has no place in this architecture")
+        target = state[name]
+        if value.shape == target.shape:
+            loaded[name] = value
+        elif name == STEP_EMBEDDING and value.shape[1:] == target.shape[1:] and value.shape[0] < target.shape[0]:
+            extended = target.clone()
+            extended[: value.shape[0]] = value
+            loaded[name] = extended
+            grown.append(name)
+        else:
+            raise ValueError(f"warm start: {name} is {tuple(value.shape)} in {source.name}, "
+                             f"{tuple(target.shape)} here")
+    with torch.no_grad():
+        for name in state:
+            if name in loaded or not name.startswith("decoder.blocks."):
+                continue
+            if name.endswith("conv1.weight") or name.endswith("conv1.bias"):
+                loaded[name] = torch.zeros_like(state[name])  # new block = identity until it learns
+            grown.append(name)
+    model.load_state_dict(loaded, strict=False)
+    # The EMA accumulators are not shipped: restart them from the codebook, as after initialisation.
+    book = model.codebook
+    with torch.no_grad():
+        book.embedding_sum.copy_(book.embedding)
+        book.cluster_size.fill_(1.0)
+        book.initialized.fill_(True)
+    missing = [n for n in state if n not in loaded and not n.startswith("codebook.") and not n.startswith("decoder.blocks.")]
+    if missing:
+        raise ValueError(f"warm start: {source.name} lacks {', '.join(missing[:4])}")
+    return grown
