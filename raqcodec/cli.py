@@ -314,11 +314,19 @@ def compare(reference: Path, distorted: Path, as_json: bool) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe value, e.g. train.steps=5000 or model.channels=96.")
 @click.option("--max-minutes", type=float, default=None, help="Stop (with a checkpoint) after this long; rerun to resume.")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch (per process).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to train; under torchrun each process takes the GPU of its LOCAL_RANK.")
 def train(recipe: str, data: tuple[Path, ...], out_dir: Path, overrides: tuple[str, ...], max_minutes: float | None,
-          threads: int | None) -> None:
-    """Train (or resume) a RAQ model from a recipe."""
+          threads: int | None, device: str) -> None:
+    """Train (or resume) a RAQ model from a recipe.
+
+    Data-parallel on several GPUs or CPU processes: torchrun --nproc_per_node N -m raqcodec train ...
+    (NCCL on GPUs, gloo on the CPU; batch_size is per process).
+    """
     import torch
+
+    from .codec import CodecError, pick_device
 
     from .train import build_sources, load_recipe
     from .train import train as run_training
@@ -335,13 +343,14 @@ def train(recipe: str, data: tuple[Path, ...], out_dir: Path, overrides: tuple[s
         except json.JSONDecodeError:
             parsed[key] = value
     try:
+        where = pick_device(device)
         rec = load_recipe(recipe, parsed)
         source, validation = build_sources(rec, list(data))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, CodecError) as exc:
         _say_error(str(exc))
         sys.exit(2)
     result = run_training(rec, source, out_dir, validation=validation, max_minutes=max_minutes,
-                          show_progress=sys.stderr.isatty())
+                          show_progress=sys.stderr.isatty(), device=where)
     click.echo(f"stopped at step {result.step}; checkpoint {result.checkpoint}")
 
 

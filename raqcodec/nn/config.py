@@ -46,7 +46,9 @@ class ModelConfig:
         return self.res_blocks if self.decoder_res_blocks is None else self.decoder_res_blocks
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Optional fields left unset are omitted: the dict (and the fingerprints hashed over it) of a model
+        # that does not use them stays what it was before they existed.
+        return {k: v for k, v in asdict(self).items() if not (k == "decoder_res_blocks" and v is None)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":

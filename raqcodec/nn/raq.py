@@ -39,6 +39,10 @@ class RAQModel(nn.Module):
     def adapted_codebook(self, size: int) -> Tensor:
         return self.adapter(self.codebook.embedding, size)
 
+    def forward(self, x: Tensor, adapted_size: int | None) -> StepOutput:
+        """``training_step``, as ``forward`` so that DistributedDataParallel can wrap the model."""
+        return self.training_step(x, adapted_size)
+
     def training_step(self, x: Tensor, adapted_size: int | None) -> StepOutput:
         """Losses for a batch x (N, 3, H, W) in [0, 1]; ``adapted_size`` None trains the base path only."""
         z = self.encoder(x)

@@ -72,7 +72,7 @@ def _check_types(table: str, defaults: Any, values: dict[str, Any]) -> None:
             continue  # unknown keys are reported by the config itself
         default = getattr(defaults, key)
         if default is None:  # optional integer fields (e.g. model.decoder_res_blocks)
-            ok = isinstance(value, int) and not isinstance(value, bool)
+            ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
         elif isinstance(default, bool):
             ok = isinstance(value, bool)
         elif isinstance(default, (int, float)):

@@ -16,20 +16,27 @@ from safetensors.torch import load_file, safe_open, save_file
 from ..fileio import atomic_path
 
 
+def rng_key(kind: str, rank: int) -> str:
+    """Checkpoint name of a rank's RNG state: rank 0 (and a single process) uses the plain name."""
+    return f"rng.{kind}" if rank == 0 else f"rng.{kind}.r{rank}"
+
+
 def save_training_state(
     path: Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
+    rng_states: dict[str, torch.Tensor],
     info: dict[str, Any],
 ) -> None:
-    tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    """``rng_states`` maps ``rng_key(kind, rank)`` to uint8 states: every rank's, so a data-parallel run
+    resumes exactly too."""
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous()
+                                        for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     for pid, pstate in opt["state"].items():
         for key, value in pstate.items():
-            tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).contiguous()
-    tensors["rng.data"] = generator.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
+            tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors.update(rng_states)
     meta = dict(info, param_groups=opt["param_groups"])
     with atomic_path(path) as tmp:  # a crash mid-write never leaves a truncated checkpoint
         save_file(tensors, str(tmp), metadata={"raqcodec": json.dumps(meta)})
@@ -42,8 +49,11 @@ def read_info(path: Path) -> dict[str, Any]:
 
 
 def load_training_state(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, generator: torch.Generator | None
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, generator: torch.Generator | None,
+    rank: int = 0,
 ) -> dict[str, Any]:
+    """Restore a checkpoint. A rank whose RNG state the checkpoint lacks (more ranks than were saved)
+    keeps the generator it was given: training continues, but not bit-for-bit."""
     tensors = load_file(str(path))
     info = read_info(path)
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -54,9 +64,9 @@ def load_training_state(
                 _, pid, name = key.split(".", 2)
                 state.setdefault(int(pid), {})[name] = value
         optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
-    if generator is not None:
-        generator.set_state(tensors["rng.data"])
-        torch.set_rng_state(tensors["rng.torch"])
+    if generator is not None and rng_key("data", rank) in tensors:
+        generator.set_state(tensors[rng_key("data", rank)])
+        torch.set_rng_state(tensors[rng_key("torch", rank)])
     return info
 
 

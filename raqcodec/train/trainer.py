@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..nn.quantizer import to_rows
 from ..nn.raq import RAQModel
 from .data import BatchSource
 from .recipe import Recipe
+from .distributed import Cluster
+from .state import latest_checkpoint, load_training_state, rng_key, save_training_state
 from .warmstart import warm_start
-from .state import latest_checkpoint, load_training_state, save_training_state
 
 
 def draw_codebook_size(recipe: Recipe, generator: torch.Generator) -> int:
@@ -78,6 +80,7 @@ class TrainResult:
     step: int
     checkpoint: Path
     seconds: float
+    model: RAQModel  # the trained model (this rank's copy; identical on every rank)
 
 
 def train(
@@ -89,68 +92,111 @@ def train(
     max_steps: int | None = None,
     show_progress: bool = True,
     on_metrics: Callable[[dict], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> TrainResult:
-    """Run (or resume) training until ``recipe.train.steps``, ``max_steps`` or ``max_minutes``."""
+    """Run (or resume) training until ``recipe.train.steps``, ``max_steps`` or ``max_minutes``.
+
+    Started by torchrun, every process calls this: ranks draw different batches (seed + rank), rank 0
+    decides K~ and when to stop, logs, validates and writes checkpoints (with every rank's RNG state).
+    """
     t = recipe.train
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(t.seed)
-    generator = torch.Generator().manual_seed(t.seed)
-    model = RAQModel(recipe.model)
+    device = torch.device(device)
+    cluster = Cluster.from_environment(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", cluster.local_rank if cluster.active else (device.index or 0))
+        torch.cuda.set_device(device)
+    torch.manual_seed(t.seed + cluster.rank)
+    generator = torch.Generator().manual_seed(t.seed + cluster.rank)
+    model = RAQModel(recipe.model).to(device)
+    if t.mode == "fixed":
+        model.adapter.requires_grad_(False)  # the fixed-rate baseline trains the base path only
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
 
     step = 0
-    resume_from = latest_checkpoint(out_dir)
+    resume_from = latest_checkpoint(out_dir) if out_dir.exists() else None
     if resume_from is not None:
-        info = load_training_state(resume_from, model, optimizer, generator)
+        info = load_training_state(resume_from, model, optimizer, generator, rank=cluster.rank)
         step = int(info["step"])
-        _truncate_log(out_dir / "log.jsonl", step)
     elif t.init_from:
         warm_start(model, t.init_from)
-    (out_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
+    if cluster.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None:
+            _truncate_log(out_dir / "log.jsonl", step)
+        (out_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
+    cluster.barrier()
+    # DDP averages gradients; buffers (the EMA codebook) are kept in step by hand below.
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                  broadcast_buffers=False) if cluster.active else model
+    codebook = model.codebook
+    ema_buffers = (codebook.embedding, codebook.embedding_sum, codebook.cluster_size)
     stop_at = min(t.steps, max_steps) if max_steps is not None else t.steps
     deadline = time.monotonic() + max_minutes * 60 if max_minutes is not None else math.inf
     started = time.monotonic()
     model.train()
+    if validation is not None:
+        validation = validation.to(device)
 
     def checkpoint() -> Path:
         path = out_dir / f"step-{step:08d}.safetensors"
-        save_training_state(path, model, optimizer, generator, {"step": step, "recipe": recipe.to_dict()})
-        for old in sorted(out_dir.glob("step-*.safetensors"))[:-2]:  # keep the two newest
-            old.unlink()
+        rng: dict[str, torch.Tensor] = {}
+        for kind, state in (("data", generator.get_state()), ("torch", torch.get_rng_state())):
+            for rank, part in enumerate(cluster.gather_bytes(state, device)):
+                rng[rng_key(kind, rank)] = part
+        if cluster.is_main:
+            save_training_state(path, model, optimizer, rng, {"step": step, "recipe": recipe.to_dict(),
+                                                               "world_size": cluster.world_size})
+            for old in sorted(out_dir.glob("step-*.safetensors"))[:-2]:  # keep the two newest
+                old.unlink()
         return path
 
     progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), disable=not show_progress)
+                        TimeElapsedColumn(), TimeRemainingColumn(), disable=not (show_progress and cluster.is_main))
     last = resume_from
-    with progress, (out_dir / "log.jsonl").open("a", encoding="utf-8") as log:
-        task = progress.add_task("train", total=stop_at, completed=step, info="")
-        while step < stop_at and time.monotonic() < deadline:
-            tick = time.monotonic()
-            x = source.batch(t.batch_size, generator)
-            if not bool(model.codebook.initialized):
-                model.codebook.initialize_from(to_rows(model.encoder(x)).detach(), generator)
-            size = draw_codebook_size(recipe, generator) if t.mode == "raq" else None
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(recipe, step)
-            out = model.training_step(x, size)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-            optimizer.step()
-            restarted = model.codebook.update(out.rows, out.base_indices, generator)
-            step += 1
-            record = {"step": step, "k": size, "lr": learning_rate(recipe, step - 1), "grad_norm": float(grad_norm),
-                      "dead_restarts": restarted, "seconds": round(time.monotonic() - tick, 4), **out.metrics}
-            if validation is not None and (step % t.validate_every == 0 or step == t.steps):
-                record.update(validate(model, validation, t.validation_sizes))
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            if on_metrics:
-                on_metrics(record)
-            progress.update(task, completed=step, info=f"loss {record['loss']:.4f} K~ {size}")
-            if step % t.checkpoint_every == 0:
-                last = checkpoint()
-    if last is None or step % t.checkpoint_every != 0:
-        last = checkpoint()
-    return TrainResult(step=step, checkpoint=last, seconds=time.monotonic() - started)
+    log = (out_dir / "log.jsonl").open("a", encoding="utf-8") if cluster.is_main else None
+    try:
+        with progress:
+            task = progress.add_task("train", total=stop_at, completed=step, info="")
+            while step < stop_at and not cluster.broadcast_int(int(time.monotonic() >= deadline), device):
+                tick = time.monotonic()
+                x = source.batch(t.batch_size, generator).to(device)
+                if not bool(codebook.initialized):
+                    with torch.no_grad():
+                        codebook.initialize_from(to_rows(model.encoder(x)), generator)
+                    cluster.broadcast_(*ema_buffers)
+                size = draw_codebook_size(recipe, generator) if t.mode == "raq" else None
+                if size is not None:
+                    size = cluster.broadcast_int(size, device)  # every rank trains the same K~
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(recipe, step)
+                out = net(x, size)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+                optimizer.step()
+                counts, sums = codebook.ema_statistics(out.rows, out.base_indices)
+                cluster.sum_(counts, sums)  # the EMA sees the global batch
+                restarted = codebook.apply_statistics(counts, sums, out.rows, generator)
+                cluster.broadcast_(*ema_buffers)  # dead-code restarts drew rank 0's latents
+                step += 1
+                record = {"step": step, "k": size, "lr": learning_rate(recipe, step - 1),
+                          "grad_norm": float(grad_norm), "dead_restarts": restarted,
+                          "seconds": round(time.monotonic() - tick, 4), **out.metrics}
+                if cluster.is_main and validation is not None and (step % t.validate_every == 0 or step == t.steps):
+                    record.update(validate(model, validation, t.validation_sizes))
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                if on_metrics and cluster.is_main:
+                    on_metrics(record)
+                progress.update(task, completed=step, info=f"loss {record['loss']:.4f} K~ {size}")
+                if step % t.checkpoint_every == 0:
+                    last = checkpoint()
+        if last is None or step % t.checkpoint_every != 0:
+            last = checkpoint()
+    finally:
+        if log is not None:
+            log.close()
+    cluster.barrier()
+    return TrainResult(step=step, checkpoint=last, seconds=time.monotonic() - started, model=model)
