@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +55,20 @@ def export_run(run_dir: Path, name: str, out_dir: Path, data: list[Path], descri
     recipe = Recipe.from_dict(info["recipe"], info["recipe"].get("name", "recipe"))
     model = RAQModel(recipe.model)
     load_training_state(checkpoint, model, None, None)
-    tensors = freeze(model, calibration_batch(data))
+    fixed = recipe.train.mode == "fixed"
+    tensors = freeze(model, calibration_batch(data), fixed=fixed)
+    # A fixed-rate model codes with its base codebook only: its codebook range is K..K.
+    config = replace(recipe.model, k_min=recipe.model.codebook_size, k_max=recipe.model.codebook_size) \
+        if fixed else recipe.model
     weights = out_dir / f"{name}.safetensors"
-    fp = write_model_file(weights, name, recipe.model, tensors)
+    fp = write_model_file(weights, name, config, tensors)
     card: dict[str, Any] = {
         "name": name,
         "description": description,
         "fingerprint": fp,
-        "architecture": recipe.model.to_dict(),
-        "codebook_size": recipe.model.codebook_size,
-        "k_range": [recipe.model.k_min, recipe.model.k_max],
+        "architecture": config.to_dict(),
+        "codebook_size": config.codebook_size,
+        "k_range": [config.k_min, config.k_max],
         "parameters": sum(t.numel() for k, t in tensors.items() if not k.startswith("frozen.")),
         "training": {
             "recipe": recipe.to_dict(),

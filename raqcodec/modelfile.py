@@ -75,14 +75,15 @@ def read_model_file(path: Path) -> ModelFile:
 
 
 @torch.no_grad()
-def freeze(model: RAQModel, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
+def freeze(model: RAQModel, calibration: torch.Tensor, fixed: bool = False) -> dict[str, torch.Tensor]:
     """Float weights plus the frozen integer tables of a trained model.
 
     ``calibration``: a few images (N, 3, H, W) in [0, 1] used to pick the activation scale of the exact
-    decoder so that no activation saturates.
+    decoder so that no activation saturates. ``fixed``: a fixed-rate model (trained without the adapter):
+    its one codebook is the base codebook, frozen as the sequence, and the untrained adapter is left out.
     """
     model.eval()
-    sequence = model.adapter.generate(model.codebook.embedding)
+    sequence = model.codebook.embedding if fixed else model.adapter.generate(model.codebook.embedding)
     z = model.encoder(calibration)
     rows = to_rows(z)
     n, d, h, w = z.shape
@@ -92,7 +93,8 @@ def freeze(model: RAQModel, calibration: torch.Tensor) -> dict[str, torch.Tensor
     batches = [book[nearest_indices(rows, book)].reshape(n, h, w, d).permute(0, 3, 1, 2) for book in probes]
     batches.append(sequence.t()[None, :, :, None])
     frac = min(calibrate_act_frac_bits(model.decoder, b.contiguous()) for b in batches)
-    tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if k not in TRAINING_ONLY}
+    tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
+               if k not in TRAINING_ONLY and not (fixed and k.startswith("adapter."))}
     tensors["frozen.sequence"] = torch.round(sequence.double() * 2.0**frac).to(torch.int32)
     tensors["frozen.act_frac_bits"] = torch.tensor(frac, dtype=torch.int32)
     for layer, bits in decoder_weight_bits(model.decoder).items():

@@ -141,3 +141,25 @@ def test_warm_start_grows_a_model_without_changing_what_it_computes(tmp_path: Pa
     wider = RAQModel(ModelConfig.from_dict({**TINY.to_dict(), "channels": 24}))
     with pytest.raises(ValueError, match="warm start"):
         warm_start(wider, str(tmp_path / "tiny.safetensors"))
+
+
+def test_fixed_mode_trains_the_base_path_and_exports_a_one_size_model(photos: Path, tmp_path: Path) -> None:
+    import raqcodec
+
+    recipe = load_recipe("kodak-default", {**TINY_OVERRIDES, "train.mode": "fixed", "train.steps": 3})
+    source, _ = build_sources(recipe, [photos])
+    result = train(recipe, source, tmp_path / "run", show_progress=False)
+    records = _records(tmp_path / "run")
+    assert all(r["k"] is None and "mse_adapted" not in r for r in records)
+    torch.manual_seed(recipe.train.seed)
+    fresh = RAQModel(recipe.model)  # the adapter is not trained in fixed mode
+    assert torch.equal(result.model.adapter.step_embedding, fresh.adapter.step_embedding)
+
+    card = export_run(tmp_path / "run", "fixed16", tmp_path / "models", [photos], "fixed-rate test")
+    assert card["k_range"] == [16, 16]
+    model = CodecModel.load(tmp_path / "models" / "fixed16.safetensors")
+    base = torch.round(model.base_codebook.double() * 2.0**model.act_frac_bits).long()
+    assert torch.equal(model.sequence, base)  # its one codebook is the base codebook
+    image = Image.fromarray(smooth_image(32, 48, seed=9))
+    data = raqcodec.encode(image, codebook_size=16, model=model)
+    assert raqcodec.decode(data, model=model).size == (48, 32)

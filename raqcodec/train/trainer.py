@@ -58,7 +58,7 @@ def validate(model: RAQModel, images: torch.Tensor, sizes: list[int]) -> dict[st
     model.eval()
     try:
         out = {"psnr_base": psnr(model.reconstruct(images, model.codebook.embedding), images)}
-        sequence = model.adapter.generate(model.codebook.embedding)
+        sequence = model.adapter.generate(model.codebook.embedding) if sizes else model.codebook.embedding
         for k in sizes:
             if k <= sequence.shape[0]:
                 out[f"psnr_k{k}"] = psnr(model.reconstruct(images, sequence[:k]), images)

@@ -53,7 +53,10 @@ def warm_start(model: RAQModel, name_or_path: str) -> list[str]:
         book.embedding_sum.copy_(book.embedding)
         book.cluster_size.fill_(1.0)
         book.initialized.fill_(True)
-    missing = [n for n in state if n not in loaded and not n.startswith("codebook.") and not n.startswith("decoder.blocks.")]
+    # A fixed-rate model ships no adapter: the adapter then starts fresh.
+    fresh = ("codebook.", "decoder.blocks.", "adapter.") if not any(k.startswith("adapter.") for k in weights) \
+        else ("codebook.", "decoder.blocks.")
+    missing = [n for n in state if n not in loaded and not n.startswith(fresh)]
     if missing:
         raise ValueError(f"warm start: {source.name} lacks {', '.join(missing[:4])}")
     return grown
