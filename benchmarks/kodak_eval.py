@@ -62,8 +62,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="Folder of Kodak PNGs (kodim01..24).")
     parser.add_argument("--model", default=None)
-    parser.add_argument("--bpp", type=float, nargs="*", default=[0.2, 0.3])
-    parser.add_argument("--sizes", type=int, nargs="*", default=[8, 16, 64, 256, 1024])
+    parser.add_argument("--bpp", type=float, nargs="*", default=[0.1, 0.2, 0.3, 0.6])
+    parser.add_argument("--sizes", type=int, nargs="*", default=None,
+                        help="Codebook sizes (default: the model's k_min and k_max, and 16, 64, 256, 1024).")
     parser.add_argument("--adapters", nargs="*", default=["seq2seq"])
     parser.add_argument("--update-card", action="store_true", help="Write the figures into the model card.")
     parser.add_argument("-o", "--output", type=Path, default=Path(__file__).parent / "results" / "kodak_eval.json")
@@ -72,6 +73,9 @@ def main() -> None:
     if not images:
         raise SystemExit(f"no PNG images in {args.data}")
     model = raqcodec.load_model(args.model)
+    lo, hi = model.size_range
+    if args.sizes is None:
+        args.sizes = sorted({lo, hi, *(k for k in (16, 64, 256, 1024) if lo <= k <= hi)})
 
     rows = []
     for adapter in args.adapters:

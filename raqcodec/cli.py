@@ -164,11 +164,14 @@ _inputs = click.argument("inputs", nargs=-1, required=True, type=click.Path(exis
 @click.option("--model", default=None, help="Model name or .safetensors path (default: the bundled default).")
 @click.option("--adapter", type=click.Choice(["seq2seq", "cluster"]), default="seq2seq", show_default=True,
               help="seq2seq: the trained adapter (data-driven RAQ); cluster: DKM/inverse DKM (model-based).")
+@click.option("--refine", type=click.IntRange(0, 50), default=None, metavar="STEPS",
+              help="Decoder-aware index refinement steps (encoder-side search; 0 = nearest neighbour). "
+                   "[default: the codec's default]")
 @_device
 @_force
 @_json
 def encode(inputs: tuple[Path, ...], output: str | None, bpp: float | None, codebook_size: int | None,
-           model: str | None, adapter: str, device: str, force: bool, as_json: bool) -> None:
+           model: str | None, adapter: str, refine: int | None, device: str, force: bool, as_json: bool) -> None:
     """Encode images to .raq files (photo.png -> photo.raq)."""
     from . import codec, registry
 
@@ -186,7 +189,8 @@ def encode(inputs: tuple[Path, ...], output: str | None, bpp: float | None, code
     for src, dst in pairs:
         with _per_file(failures, src):
             result = codec.encode_detailed(src, bpp=bpp, codebook_size=codebook_size, model=loaded,
-                                           adapter=adapter, device=device)
+                                           adapter=adapter, device=device,
+                                           refine=codec.DEFAULT_REFINE_STEPS if refine is None else refine)
             for note in result.notes:
                 _note(f"{src}: {note}")
             _write_atomic(dst, result.data)

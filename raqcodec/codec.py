@@ -49,6 +49,13 @@ class EncodeResult:
         return len(self.data) * 8 / (self.width * self.height)
 
 
+# Encoder-side index refinement (raqcodec.refine): steps by default, the most allowed, and the largest
+# latent grid refined (autograd through the decoder holds ~1.5 KB per latent position).
+DEFAULT_REFINE_STEPS = 0
+MAX_REFINE_STEPS = 50
+REFINE_MAX_POSITIONS = 1 << 18
+
+
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -64,8 +71,13 @@ def _model(ref: ModelRef, device: str | torch.device) -> CodecModel:
 
 
 def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,
-                    model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto") -> EncodeResult:
-    """Encode at a bitrate budget (``bpp``: all file bytes x 8 / pixels) or at an explicit ``codebook_size``."""
+                    model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto",
+                    refine: int = DEFAULT_REFINE_STEPS) -> EncodeResult:
+    """Encode at a bitrate budget (``bpp``: all file bytes x 8 / pixels) or at an explicit ``codebook_size``.
+
+    ``refine``: steps of decoder-aware index refinement (``raqcodec.refine``; 0 = nearest neighbour).
+    Under a budget, refined indices are used only if their file still fits.
+    """
     if (bpp is None) == (codebook_size is None):
         raise ValueError("give exactly one of bpp and codebook_size")
     started = time.perf_counter()
@@ -74,8 +86,19 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     if max(src.width, src.height) > MAX_SIDE:
         raise CodecError(f"{src.width}x{src.height} is too large: .raq version {bitstream.FORMAT_VERSION} "
                          f"stores sides up to {MAX_SIDE} pixels")
+    if not (isinstance(refine, int) and 0 <= refine <= MAX_REFINE_STEPS):
+        raise ValueError(f"refine must be an integer in 0..{MAX_REFINE_STEPS}, got {refine!r}")
     padded = imageio.pad_to_multiple(src.rgb, m.config.downsampling)
+    grid = (padded.shape[0] // m.config.downsampling, padded.shape[1] // m.config.downsampling)
     rows = m.analyse(padded)
+    notes = list(src.notes)
+    if refine and grid[0] * grid[1] > REFINE_MAX_POSITIONS:
+        notes.append(f"index refinement skipped: images over {REFINE_MAX_POSITIONS * 16 // 10**6} MP "
+                     "are quantized by nearest neighbour (bounded memory)")
+        refine = 0
+
+    def refined(size: int) -> np.ndarray:
+        return m.refined_indices(rows, grid, src.rgb, adapter, size, refine)
     alpha = zlib.compress(src.alpha.tobytes(), 9) if src.alpha is not None else b""
 
     def quantize(size: int) -> np.ndarray:
@@ -85,7 +108,8 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         lo, hi = m.size_range
         if not lo <= codebook_size <= hi:
             raise BudgetError(f"codebook size {codebook_size} is outside model {m.name}'s range {lo}..{hi}")
-        size, indices = codebook_size, quantize(codebook_size)
+        size = codebook_size
+        indices = refined(size) if refine else quantize(size)
         section = entropy.encode_indices(indices, size)
     else:
         assert bpp is not None
@@ -102,6 +126,11 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
 
         choice = choose_size(quantize, m.size_range, budget, describe)
         size, indices, section = choice.size, choice.indices, choice.section
+        if refine:
+            better = refined(size)
+            better_section = entropy.encode_indices(better, size)
+            if len(better_section) <= budget:  # refinement may cost a few bits; never break the budget
+                indices, section = better, better_section
     header = bitstream.Header(
         version=bitstream.FORMAT_VERSION, model_fingerprint=m.fingerprint_bytes, adapter=adapter,
         codebook_size=size, codebook_crc=codebook_crc(m.codebook(adapter, size)), width=src.width,
@@ -109,11 +138,12 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     )
     data = bitstream.pack(bitstream.Stream(header=header, indices_section=section, alpha_section=alpha))
     return EncodeResult(data=data, width=src.width, height=src.height, codebook_size=size, adapter=adapter,
-                        model=m.name, seconds=time.perf_counter() - started, notes=list(src.notes))
+                        model=m.name, seconds=time.perf_counter() - started, notes=notes)
 
 
 def encode(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,
-           model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto") -> bytes:
+           model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto",
+           refine: int = DEFAULT_REFINE_STEPS) -> bytes:
     """Encode ``image`` (path, PIL image or array) to ``.raq`` bytes.
 
     Exactly one of ``bpp`` (a budget on the whole file: bytes x 8 / pixels <= bpp) and ``codebook_size``
@@ -122,7 +152,7 @@ def encode(image: ImageInput, *, bpp: float | None = None, codebook_size: int | 
     large for the format or a device that is not there.
     """
     return encode_detailed(image, bpp=bpp, codebook_size=codebook_size, model=model, adapter=adapter,
-                           device=device).data
+                           device=device, refine=refine).data
 
 
 @dataclass

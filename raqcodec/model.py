@@ -24,6 +24,7 @@ from .modelfile import ModelFile, ModelFileError, read_model_file
 from .nn.autoencoder import Decoder, Encoder
 from .nn.cluster import ClusterSettings, cluster_codebook
 from .nn.quantizer import nearest_indices
+from .refine import refine_indices
 
 
 
@@ -54,6 +55,8 @@ class CodecModel:
             self.act_frac_bits = int(t["frozen.act_frac_bits"])
             weight_bits = {k: int(v) for k, v in _sub(t, "frozen.weight_bits.").items()}
             self.decoder = ExactDecoder(float_decoder, self.act_frac_bits, weight_bits)
+            # The float twin is kept for encoder-side refinement only; decoding uses the exact one.
+            self.float_decoder = float_decoder.eval().requires_grad_(False)
             self.base_codebook = t["codebook.embedding"].float()
             self.sequence = t["frozen.sequence"].to(torch.int64)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
@@ -79,6 +82,7 @@ class CodecModel:
     def to(self, device: torch.device) -> "CodecModel":
         self.encoder.to(device)
         self.decoder.to(device)
+        self.float_decoder.to(device)
         self.device = device
         return self
 
@@ -140,6 +144,15 @@ class CodecModel:
     @torch.no_grad()
     def indices(self, rows: Tensor, adapter: str, size: int) -> np.ndarray:
         return nearest_indices(rows, self.float_codebook(adapter, size)).cpu().numpy()
+
+    def refined_indices(self, rows: Tensor, grid: tuple[int, int], rgb: np.ndarray, adapter: str, size: int,
+                        steps: int) -> np.ndarray:
+        """Indices chosen by decoder-aware refinement (``raqcodec.refine``); ``rgb`` is the unpadded image."""
+        h, w = grid
+        latents = rows.reshape(h, w, -1).permute(2, 0, 1)
+        target = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1).float() / 255.0
+        book = self.float_codebook(adapter, size)
+        return refine_indices(self.float_decoder, latents, target, book, steps).cpu().numpy()
 
     @torch.no_grad()
     def synthesize(self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int]) -> np.ndarray:

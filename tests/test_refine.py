@@ -1,0 +1,66 @@
+"""Encoder-side index refinement: never worse than nearest neighbour, budgets still hold, streams unchanged in form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import raqcodec
+from raqcodec import bitstream
+from raqcodec.cli import main
+from raqcodec.model import CodecModel
+from raqcodec.nn.quantizer import nearest_indices
+from raqcodec.refine import refine_indices
+
+from conftest import smooth_image
+
+
+def _decoded_error(decoder, book: torch.Tensor, idx: torch.Tensor, grid: tuple[int, int], target: torch.Tensor) -> float:
+    h, w = grid
+    with torch.no_grad():
+        out = decoder(book[idx].reshape(h, w, -1).permute(2, 0, 1)[None])[0, :, : target.shape[1], : target.shape[2]]
+    return float(torch.mean((out - target) ** 2))
+
+
+def test_refinement_lowers_the_decoded_error(tiny_model_path: Path) -> None:
+    model = CodecModel.load(tiny_model_path)
+    rgb = smooth_image(30, 45, seed=3)  # not a multiple of 4: padding pixels must not count
+    padded = np.pad(rgb, ((0, 2), (0, 3), (0, 0)), mode="edge")
+    rows = model.analyse(padded)
+    grid = (8, 12)
+    latents = rows.reshape(*grid, -1).permute(2, 0, 1)
+    target = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+    book = model.float_codebook("seq2seq", 32)
+
+    nearest = nearest_indices(rows, book)
+    assert torch.equal(refine_indices(model.float_decoder, latents, target, book, steps=0), nearest)
+    refined = refine_indices(model.float_decoder, latents, target, book, steps=8, lr=0.05)
+    before = _decoded_error(model.float_decoder, book, nearest, grid, target)
+    after = _decoded_error(model.float_decoder, book, refined, grid, target)
+    assert after <= before
+    assert not torch.equal(refined, nearest) and after < before  # the search found something better
+
+
+def test_refined_streams_decode_and_respect_the_budget(tiny_model_path: Path) -> None:
+    image = smooth_image(40, 52, seed=5)
+    plain = raqcodec.encode(image, codebook_size=32, model=tiny_model_path, refine=0)
+    refined = raqcodec.encode(image, codebook_size=32, model=tiny_model_path, refine=3)
+    assert bitstream.read_header(refined).codebook_size == 32
+    assert np.asarray(raqcodec.decode(refined, model=tiny_model_path)).shape == (40, 52, 3)
+    assert refined == raqcodec.encode(image, codebook_size=32, model=tiny_model_path, refine=3)  # deterministic
+    assert plain == raqcodec.encode(image, codebook_size=32, model=tiny_model_path, refine=0)
+    for bpp in (1.2, 2.0):
+        data = raqcodec.encode(image, bpp=bpp, model=tiny_model_path, refine=3)
+        assert len(data) * 8 / (40 * 52) <= bpp
+
+
+def test_refine_bounds(tiny_model_path: Path) -> None:
+    image = smooth_image(16, 16)
+    with pytest.raises(ValueError, match="refine"):
+        raqcodec.encode(image, codebook_size=16, model=tiny_model_path, refine=-1)
+    res = CliRunner().invoke(main, ["encode", "--refine", "99", "-k", "16", "x.png"])
+    assert res.exit_code == 2
