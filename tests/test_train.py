@@ -120,13 +120,16 @@ def test_warm_start_grows_a_model_without_changing_what_it_computes(tmp_path: Pa
     source = read_model_file(make_tiny_model(tmp_path))
     grown_cfg = ModelConfig.from_dict({**TINY.to_dict(), "decoder_res_blocks": 3, "k_min": 2, "k_max": 128})
     grown = RAQModel(grown_cfg)
-    names = warm_start(grown, str(tmp_path / "tiny.safetensors"))
+    names = warm_start(grown, str(tmp_path / "tiny.safetensors"), latents_per_batch=512)
     assert "adapter.step_embedding" in names and any(n.startswith("decoder.blocks.2.") for n in names)
 
     t = source.tensors
     assert torch.equal(grown.encoder.stem.weight, t["encoder.stem.weight"])
     assert torch.equal(grown.adapter.step_embedding[:64], t["adapter.step_embedding"])
     assert torch.equal(grown.codebook.embedding, t["codebook.embedding"])
+    # The EMA restarts at steady state: an update with the codebook's own vectors leaves it in place.
+    assert torch.allclose(grown.codebook.cluster_size, torch.full((TINY.codebook_size,), 512 / TINY.codebook_size))
+    assert torch.allclose(grown.codebook.embedding_sum / grown.codebook.cluster_size[:, None], grown.codebook.embedding)
     original = Decoder(TINY)
     original.load_state_dict({k[len("decoder."):]: v for k, v in t.items() if k.startswith("decoder.")})
     z = torch.randn(2, TINY.latent_dim, 5, 6)
@@ -140,7 +143,7 @@ def test_warm_start_grows_a_model_without_changing_what_it_computes(tmp_path: Pa
 
     wider = RAQModel(ModelConfig.from_dict({**TINY.to_dict(), "channels": 24}))
     with pytest.raises(ValueError, match="warm start"):
-        warm_start(wider, str(tmp_path / "tiny.safetensors"))
+        warm_start(wider, str(tmp_path / "tiny.safetensors"), latents_per_batch=512)
 
 
 def test_fixed_mode_trains_the_base_path_and_exports_a_one_size_model(photos: Path, tmp_path: Path) -> None:

@@ -119,7 +119,7 @@ def train(
         info = load_training_state(resume_from, model, optimizer, generator, rank=cluster.rank)
         step = int(info["step"])
     elif t.init_from:
-        warm_start(model, t.init_from)
+        warm_start(model, t.init_from, latents_per_batch=t.batch_size * (t.crop // recipe.model.downsampling) ** 2)
     if cluster.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         if resume_from is not None:
