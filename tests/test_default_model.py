@@ -68,3 +68,12 @@ def test_cli_and_api_decode_identical_pixels(model, photo: Path, tmp_path: Path)
     via_api = np.asarray(raqcodec.decode(raq.read_bytes()))
     again = np.asarray(raqcodec.decode(raq.read_bytes()))
     assert np.array_equal(via_cli, via_api) and np.array_equal(via_api, again)
+
+
+def test_refinement_improves_the_photo_for_a_few_bits(model, photo: Path) -> None:
+    ref = load_image(photo).rgb
+    plain = raqcodec.encode(photo, codebook_size=256, model=model, refine=0)
+    refined = raqcodec.encode(photo, codebook_size=256, model=model, refine=2)
+    gain = _psnr_of(refined, ref, model) - _psnr_of(plain, ref, model)
+    assert gain >= 0.2  # measured +0.37 dB here (27.49 -> 27.86 dB, +0.9% bytes; raq-photo c4ca9f0b)
+    assert len(refined) <= 1.05 * len(plain)
