@@ -56,18 +56,22 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--refine", type=int, default=None, help="Index refinement steps (default: the codec's).")
     parser.add_argument("-o", "--output", type=Path, default=Path(__file__).parent / "results" / "speed.json")
     args = parser.parse_args()
     image = args.image or default_image()
+    from raqcodec.codec import DEFAULT_REFINE_STEPS
+
+    refine = DEFAULT_REFINE_STEPS if args.refine is None else args.refine
 
     started = time.perf_counter()
     model = raqcodec.load_model(args.model)
     load_seconds = time.perf_counter() - started
-    raqcodec.encode(image, bpp=args.bpp, model=model, device=args.device)  # warm-up (allocator, kernels)
+    raqcodec.encode(image, bpp=args.bpp, model=model, device=args.device, refine=refine)  # warm-up (allocator, kernels)
     encode_times, decode_times = [], []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        data = raqcodec.encode(image, bpp=args.bpp, model=model, device=args.device)
+        data = raqcodec.encode(image, bpp=args.bpp, model=model, device=args.device, refine=refine)
         encode_times.append(time.perf_counter() - t)
         t = time.perf_counter()
         decoded = raqcodec.decode(data, model=model, device=args.device)
@@ -77,14 +81,14 @@ def main() -> None:
         raq, png = Path(tmp) / "x.raq", Path(tmp) / "x.png"
         model_args = ["--model", args.model] if args.model else []
         cli_encode = [cli_peak_rss(["encode", str(image), "--bpp", str(args.bpp), "-o", str(raq), "--force",
-                                    "--device", args.device, *model_args]) for _ in range(3)]
+                                    "--device", args.device, "--refine", str(refine), *model_args]) for _ in range(3)]
         cli_decode = [cli_peak_rss(["decode", str(raq), "-o", str(png), "--force", "--device", args.device])
                       for _ in range(3)]
 
     result = {
         "image": str(image), "width": decoded.width, "height": decoded.height, "bpp_budget": args.bpp,
         "bytes": len(data), "bpp": len(data) * 8 / (decoded.width * decoded.height), "model": model.name,
-        "device": args.device, "repeats": args.repeats,
+        "device": args.device, "repeats": args.repeats, "refine_steps": refine,
         "encode_seconds_median": statistics.median(encode_times),
         "decode_seconds_median": statistics.median(decode_times),
         "encode_seconds_all": encode_times, "decode_seconds_all": decode_times,

@@ -11,7 +11,7 @@ import os
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import PIL.Image
@@ -19,7 +19,7 @@ import torch
 
 from . import bitstream, entropy, imageio, registry
 from .model import CodecModel, codebook_crc
-from .ratecontrol import BudgetError, choose_size
+from .ratecontrol import BudgetError, RateChoice, choose_size
 
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
 ModelRef = str | os.PathLike | CodecModel | None
@@ -51,7 +51,7 @@ class EncodeResult:
 
 # Encoder-side index refinement (raqcodec.refine): steps by default, the most allowed, and the largest
 # latent grid refined (autograd through the decoder holds ~1.5 KB per latent position).
-DEFAULT_REFINE_STEPS = 0
+DEFAULT_REFINE_STEPS = 2
 MAX_REFINE_STEPS = 50
 REFINE_MAX_POSITIONS = 1 << 18
 
@@ -127,10 +127,8 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         choice = choose_size(quantize, m.size_range, budget, describe)
         size, indices, section = choice.size, choice.indices, choice.section
         if refine:
-            better = refined(size)
-            better_section = entropy.encode_indices(better, size)
-            if len(better_section) <= budget:  # refinement may cost a few bits; never break the budget
-                indices, section = better, better_section
+            size, indices, section = _refine_within_budget(choice, refined, quantize, budget, describe,
+                                                           m.size_range[0])
     header = bitstream.Header(
         version=bitstream.FORMAT_VERSION, model_fingerprint=m.fingerprint_bytes, adapter=adapter,
         codebook_size=size, codebook_crc=codebook_crc(m.codebook(adapter, size)), width=src.width,
@@ -139,6 +137,32 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     data = bitstream.pack(bitstream.Stream(header=header, indices_section=section, alpha_section=alpha))
     return EncodeResult(data=data, width=src.width, height=src.height, codebook_size=size, adapter=adapter,
                         model=m.name, seconds=time.perf_counter() - started, notes=notes)
+
+
+def _refine_within_budget(choice: RateChoice, refined: Callable[[int], np.ndarray],
+                          quantize: Callable[[int], np.ndarray], budget: int, describe: Callable[[int, int], str],
+                          smallest: int) -> tuple[int, np.ndarray, bytes]:
+    """Refined indices under a byte budget. Refinement costs a few bits, and rate control packs the
+    nearest-neighbour file tightly, so the refined grid at the chosen size rarely fits: then the largest
+    smaller size that leaves room for the same extra bytes is refined instead (a slightly smaller
+    codebook loses far less than refinement gains). The plain choice stands if neither fits."""
+    size = choice.size
+    better = refined(size)
+    section = entropy.encode_indices(better, size)
+    if len(section) <= budget:
+        return size, better, section
+    extra = len(section) - len(choice.section)
+    if size > smallest:
+        try:
+            fallback = choose_size(quantize, (smallest, size - 1), budget - extra, describe)
+        except BudgetError:
+            fallback = None
+        if fallback is not None:
+            better = refined(fallback.size)
+            section = entropy.encode_indices(better, fallback.size)
+            if len(section) <= budget:
+                return fallback.size, better, section
+    return choice.size, choice.indices, choice.section
 
 
 def encode(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,
