@@ -50,10 +50,10 @@ class EncodeResult:
 
 
 # Encoder-side index refinement (raqcodec.refine): steps by default, the most allowed, and the largest
-# latent grid refined (autograd through the decoder holds ~1.5 KB per latent position).
+# latent grid refined (autograd through the decoder holds ~4 KB per latent position: ~0.5 GB at the limit).
 DEFAULT_REFINE_STEPS = 2
 MAX_REFINE_STEPS = 50
-REFINE_MAX_POSITIONS = 1 << 18
+REFINE_MAX_POSITIONS = 1 << 17
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
