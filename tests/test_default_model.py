@@ -77,3 +77,11 @@ def test_refinement_improves_the_photo_for_a_few_bits(model, photo: Path) -> Non
     gain = _psnr_of(refined, ref, model) - _psnr_of(plain, ref, model)
     assert gain >= 0.2  # measured +0.37 dB here (27.49 -> 27.86 dB, +0.9% bytes; raq-photo c4ca9f0b)
     assert len(refined) <= 1.05 * len(plain)
+
+
+def test_low_budgets_are_reachable_below_the_trained_range(model, photo: Path) -> None:
+    ref = load_image(photo).rgb
+    data = raqcodec.encode(photo, bpp=0.1, model=model)
+    assert len(data) * 8 / (ref.shape[0] * ref.shape[1]) <= 0.1
+    assert bitstream.read_header(data).codebook_size < model.trained_range[0]
+    assert _psnr_of(data, ref, model) >= 15.5  # measured 15.94 dB at K~=3 (raq-photo c4ca9f0b): reachable, not good
