@@ -262,13 +262,17 @@ def info(file: Path, as_json: bool) -> None:
 def models(as_json: bool) -> None:
     """List installed models: names, codebook-size range and reachable bitrates."""
     from . import registry
+    from .model import MIN_CODEBOOK_SIZE
 
     entries = registry.available_models()
     rows = []
     for e in entries:
         card = e.card
         rows.append({"name": e.name, "default": e.name == registry.DEFAULT_MODEL, "path": str(e.path),
-                     "k_range": card.get("k_range"), "bpp_range_kodak": card.get("bpp_range_kodak"),
+                     "k_range": card.get("k_range"),  # trained range; coding goes down to MIN_CODEBOOK_SIZE
+                     "coding_range": [min(MIN_CODEBOOK_SIZE, card["k_range"][0]), card["k_range"][1]]
+                     if card.get("k_range") else None,
+                     "bpp_range_kodak": card.get("bpp_range_kodak"),
                      "fingerprint": card.get("fingerprint"), "description": card.get("description", "")})
     if as_json:
         for r in rows:
@@ -277,11 +281,11 @@ def models(as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("model", "K~ range", "reachable bpp (Kodak mean)", "fingerprint", "description")
+    table = Table("model", "K~ range (trained)", "reachable bpp (Kodak mean)", "fingerprint", "description")
     for r in rows:
-        k = r["k_range"] or ["?", "?"]
+        k, c = r["k_range"] or ["?", "?"], r["coding_range"] or ["?", "?"]
         b = r["bpp_range_kodak"]
-        table.add_row(r["name"] + (" (default)" if r["default"] else ""), f"{k[0]}..{k[1]}",
+        table.add_row(r["name"] + (" (default)" if r["default"] else ""), f"{c[0]}..{c[1]} ({k[0]}..{k[1]})",
                       f"{b[0]:.3f}..{b[1]:.3f}" if b else "?", str(r["fingerprint"] or "?")[:16], r["description"])
     Console().print(table)
 
