@@ -6,6 +6,7 @@ index grid -> (entropy) rANS section -> (bitstream) container. Decoding reverses
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -101,6 +102,7 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         return m.refined_indices(rows, grid, src.rgb, adapter, size, refine)
     alpha = zlib.compress(src.alpha.tobytes(), 9) if src.alpha is not None else b""
 
+    @functools.cache  # rate control and the refinement fallback ask for the same sizes
     def quantize(size: int) -> np.ndarray:
         return m.indices(rows, adapter, size)
 

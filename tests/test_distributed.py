@@ -14,19 +14,15 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import smooth_image
+from test_train import TINY_OVERRIDES
 from raqcodec.nn.raq import RAQModel
 from raqcodec.train import load_recipe
 
 pytestmark = pytest.mark.slow
 
 STEPS = 6
-OVERRIDES = {
-    "model.channels": 16, "model.res_channels": 8, "model.res_blocks": 1, "model.latent_dim": 8,
-    "model.codebook_size": 16, "model.k_min": 4, "model.k_max": 64,
-    "train.batch_size": 2, "train.crop": 32, "train.steps": STEPS, "train.checkpoint_every": 3,
-    "train.validate_every": 3, "train.validation_sizes": [4, 16, 64], "train.validation_crop": 32,
-    "train.holdout_every": 4, "train.warmup_steps": 2,
-}
+# The tiny recipe of the single-process tests, with more held-out images and a checkpoint mid-run.
+OVERRIDES = {**TINY_OVERRIDES, "train.steps": STEPS, "train.checkpoint_every": 3, "train.holdout_every": 4}
 
 # Runs under torchrun: every rank trains, records its first batch, and saves the weights it ends with.
 WORKER = f"""
