@@ -50,6 +50,10 @@ def test_builtin_recipes_load() -> None:
         load_recipe("nope")
     with pytest.raises(ValueError):
         load_recipe("kodak-default", {"train.bogus": 1})
+    with pytest.raises(ValueError, match="train.mode"):
+        load_recipe("kodak-default", {"train.mode": "joint"})
+    with pytest.raises(ValueError, match="k_sampling"):
+        load_recipe("kodak-default", {"train.k_sampling": "loguniform"})
 
 
 def test_codebook_size_draws_cover_the_range() -> None:

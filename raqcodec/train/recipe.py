@@ -41,6 +41,12 @@ class TrainConfig:
     validation_crop: int = 256
     holdout_every: int = 50  # every n-th image of the sorted file list is held out for validation
 
+    def __post_init__(self) -> None:
+        if self.mode not in ("raq", "fixed"):
+            raise ValueError(f"train.mode must be raq or fixed, got {self.mode!r}")
+        if self.k_sampling not in ("uniform", "log-uniform", "mixed"):
+            raise ValueError(f"train.k_sampling must be uniform, log-uniform or mixed, got {self.k_sampling!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
