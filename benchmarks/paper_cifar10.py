@@ -92,10 +92,11 @@ class ModelSpec:
 
 
 def model_specs(fixed_sizes: list[int], steps: int, seed: int) -> list[ModelSpec]:
+    """RAQ first: an interrupted budget (--max-minutes) then still yields the model the table is about."""
     common = (("train.steps", steps), ("train.seed", seed))
-    specs = [ModelSpec(f"fixed-k{k}", "paper-cifar10-fixed", (*common, ("model.codebook_size", k)))
-             for k in sorted(set(fixed_sizes) | {MODEL_BASED_BASE, RANDOM_FROM})]
-    specs.append(ModelSpec("raq", "paper-cifar10", common))
+    specs = [ModelSpec("raq", "paper-cifar10", common)]
+    specs += [ModelSpec(f"fixed-k{k}", "paper-cifar10-fixed", (*common, ("model.codebook_size", k)))
+              for k in sorted(set(fixed_sizes) | {MODEL_BASED_BASE, RANDOM_FROM})]
     specs.append(ModelSpec("raq-no-crossforcing", "paper-cifar10", (*common, ("model.cross_forcing", "none"))))
     return specs
 
@@ -153,17 +154,22 @@ def load_weights(path: Path, device: str) -> tuple[RAQModel, dict[str, Any]]:
     return model.to(device).eval(), info
 
 
-def weights_files(directory: Path) -> list[Path]:
-    """The weights files this benchmark wrote in ``directory``: fixed models by K, then the RAQ models."""
-    infos = {p: read_info(p) for p in sorted(directory.glob("*.safetensors"))}
-    found = [p for p, info in infos.items() if info.get("kind") == WEIGHTS_KIND]
+def evaluation_order(paths: list[Path]) -> list[Path]:
+    """Fixed models by K, then the RAQ models: one order for rows however the files were found."""
+    infos = {p: read_info(p) for p in paths}
 
     def order(p: Path) -> tuple:
         recipe = infos[p]["recipe"]
         return (recipe["train"]["mode"] != "fixed", recipe["model"]["codebook_size"],
                 recipe["model"].get("cross_forcing") == "none", p.name)
 
-    return sorted(found, key=order)
+    return sorted(paths, key=order)
+
+
+def weights_files(directory: Path) -> list[Path]:
+    """The weights files this benchmark wrote in ``directory``, in evaluation order."""
+    found = [p for p in sorted(directory.glob("*.safetensors")) if read_info(p).get("kind") == WEIGHTS_KIND]
+    return evaluation_order(found)
 
 
 def sha256(path: Path) -> str:
@@ -384,7 +390,7 @@ def compare_with_previous(out: Path, rows: list[dict[str, Any]], models: dict[st
     diffs = [abs(row[f] - old_rows[key][f]) for key, row in by_key(rows).items() if key in old_rows
              for f in ("psnr", "ssim", "perplexity") if row[f] is not None and old_rows[key][f] is not None]
     return {"previous_date": old.get("date"), "previous_eval_hardware": old.get("eval_hardware"),
-            "identical": old["rows"] == rows, "same_rows_present": same_keys,
+            "identical": old_rows == by_key(rows), "same_rows_present": same_keys,
             "max_abs_difference": max(diffs, default=0.0)}
 
 
@@ -527,7 +533,7 @@ def main() -> None:
         finished = [ensure_trained(s, args) for s in specs]
         if not all(finished):
             raise SystemExit("some models are not finished (--max-minutes); rerun the same command to continue")
-        paths = [args.checkpoints / f"{s.name}.safetensors" for s in specs]
+        paths = evaluation_order([args.checkpoints / f"{s.name}.safetensors" for s in specs])
 
     if args.device.startswith("cuda"):  # set after training, which keeps the trainer's own settings
         # Same algorithms every run, and full float32 convolutions (no TF32) for the evaluation.

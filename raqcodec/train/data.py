@@ -85,17 +85,22 @@ class FolderSource:
 
 
 def read_cifar_tar(path: Path, limit: int | None = None) -> Tensor:
-    """All images of a CIFAR-10 JPEG tarball as (N, 3, 32, 32) uint8, in member-name order."""
+    """All images of a CIFAR-10 JPEG tarball as (N, 3, 32, 32) uint8, in member-name order.
+
+    The archive is read once, front to back: a .tar.gz cannot seek, so extracting members in another
+    order than they are stored would decompress the stream again for every step backwards.
+    """
+    files: dict[str, bytes] = {}
+    with tarfile.open(path, "r|gz") as tar:
+        for member in tar:
+            if member.isfile() and member.name.lower().endswith(".jpg"):
+                data = tar.extractfile(member)
+                if data is not None:
+                    files[member.name] = data.read()
     arrays: list[np.ndarray] = []
-    with tarfile.open(path, "r:gz") as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(".jpg")),
-                         key=lambda m: m.name)
-        for m in members[:limit]:
-            data = tar.extractfile(m)
-            if data is None:
-                continue
-            with Image.open(io.BytesIO(data.read())) as img:
-                arrays.append(np.asarray(img.convert("RGB")))
+    for name in sorted(files)[:limit]:
+        with Image.open(io.BytesIO(files[name])) as img:
+            arrays.append(np.asarray(img.convert("RGB")))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
