@@ -1,7 +1,8 @@
 """Reproduce the RAQ paper's CIFAR-10 table (Seo & Kang, arXiv 2405.14222, Tables 9-10).
 
 Trains (or resumes) fixed-rate VQ-VAEs at K in {16, 64, 128, 256, 1024}, one RAQ model (base K = 128,
-K~ 8..1024) and the same RAQ model without cross-forcing, all on the same step budget, with the built-in
+K~ 8..1024), the same RAQ model without cross-forcing (ablation) and with half its K~ draws log-uniform
+(our variant, reported beside the faithful one), all on the same step budget, with the built-in
 recipes ``paper-cifar10`` and ``paper-cifar10-fixed``. Each finished model is saved as a small
 weights-only safetensors file, and every evaluation reads the models from those files, so ``--eval-only``
 on the committed files reproduces the numbers exactly (same hardware and thread count).
@@ -83,7 +84,7 @@ PAPER_BUDGET = "195K steps (about 500 epochs) at batch 128 per model, mean of 4 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str  # file stem of the weights: fixed-k16, raq, raq-no-crossforcing
+    name: str  # file stem of the weights: fixed-k16, raq, raq-mixed, raq-no-crossforcing
     recipe: str
     overrides: tuple[tuple[str, Any], ...]
 
@@ -98,6 +99,9 @@ def model_specs(fixed_sizes: list[int], steps: int, seed: int) -> list[ModelSpec
     specs += [ModelSpec(f"fixed-k{k}", "paper-cifar10-fixed", (*common, ("model.codebook_size", k)))
               for k in sorted(set(fixed_sizes) | {MODEL_BASED_BASE, RANDOM_FROM})]
     specs.append(ModelSpec("raq-no-crossforcing", "paper-cifar10", (*common, ("model.cross_forcing", "none"))))
+    # Ours, beside the faithful recipe: half the K~ draws log-uniform. Uniform draws over 8..1024 give
+    # K~ <= 32 about 2% of the steps, which is where RAQ trails the fixed models most.
+    specs.append(ModelSpec("raq-mixed", "paper-cifar10", (*common, ("train.k_sampling", "mixed"))))
     return specs
 
 
@@ -316,7 +320,7 @@ def evaluate_model(path: Path, images: Tensor, args: argparse.Namespace) -> tupl
     if mode == "fixed":
         candidates = fixed_candidates(model, args)
     else:
-        method = "raq" if model.cfg.cross_forcing != "none" else "raq_no_crossforcing"
+        method = info["name"].replace("-", "_")  # raq, raq_mixed, raq_no_crossforcing
         candidates = raq_candidates(model, method)
     latents = encode_all(model, images, args.eval_batch, args.device)
     rows = []
@@ -352,17 +356,27 @@ def value(rows: dict[tuple[str, int], dict[str, Any]], method: str, k: int, fiel
     return None if row is None else row.get(field)
 
 
+RAQ_VARIANTS = {"raq": "RAQ (the paper's recipe)", "raq_mixed": "RAQ with mixed K~ sampling (ours)"}
+
+
+def raq_gaps(keyed: dict[tuple[str, int], dict[str, Any]], method: str) -> dict[int, float]:
+    return {k: value(keyed, method, k) - value(keyed, "fixed", k) for k in MAIN_SIZES
+            if value(keyed, method, k) is not None and value(keyed, "fixed", k) is not None}
+
+
 def run_checks(rows: list[dict[str, Any]], reproduction: dict[str, Any] | None) -> list[dict[str, Any]]:
     keyed = by_key(rows)
-    gaps = {k: value(keyed, "raq", k) - value(keyed, "fixed", k) for k in MAIN_SIZES
-            if value(keyed, "raq", k) is not None and value(keyed, "fixed", k) is not None}
     margins = {k: value(keyed, "raq", k) - value(keyed, "random_subset", k) for k in MAIN_SIZES
                if k <= 256 and value(keyed, "raq", k) is not None and value(keyed, "random_subset", k) is not None}
     model_based = [k for k in MAIN_SIZES if value(keyed, "model_based", k) is not None]
-    return [
-        {"check": f"RAQ within {RAQ_GAP_LIMIT} dB PSNR of fixed wherever both exist",
-         "passed": bool(gaps) and all(g >= -RAQ_GAP_LIMIT for g in gaps.values()),
-         "detail": {str(k): round(g, 3) for k, g in gaps.items()}},
+    checks = []
+    for method, label in RAQ_VARIANTS.items():
+        gaps = raq_gaps(keyed, method)
+        if gaps or method == "raq":
+            checks.append({"check": f"{label} within {RAQ_GAP_LIMIT} dB PSNR of fixed wherever both exist",
+                           "passed": bool(gaps) and all(g >= -RAQ_GAP_LIMIT for g in gaps.values()),
+                           "detail": {str(k): round(g, 3) for k, g in gaps.items()}})
+    return checks + [
         {"check": "model-based rows present at every K~ of the table",
          "passed": len(model_based) == len(MAIN_SIZES), "detail": model_based},
         {"check": f"random subset at least {RANDOM_MARGIN} dB under RAQ at K~ <= 256",
@@ -431,7 +445,8 @@ def markdown(result: dict[str, Any]) -> str:
         "- PSNR: per image over RGB of the 8-bit reconstruction (round(x * 255) after clamping to [0, 1]), "
         "then the mean over images. SSIM: Wang et al. 2004 (11x11 Gaussian window, sigma 1.5, valid "
         "windows only), per image the mean over R, G, B, then the mean over images (`raqcodec.metrics`).",
-        "- RAQ: prefixes of the seq2seq adapter's sequence from the jointly trained model (base K = 128). "
+        "- RAQ: prefixes of the seq2seq adapter's sequence from the jointly trained model (base K = 128), "
+        "K~ drawn uniformly from 8..1024 (the paper). RAQ mixed: the same with half the draws log-uniform. "
         "Model-based: DKM (K~ < 128) or inverse DKM (K~ > 128) of the fixed K = 128 model's codebook. "
         f"Inverse DKM: {result['ikm_steps']} steps (paper 5000). Random subset: the first K~ codes of one "
         f"seeded permutation (seed {result['random_subset_seed']}) of the fixed K = 1024 model's codebook. "
@@ -440,18 +455,20 @@ def markdown(result: dict[str, Any]) -> str:
         "## PSNR (dB) / SSIM, paper next to ours",
         "",
         "| K~ | bpp | fixed (paper) | fixed (ours) | RAQ (paper) | RAQ (ours) | RAQ - fixed (paper) "
-        "| RAQ - fixed (ours) | RAQ no cross-forcing (ours) | model-based (paper) | model-based (ours) "
+        "| RAQ - fixed (ours) | RAQ mixed K~ sampling (ours) | RAQ mixed - fixed (ours) "
+        "| RAQ no cross-forcing (ours) | model-based (paper) | model-based (ours) "
         "| random subset (paper) | random subset (ours) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in sorted(MAIN_SIZES, reverse=True):
         lines.append(" | ".join([
             f"| {k}", f"{math.log2(k) / 16:.3f}", paper_cell(k, "fixed"), ours_cell(keyed, "fixed", k),
             paper_cell(k, "raq"), ours_cell(keyed, "raq", k), gap_cell(PAPER[k]["raq"][0], PAPER[k]["fixed"][0]),
-            gap_cell(value(keyed, "raq", k), value(keyed, "fixed", k)), ours_cell(keyed, "raq_no_crossforcing", k),
+            gap_cell(value(keyed, "raq", k), value(keyed, "fixed", k)), ours_cell(keyed, "raq_mixed", k),
+            gap_cell(value(keyed, "raq_mixed", k), value(keyed, "fixed", k)), ours_cell(keyed, "raq_no_crossforcing", k),
             paper_cell(k, "model_based"), ours_cell(keyed, "model_based", k),
             paper_cell(k, "random_subset"), ours_cell(keyed, "random_subset", k)]) + " |")
-    methods = ("fixed", "raq", "raq_no_crossforcing", "model_based", "random_subset")
+    methods = ("fixed", "raq", "raq_mixed", "raq_no_crossforcing", "model_based", "random_subset")
     lines += ["", "## Codebook perplexity on the test set (exp of the entropy of the index histogram)", "",
               "| K~ | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for k in sorted(MAIN_SIZES, reverse=True):
