@@ -43,6 +43,7 @@ from torch import Tensor
 import raqcodec
 from raqcodec.export import training_summary
 from raqcodec.fileio import atomic_path
+from raqcodec.intkmeans import integer_kmeans
 from raqcodec.metrics import perplexity, psnr, ssim
 from raqcodec.modelfile import TRAINING_ONLY
 from raqcodec.nn.cluster import ClusterSettings, cluster_codebook
@@ -322,7 +323,18 @@ def raq_candidates(model: RAQModel, method: str) -> list[Candidate]:
             note = f"below the trained range {cfg.k_min}..{cfg.k_max}: a prefix of the sequence" \
                 if size < cfg.k_min else ""
             out.append(Candidate(method, size, sequence[:size], note))
+            if size < cfg.k_min and method == "raq":
+                out.append(Candidate("raq_kmeans", size, small_codebook(sequence, cfg.codebook_size, size),
+                                     "how raqcodec serves sizes below the trained range: integer k-means of "
+                                     f"the first {cfg.codebook_size} vectors of the sequence"))
     return out
+
+
+def small_codebook(sequence: Tensor, source: int, size: int) -> Tensor:
+    """``raqcodec.intkmeans`` as the codec applies it, on the sequence at a fixed-point scale of 2^-16."""
+    scale = 2.0**16
+    points = torch.round(sequence[:source].double().cpu() * scale).to(torch.int64)
+    return (integer_kmeans(points, size).double() / scale).float().to(sequence.device)
 
 
 def evaluate_model(path: Path, images: Tensor, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict]:

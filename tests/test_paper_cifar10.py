@@ -66,7 +66,8 @@ def test_paper_benchmark_trains_evaluates_and_reproduces(tmp_path: Path) -> None
     first = json.loads(out.read_text())
     rows = first["rows"]
     assert {r["method"] for r in rows} == {"fixed", "raq", "raq_mixed", "raq_no_crossforcing", "model_based",
-                                         "random_subset"}
+                                         "random_subset", "raq_kmeans"}
+    assert [r["K"] for r in rows if r["method"] == "raq_kmeans"] == [4]
     assert all({"method", "K", "psnr", "ssim", "perplexity"} <= set(r) for r in rows)
     raq = {r["K"]: r for r in rows if r["method"] == "raq"}
     assert raq[2048]["psnr"] is None and raq[1024]["psnr"] > 0  # past k_max: recorded as unsupported
