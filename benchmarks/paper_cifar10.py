@@ -45,6 +45,7 @@ from raqcodec.export import training_summary
 from raqcodec.fileio import atomic_path
 from raqcodec.intkmeans import integer_kmeans
 from raqcodec.metrics import perplexity, psnr, ssim
+from raqcodec.model import small_codebook_source
 from raqcodec.modelfile import TRAINING_ONLY
 from raqcodec.nn.cluster import ClusterSettings, cluster_codebook
 from raqcodec.nn.quantizer import from_rows, nearest_indices, to_rows
@@ -324,9 +325,10 @@ def raq_candidates(model: RAQModel, method: str) -> list[Candidate]:
                 if size < cfg.k_min else ""
             out.append(Candidate(method, size, sequence[:size], note))
             if size < cfg.k_min and method == "raq":
-                out.append(Candidate("raq_kmeans", size, small_codebook(sequence, cfg.codebook_size, size),
+                source = small_codebook_source(cfg)
+                out.append(Candidate("raq_kmeans", size, small_codebook(sequence, source, size),
                                      "how raqcodec serves sizes below the trained range: integer k-means of "
-                                     f"the first {cfg.codebook_size} vectors of the sequence"))
+                                     f"the first {source} vectors of the sequence"))
     return out
 
 
@@ -491,7 +493,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {k}", f"{math.log2(k) / 16:.3f}", paper_cell(k, "fixed"), ours_cell(keyed, "fixed", k),
             paper_cell(k, "raq"), ours_cell(keyed, "raq", k), gap_cell(PAPER[k]["raq"][0], PAPER[k]["fixed"][0]),
             gap_cell(value(keyed, "raq", k), value(keyed, "fixed", k)), ours_cell(keyed, "raq_mixed", k),
-            gap_cell(value(keyed, "raq_mixed", k), value(keyed, "fixed", k)), ours_cell(keyed, "raq_no_crossforcing", k),
+            gap_cell(value(keyed, "raq_mixed", k), value(keyed, "fixed", k)),
+            ours_cell(keyed, "raq_no_crossforcing", k),
             paper_cell(k, "model_based"), ours_cell(keyed, "model_based", k),
             paper_cell(k, "random_subset"), ours_cell(keyed, "random_subset", k)]) + " |")
     methods = ("fixed", "raq", "raq_mixed", "raq_no_crossforcing", "model_based", "random_subset")

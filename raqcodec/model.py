@@ -24,6 +24,7 @@ from .modelfile import ModelFile, ModelFileError, read_model_file
 from .nn.autoencoder import Decoder, Encoder
 from .nn.cluster import ClusterSettings, cluster_codebook
 from .nn.quantizer import nearest_indices
+from .nn.config import ModelConfig
 from .intkmeans import integer_kmeans
 from .refine import refine_indices
 
@@ -31,6 +32,13 @@ from .refine import refine_indices
 # k-means of its base-size codebook (exact everywhere), so low budgets stay reachable without retraining.
 MIN_CODEBOOK_SIZE = 2
 
+
+
+def small_codebook_source(config: ModelConfig) -> int:
+    """How many leading vectors of the sequence the sizes below k_min are clustered from: the base size K,
+    clamped to the trained range. Those vectors cover the latents far better than the k_min smallest ones
+    (measured on raq-photo at K~ = 4: 18.6 vs 17.3 dB on Kodak crops, 18.4 vs 12.9 dB on a portrait)."""
+    return min(max(config.codebook_size, config.k_min), config.k_max)
 
 
 def cache_dir() -> Path:
@@ -91,13 +99,6 @@ class CodecModel:
         """Sizes the adapter was trained for; smaller ones come from integer k-means (``codebook``)."""
         return self.config.k_min, self.config.k_max
 
-    @property
-    def _small_source(self) -> int:
-        """Sizes below k_min cluster the codebook of the base size K (clamped to the trained range): its
-        vectors cover the latents far better than the k_min smallest ones (measured on raq-photo at
-        K~ = 4: 18.6 vs 17.3 dB on Kodak crops, 18.4 vs 12.9 dB on a portrait)."""
-        return min(max(self.config.codebook_size, self.config.k_min), self.config.k_max)
-
     def to(self, device: torch.device) -> "CodecModel":
         self.encoder.to(device)
         self.decoder.to(device)
@@ -118,7 +119,7 @@ class CodecModel:
                 return self.sequence[:size]
             with self._lock:
                 if size not in self._small_cache:
-                    self._small_cache[size] = integer_kmeans(self.sequence[: self._small_source], size)
+                    self._small_cache[size] = integer_kmeans(self.sequence[: small_codebook_source(self.config)], size)
                 return self._small_cache[size]
         with self._lock:
             if size not in self._cluster_cache:
