@@ -9,6 +9,10 @@ A --bpp target that some image cannot reach is recorded as failed (with the CLI'
 
     python benchmarks/kodak_rd.py --data ../shared/data/kodak
     python benchmarks/kodak_rd.py --data ../shared/data/kodak --images 3 --out /tmp/rd3.json   # quick check
+
+``--previous RESULTS.json`` adds the BD-rate against an earlier run of this script (for example
+benchmarks/results/kodak_rd_format1.json, the last release with the order-0 coder), and the
+BD-rate against JPEG is also given over the low-rate targets alone (``--low-rate-max``, default 0.3 bpp).
 """
 
 from __future__ import annotations
@@ -94,11 +98,11 @@ def _means(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 # -- BD figures ------------------------------------------------------------------------------------------
 
-def bd_against(anchor: list[dict[str, Any]], test: list[dict[str, Any]]) -> dict[str, Any]:
+def bd_against(anchor: list[dict[str, Any]], test: list[dict[str, Any]], anchor_name: str = "jpeg") -> dict[str, Any]:
     """BD-rate and BD-PSNR of ``test`` against ``anchor`` on their mean points, or why there are none."""
     a = [(p["mean_bpp"], p["mean_psnr"]) for p in anchor if p.get("ok", True)]
     t = [(p["mean_bpp"], p["mean_psnr"]) for p in test if p.get("ok", True)]
-    out: dict[str, Any] = {"anchor": "jpeg", "test": "raqcodec", "test_points_used": len(t),
+    out: dict[str, Any] = {"anchor": anchor_name, "test": "raqcodec", "test_points_used": len(t),
                            "method": "Bjontegaard, log-rate vs PSNR, PCHIP, exact integral (raqcodec.bdrate)",
                            "note": "computed on the mean points; BD-rate is averaged over the overlapping PSNR "
                                    "range only, BD-PSNR over the overlapping log-bpp range only"}
@@ -150,6 +154,11 @@ def print_table(result: dict[str, Any]) -> None:
     if not all(spans.values()):
         console.print(f"[yellow]note:[/yellow] the JPEG points do not span raqcodec's ({spans}); "
                       "the BD figures cover the overlap only")
+    for key, label in (("bd_low_rate", "BD-rate vs JPEG, low-rate targets"), ("bd_vs_previous", "BD-rate vs previous")):
+        if key in result:
+            value = result[key].get("bd_rate_percent")
+            console.print(f"{label}: " + (f"[bold]{value:+.2f}%[/bold]" if value is not None
+                                          else f"not computed ({result[key].get('error')})"))
     if "error" in bd:
         console.print(f"BD vs JPEG: not computed ({bd['error']})")
     else:
@@ -173,6 +182,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=None, help="Use only the first N images (quick checks).")
     parser.add_argument("--adapter", choices=["seq2seq", "cluster"], default="seq2seq")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kodak_rd.json")
+    parser.add_argument("--previous", type=Path, default=None,
+                        help="Results JSON of an earlier run to compute the BD-rate against.")
+    parser.add_argument("--low-rate-max", type=float, default=0.3,
+                        help="Also report the BD-rate vs JPEG over the --bpp targets up to this value.")
     return parser.parse_args(argv)
 
 
@@ -188,6 +201,12 @@ def main(argv: list[str] | None = None) -> None:
     ours = [raqcodec_point(images, bpp, args.model, args.adapter) for bpp in args.bpp]
     jpeg = jpeg_sweep(images, args.jpeg_qualities)
     bd = bd_against(jpeg, ours)
+    low = [p for p in ours if p["target_bpp"] <= args.low_rate_max]
+    extra: dict[str, Any] = {"bd_low_rate": {"targets": [p["target_bpp"] for p in low], **bd_against(jpeg, low)}}
+    if args.previous is not None:
+        previous = json.loads(args.previous.read_text())
+        extra["bd_vs_previous"] = {"results": str(args.previous), "model": previous.get("model"),
+                                   **bd_against(previous["raqcodec"], ours, "previous")}
     result = {
         "dataset": str(args.data), "images": len(images), "image_names": [p.name for p in images],
         "model": {"name": model.name, "fingerprint": model.fingerprint, "path": str(model.path)},
@@ -195,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "bd_rate_vs_jpeg_percent": bd.get("bd_rate_percent"), "bd_psnr_vs_jpeg_db": bd.get("bd_psnr_db"),
-        "bd": bd, "raqcodec": ours, "jpeg": jpeg,
+        "bd": bd, **extra, "raqcodec": ours, "jpeg": jpeg,
     }
     write_json(args.out, result)
     print_table(result)

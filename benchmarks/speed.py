@@ -69,6 +69,9 @@ def main() -> None:
     load_seconds = time.perf_counter() - started
     raqcodec.encode(image, bpp=args.bpp, model=model, device=args.device, refine=refine)  # warm-up (allocator, kernels)
     encode_times, decode_times = [], []
+    # the order-0 coder (the previous release's) at the same budget, timed in the same process: the baseline
+    # the context model's decode cost is quoted against
+    order0_encode_times, order0_decode_times = [], []
     for _ in range(args.repeats):
         t = time.perf_counter()
         data = raqcodec.encode(image, bpp=args.bpp, model=model, device=args.device, refine=refine)
@@ -76,6 +79,14 @@ def main() -> None:
         t = time.perf_counter()
         decoded = raqcodec.decode(data, model=model, device=args.device)
         decode_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        order0 = raqcodec.encode(image, bpp=args.bpp, model=model, device=args.device, refine=refine,
+                                 entropy="order0")
+        order0_encode_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        raqcodec.decode(order0, model=model, device=args.device)
+        order0_decode_times.append(time.perf_counter() - t)
+    header = raqcodec.bitstream.read_header(data)
 
     with tempfile.TemporaryDirectory() as tmp:
         raq, png = Path(tmp) / "x.raq", Path(tmp) / "x.png"
@@ -92,6 +103,11 @@ def main() -> None:
         "encode_seconds_median": statistics.median(encode_times),
         "decode_seconds_median": statistics.median(decode_times),
         "encode_seconds_all": encode_times, "decode_seconds_all": decode_times,
+        "coder": header.coder, "codebook_size": header.codebook_size,
+        "order0": {"codebook_size": raqcodec.bitstream.read_header(order0).codebook_size, "bytes": len(order0),
+                   "encode_seconds_median": statistics.median(order0_encode_times),
+                   "decode_seconds_median": statistics.median(order0_decode_times)},
+        "decode_seconds_over_order0": statistics.median(decode_times) - statistics.median(order0_decode_times),
         "model_load_seconds": load_seconds,
         "cli_encode_wall_seconds_median": statistics.median(w for w, _ in cli_encode),
         "cli_decode_wall_seconds_median": statistics.median(w for w, _ in cli_decode),
@@ -106,7 +122,8 @@ def main() -> None:
           f"decode {result['decode_seconds_median']:.3f} s (median of {args.repeats}); CLI wall encode "
           f"{result['cli_encode_wall_seconds_median']:.2f} s, decode {result['cli_decode_wall_seconds_median']:.2f} s; "
           f"peak RSS encode {result['cli_encode_peak_rss_mib']:.0f} MiB, decode {result['cli_decode_peak_rss_mib']:.0f} MiB"
-          f" -> {args.output}")
+          f"; coder {result['coder']} K~={result['codebook_size']}, decode "
+          f"{result['decode_seconds_over_order0']:+.3f} s against the order-0 coder at the same budget -> {args.output}")
 
 
 if __name__ == "__main__":

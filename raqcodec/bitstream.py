@@ -1,7 +1,8 @@
 """The ``.raq`` container (docs/FORMAT.md is the specification this module implements).
 
-Fixed 35-byte big-endian header, the index section (``entropy.encode_indices``),
-an optional alpha section, then a CRC32 of everything before it.
+Fixed big-endian header (35 bytes in version 1; version 2 adds the entropy coder id and the context
+model checksum: 40 bytes), the index section, an optional alpha section, then a CRC32 of everything
+before it. Version 2 is written; both versions are read.
 
 ``unpack`` checks, in order: magic (so a short text file is "not a .raq file"),
 minimum length, version, that the file is at least as long as its header
@@ -19,11 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "FORMAT_VERSION", "MAGIC", "HEADER_SIZE", "CRC_SIZE", "MIN_FILE_SIZE", "ADAPTERS", "MODES",
+    "FORMAT_VERSION", "READ_VERSIONS", "CODERS", "MAGIC", "HEADER_SIZE", "header_size", "CRC_SIZE", "MIN_FILE_SIZE", "ADAPTERS", "MODES",
     "BIT_DEPTHS", "FormatError", "Header", "Stream", "pack", "unpack", "read_header",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
+# Entropy coder of the index section: order-0 table (the only one in version 1) or the model's context model.
+CODERS = ("order0", "context")
 MAGIC = b"\x89RAQ"
 ADAPTERS = ("seq2seq", "cluster")
 MODES = ("L", "RGB")
@@ -32,9 +36,11 @@ FLAG_ALPHA = 0x01
 
 # magic, version, flags, fingerprint, adapter, K~, codebook CRC, width, height, mode, depth, 2 section lengths
 _HEADER = struct.Struct(">4sBB8sBHIHHBBII")
-HEADER_SIZE = _HEADER.size  # 35
+# version 2 appends: entropy coder id, context model checksum
+_HEADER_V2_TAIL = struct.Struct(">BI")
+HEADER_SIZE = _HEADER.size + _HEADER_V2_TAIL.size  # 40, the size of the header this version writes
 CRC_SIZE = 4
-MIN_FILE_SIZE = HEADER_SIZE + CRC_SIZE
+MIN_FILE_SIZE = _HEADER.size + CRC_SIZE  # the smallest possible (version 1) file
 _U16_MAX = 0xFFFF
 MAX_SIDE = _U16_MAX  # width and height are uint16
 _U32_MAX = 0xFFFFFFFF
@@ -57,6 +63,8 @@ class Header:
     mode: str
     bit_depth: int
     has_alpha: bool
+    coder: str = "order0"
+    context_checksum: int = 0  # CRC-32 of the context model (``raqcodec.context.checksum``); 0 for order0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly fields (fingerprint and codebook CRC as hex strings)."""
@@ -71,6 +79,8 @@ class Header:
             "mode": self.mode,
             "bit_depth": self.bit_depth,
             "has_alpha": self.has_alpha,
+            "coder": self.coder,
+            "context_checksum": f"{self.context_checksum:08x}",
         }
 
 
@@ -93,6 +103,11 @@ def _validate(stream: Stream) -> None:
     h = stream.header
     if h.version != FORMAT_VERSION:
         raise ValueError(f"this raqcodec writes format version {FORMAT_VERSION}, not {h.version!r}")
+    if h.coder not in CODERS:
+        raise ValueError(f"coder must be one of {CODERS}, got {h.coder!r}")
+    _require_int("context_checksum", h.context_checksum, 0, _U32_MAX)
+    if h.coder == "order0" and h.context_checksum:
+        raise ValueError("context_checksum must be 0 for the order0 coder")
     if not isinstance(h.model_fingerprint, bytes) or len(h.model_fingerprint) != 8:
         raise ValueError("model_fingerprint must be exactly 8 bytes")
     if h.adapter not in ADAPTERS:
@@ -125,7 +140,7 @@ def pack(stream: Stream) -> bytes:
         MAGIC, h.version, FLAG_ALPHA if h.has_alpha else 0, h.model_fingerprint, ADAPTERS.index(h.adapter),
         h.codebook_size, h.codebook_crc, h.width, h.height, MODES.index(h.mode), h.bit_depth,
         len(stream.indices_section), len(stream.alpha_section),
-    )
+    ) + _HEADER_V2_TAIL.pack(CODERS.index(h.coder), h.context_checksum)
     body = b"".join((head, stream.indices_section, stream.alpha_section))
     return body + struct.pack(">I", zlib.crc32(body))
 
@@ -139,10 +154,14 @@ def _check_envelope(data: bytes) -> None:
         raise FormatError("not a .raq file (bad magic)")
     if len(data) < MIN_FILE_SIZE:
         raise FormatError(f"truncated .raq file: expected at least {MIN_FILE_SIZE} bytes, got {len(data)}")
-    if data[4] != FORMAT_VERSION:
-        raise FormatError(f"unsupported .raq format version {data[4]} (this raqcodec reads version {FORMAT_VERSION})")
+    if data[4] not in READ_VERSIONS:
+        raise FormatError(f"unsupported .raq format version {data[4]} (this raqcodec reads versions "
+                          f"{', '.join(map(str, READ_VERSIONS))})")
+    minimum = header_size(data[4]) + CRC_SIZE
+    if len(data) < minimum:
+        raise FormatError(f"truncated .raq file: expected at least {minimum} bytes, got {len(data)}")
     index_len, alpha_len = struct.unpack_from(">II", data, _LENGTHS_OFFSET)
-    expected = MIN_FILE_SIZE + index_len + alpha_len  # Python ints: no overflow
+    expected = minimum + index_len + alpha_len  # Python ints: no overflow
     (stored,) = struct.unpack_from(">I", data, len(data) - CRC_SIZE)
     intact = zlib.crc32(memoryview(data)[:-CRC_SIZE]) == stored
     if len(data) < expected:
@@ -155,10 +174,20 @@ def _check_envelope(data: bytes) -> None:
         raise FormatError("corrupt .raq file: CRC mismatch")
 
 
+def header_size(version: int) -> int:
+    """Bytes of header in a file of this format version."""
+    return _HEADER.size if version == 1 else HEADER_SIZE
+
+
 def _parse_header(data: bytes) -> tuple[Header, int, int]:
     """Fields of an envelope-checked file, each range-checked; returns (header, index_len, alpha_len)."""
     (_, version, flags, fingerprint, adapter_id, size, book_crc, width, height, mode_id, depth,
      index_len, alpha_len) = _HEADER.unpack_from(data)
+    coder_id, context_checksum = _HEADER_V2_TAIL.unpack_from(data, _HEADER.size) if version >= 2 else (0, 0)
+    if coder_id >= len(CODERS):
+        raise FormatError(f"corrupt .raq file: unknown entropy coder id {coder_id}")
+    if coder_id == 0 and context_checksum:
+        raise FormatError("corrupt .raq file: a context checksum on an order-0 stream")
     if flags & ~FLAG_ALPHA:
         raise FormatError(f"corrupt .raq file: unknown flag bits 0x{flags:02x}")
     if adapter_id >= len(ADAPTERS):
@@ -176,12 +205,13 @@ def _parse_header(data: bytes) -> tuple[Header, int, int]:
         raise FormatError("corrupt .raq file: alpha flag and alpha section length disagree")
     if index_len < 1:
         raise FormatError("corrupt .raq file: empty index section")
-    expected = MIN_FILE_SIZE + index_len + alpha_len
+    expected = header_size(version) + CRC_SIZE + index_len + alpha_len
     if len(data) != expected:
         raise FormatError(f"corrupt .raq file: {len(data) - expected} bytes of trailing data after the sections")
     header = Header(version=version, model_fingerprint=fingerprint, adapter=ADAPTERS[adapter_id],
                     codebook_size=size, codebook_crc=book_crc, width=width, height=height,
-                    mode=MODES[mode_id], bit_depth=depth, has_alpha=has_alpha)
+                    mode=MODES[mode_id], bit_depth=depth, has_alpha=has_alpha, coder=CODERS[coder_id],
+                    context_checksum=context_checksum)
     return header, index_len, alpha_len
 
 
@@ -190,7 +220,7 @@ def unpack(data: bytes) -> Stream:
     data = bytes(data)
     _check_envelope(data)
     header, index_len, alpha_len = _parse_header(data)
-    start = HEADER_SIZE
+    start = header_size(header.version)
     return Stream(header=header, indices_section=data[start:start + index_len],
                   alpha_section=data[start + index_len:start + index_len + alpha_len])
 

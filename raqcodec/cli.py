@@ -167,11 +167,15 @@ _inputs = click.argument("inputs", nargs=-1, required=True, type=click.Path(exis
 @click.option("--refine", type=click.IntRange(0, 50), default=None, metavar="STEPS",
               help="Decoder-aware index refinement steps (encoder-side search; 0 = nearest neighbour). "
                    "[default: the codec's default]")
+@click.option("--entropy", type=click.Choice(["auto", "context", "order0"]), default="auto", show_default=True,
+              help="Index coder: the model's context model, or one order-0 table per image (format 1's coder); "
+                   "auto: context when the model has one.")
 @_device
 @_force
 @_json
 def encode(inputs: tuple[Path, ...], output: str | None, bpp: float | None, codebook_size: int | None,
-           model: str | None, adapter: str, refine: int | None, device: str, force: bool, as_json: bool) -> None:
+           model: str | None, adapter: str, refine: int | None, entropy: str, device: str, force: bool,
+           as_json: bool) -> None:
     """Encode images to .raq files (photo.png -> photo.raq)."""
     from . import codec, registry
 
@@ -189,14 +193,15 @@ def encode(inputs: tuple[Path, ...], output: str | None, bpp: float | None, code
     for src, dst in pairs:
         with _per_file(failures, src):
             result = codec.encode_detailed(src, bpp=bpp, codebook_size=codebook_size, model=loaded,
-                                           adapter=adapter, device=device,
+                                           adapter=adapter, device=device, entropy=entropy,
                                            refine=codec.DEFAULT_REFINE_STEPS if refine is None else refine)
             for note in result.notes:
                 _note(f"{src}: {note}")
             _write_atomic(dst, result.data)
             record = {"input": str(src), "output": str(dst), "width": result.width, "height": result.height,
                       "bytes": len(result.data), "bpp": round(result.bpp, 6), "codebook_size": result.codebook_size,
-                      "adapter": result.adapter, "model": result.model, "seconds": round(result.seconds, 4)}
+                      "adapter": result.adapter, "coder": result.coder, "model": result.model,
+                      "seconds": round(result.seconds, 4)}
             _emit(as_json, record, f"{src} -> {dst}  {result.width}x{result.height}  {len(result.data)} bytes  "
                                    f"{result.bpp:.4f} bpp  K~={result.codebook_size}  {result.seconds:.2f} s")
     if failures:
@@ -235,13 +240,25 @@ def decode(inputs: tuple[Path, ...], output: str | None, model: str | None, devi
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", default=None, help="Model name or path to try first (found by fingerprint otherwise).")
 @_json
-def info(file: Path, as_json: bool) -> None:
-    """Show the header of a .raq file, its size and bits per pixel."""
-    from .bitstream import describe
+def info(file: Path, model: str | None, as_json: bool) -> None:
+    """Show the header of a .raq file, its size and bits per pixel, and (when its model is installed) the
+    index payload in bits beside the order-0 empirical entropy of the index grid."""
+    from .bitstream import summary as header_summary, unpack
+    from . import ModelFileError
+    from .codec import CodecError, inspect
 
     try:
-        summary = {"file": str(file), **describe(_read_stream(file))}
+        data = _read_stream(file)
+        stream = unpack(data)
+        summary = {"file": str(file), **header_summary(stream.header, len(data)),
+                   "payload_bits": 8 * len(stream.indices_section), "order0_entropy_bits": None}
+        try:  # the index grid needs the stream's model; the header alone does not
+            details = inspect(data, model=model)
+            summary.update(model=details["model"], order0_entropy_bits=round(details["order0_entropy_bits"], 1))
+        except (CodecError, ModelFileError) as exc:
+            _note(f"{file}: index grid not decoded ({exc})")
     except _user_errors() as exc:
         _say_error(f"{file}: {exc}")
         sys.exit(EXIT_FAILED)
@@ -385,3 +402,50 @@ def export(run_dir: Path, name: str, out_dir: Path, data: tuple[Path, ...], desc
         _say_error(str(exc))
         sys.exit(EXIT_FAILED)
     click.echo(f"wrote {target} (fingerprint {card['fingerprint'][:16]}) and {target.with_suffix('.json')}")
+
+
+@main.command("train-context")
+@click.option("--model", default=None, help="Model name or .safetensors path whose index grids are learned.")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True, path_type=Path),
+              help="Image folders/files (repeatable); read in place.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Run directory (grids, checkpoint, log.jsonl); an existing run resumes.")
+@click.option("--steps", type=click.IntRange(1), default=12000, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=1024, show_default=True, help="Positions per step.")
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--write-model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="When done, write a copy of the model file with this context model to this path "
+                   "(and its card beside it).")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@_force
+def train_context(model: str | None, data: tuple[Path, ...], out_dir: Path, steps: int, batch: int, lr: float,
+                  seed: int, write_model: Path | None, threads: int | None, force: bool) -> None:
+    """Train (or resume) the context model that entropy-codes a model's index grids.
+
+    The codec model itself is unchanged (same fingerprint); see docs/DESIGN.md, "Context model".
+    """
+    import torch
+
+    from . import registry
+    from .train.context import ContextTrainConfig, install_context, prepare_grids, train_context as fit
+
+    if threads:
+        torch.set_num_threads(threads)
+    if write_model is not None and write_model.exists() and not force:
+        raise click.UsageError(f"{write_model} exists; pass --force to overwrite it")
+    cfg = ContextTrainConfig(steps=steps, batch=batch, lr=lr, seed=seed)
+    try:
+        codec_model = registry.load(model)
+        train_grids, valid_grids = prepare_grids(codec_model, list(data), out_dir, cfg)
+    except _user_errors() + (ValueError,) as exc:
+        _say_error(str(exc))
+        sys.exit(EXIT_FAILED)
+    net = fit(codec_model, train_grids, valid_grids, cfg, out_dir, log=lambda line: click.echo(line, err=True))
+    if write_model is not None:
+        assert codec_model.path is not None
+        last = (out_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()[-1]
+        summary = {"steps": steps, "data": [str(p) for p in data], "train_grids": len(train_grids),
+                   "last_validation": json.loads(last)}
+        crc = install_context(codec_model.path, net, write_model, summary)
+        click.echo(f"wrote {write_model} (context checksum {crc:08x})")

@@ -18,9 +18,11 @@ import numpy as np
 import PIL.Image
 import torch
 
-from . import bitstream, entropy, imageio, registry
+from . import bitstream, imageio, registry
+from .context import order0_entropy_bits
+from .indexcoder import ENTROPY_CHOICES, ContextCoder, IndexCoder, Order0Coder
 from .model import CodecModel, codebook_crc
-from .ratecontrol import BudgetError, RateChoice, choose_size
+from .ratecontrol import BudgetError, RateChoice, SectionCoder, SectionEstimate, choose_size
 
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
 ModelRef = str | os.PathLike | CodecModel | None
@@ -42,6 +44,7 @@ class EncodeResult:
     codebook_size: int
     adapter: str
     model: str
+    coder: str
     seconds: float
     notes: list[str] = field(default_factory=list)
 
@@ -71,18 +74,32 @@ def _model(ref: ModelRef, device: str | torch.device) -> CodecModel:
     return model.to(pick_device(device))
 
 
+def index_coder(model: CodecModel, entropy: str = "auto") -> IndexCoder:
+    """The index coder for ``entropy``: "context" (the model's context model), "order0", or "auto"
+    (context when the model has one)."""
+    if entropy not in ENTROPY_CHOICES:
+        raise ValueError(f"entropy must be one of {', '.join(ENTROPY_CHOICES)}, got {entropy!r}")
+    if entropy == "order0" or (entropy == "auto" and model.context is None):
+        return Order0Coder()
+    if model.context is None:
+        raise CodecError(f"model {model.name} has no context model; use the order0 entropy coder")
+    return ContextCoder(model.context)
+
+
 def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,
                     model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto",
-                    refine: int = DEFAULT_REFINE_STEPS) -> EncodeResult:
+                    refine: int = DEFAULT_REFINE_STEPS, entropy: str = "auto") -> EncodeResult:
     """Encode at a bitrate budget (``bpp``: all file bytes x 8 / pixels) or at an explicit ``codebook_size``.
 
     ``refine``: steps of decoder-aware index refinement (``raqcodec.refine``; 0 = nearest neighbour).
-    Under a budget, refined indices are used only if their file still fits.
+    Under a budget, refined indices are used only if their file still fits. ``entropy``: the index
+    coder (``index_coder``).
     """
     if (bpp is None) == (codebook_size is None):
         raise ValueError("give exactly one of bpp and codebook_size")
     started = time.perf_counter()
     m = _model(model, device)
+    coder = index_coder(m, entropy)
     src = imageio.load_image(image)
     if max(src.width, src.height) > MAX_SIDE:
         raise CodecError(f"{src.width}x{src.height} is too large: .raq version {bitstream.FORMAT_VERSION} "
@@ -106,13 +123,23 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     def quantize(size: int) -> np.ndarray:
         return m.indices(rows, adapter, size)
 
+    def section_of(indices: np.ndarray, size: int) -> bytes:
+        return coder.encode(indices.reshape(grid), m.codebook(adapter, size))
+
+    @functools.cache  # rate control only estimates quantize(size), so one estimate per size serves both searches
+    def estimated_bits(size: int) -> int:
+        return coder.estimate_bits(quantize(size).reshape(grid), m.codebook(adapter, size))
+
+    def estimate(indices: np.ndarray, size: int) -> int:
+        return estimated_bits(size)
+
     if codebook_size is not None:
         lo, hi = m.size_range
         if not lo <= codebook_size <= hi:
             raise BudgetError(f"codebook size {codebook_size} is outside model {m.name}'s range {lo}..{hi}")
         size = codebook_size
         indices = refined(size) if refine else quantize(size)
-        section = entropy.encode_indices(indices, size)
+        section = section_of(indices, size)
     else:
         assert bpp is not None
         if not (math.isfinite(bpp) and bpp > 0):
@@ -126,42 +153,44 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
             return (f"{bpp:g} bpp is below what model {m.name} can reach for this image: "
                     f"{lo_bpp:.3f} to {hi_bpp:.3f} bpp (codebook sizes {m.size_range[0]}..{m.size_range[1]})")
 
-        choice = choose_size(quantize, m.size_range, budget, describe)
+        choice = choose_size(quantize, m.size_range, budget, describe, section_of, estimate)
         size, indices, section = choice.size, choice.indices, choice.section
         if refine:
             size, indices, section = _refine_within_budget(choice, refined, quantize, budget, describe,
-                                                           m.size_range[0])
+                                                           m.size_range[0], section_of, estimate)
     header = bitstream.Header(
         version=bitstream.FORMAT_VERSION, model_fingerprint=m.fingerprint_bytes, adapter=adapter,
         codebook_size=size, codebook_crc=codebook_crc(m.codebook(adapter, size)), width=src.width,
         height=src.height, mode=src.mode, bit_depth=src.bit_depth, has_alpha=bool(alpha),
+        coder=coder.name, context_checksum=coder.checksum,
     )
     data = bitstream.pack(bitstream.Stream(header=header, indices_section=section, alpha_section=alpha))
     return EncodeResult(data=data, width=src.width, height=src.height, codebook_size=size, adapter=adapter,
-                        model=m.name, seconds=time.perf_counter() - started, notes=notes)
+                        model=m.name, coder=coder.name, seconds=time.perf_counter() - started, notes=notes)
 
 
 def _refine_within_budget(choice: RateChoice, refined: Callable[[int], np.ndarray],
                           quantize: Callable[[int], np.ndarray], budget: int, describe: Callable[[int, int], str],
-                          smallest: int) -> tuple[int, np.ndarray, bytes]:
+                          smallest: int, section_of: SectionCoder, estimate: SectionEstimate
+                          ) -> tuple[int, np.ndarray, bytes]:
     """Refined indices under a byte budget. Refinement costs a few bits, and rate control packs the
     nearest-neighbour file tightly, so the refined grid at the chosen size rarely fits: then the largest
     smaller size that leaves room for the same extra bytes is refined instead (a slightly smaller
     codebook loses far less than refinement gains). The plain choice stands if neither fits."""
     size = choice.size
     better = refined(size)
-    section = entropy.encode_indices(better, size)
+    section = section_of(better, size)
     if len(section) <= budget:
         return size, better, section
     extra = len(section) - len(choice.section)
     if size > smallest:
         try:
-            fallback = choose_size(quantize, (smallest, size - 1), budget - extra, describe)
+            fallback = choose_size(quantize, (smallest, size - 1), budget - extra, describe, section_of, estimate)
         except BudgetError:
             fallback = None
         if fallback is not None:
             better = refined(fallback.size)
-            section = entropy.encode_indices(better, fallback.size)
+            section = section_of(better, fallback.size)
             if len(section) <= budget:
                 return fallback.size, better, section
     return choice.size, choice.indices, choice.section
@@ -169,7 +198,7 @@ def _refine_within_budget(choice: RateChoice, refined: Callable[[int], np.ndarra
 
 def encode(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,
            model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto",
-           refine: int = DEFAULT_REFINE_STEPS) -> bytes:
+           refine: int = DEFAULT_REFINE_STEPS, entropy: str = "auto") -> bytes:
     """Encode ``image`` (path, PIL image or array) to ``.raq`` bytes.
 
     Exactly one of ``bpp`` (a budget on the whole file: bytes x 8 / pixels <= bpp) and ``codebook_size``
@@ -178,7 +207,7 @@ def encode(image: ImageInput, *, bpp: float | None = None, codebook_size: int | 
     large for the format or a device that is not there.
     """
     return encode_detailed(image, bpp=bpp, codebook_size=codebook_size, model=model, adapter=adapter,
-                           device=device, refine=refine).data
+                           device=device, refine=refine, entropy=entropy).data
 
 
 @dataclass
@@ -209,9 +238,22 @@ def _open(data: bytes, model: ModelRef) -> Decoded:
                          "encoder did (cluster adapter codebooks are recomputed in floating point)")
     f = m.config.downsampling  # pixels per index along each axis
     grid = ((h.height + f - 1) // f, (h.width + f - 1) // f)
-    indices = entropy.decode_indices(stream.indices_section, grid[0] * grid[1], h.codebook_size)
-    return Decoded(stream=stream, model=m, indices=indices.reshape(grid), codebook=book,
+    indices = _stream_coder(m, h).decode(stream.indices_section, grid, book)
+    return Decoded(stream=stream, model=m, indices=indices, codebook=book,
                    alpha=_inflate_alpha(stream) if h.has_alpha else None)
+
+
+def _stream_coder(m: CodecModel, h: bitstream.Header) -> IndexCoder:
+    """The index coder a stream names, after checking this model has the same context model."""
+    if h.coder == "order0":
+        return Order0Coder()
+    if m.context is None:
+        raise CodecError(f"stream was coded with a context model (checksum {h.context_checksum:08x}), "
+                         f"but model {m.name} has none")
+    if m.context.checksum != h.context_checksum:
+        raise CodecError(f"context model checksum mismatch: the stream needs {h.context_checksum:08x}, "
+                         f"model {m.name} has {m.context.checksum:08x}")
+    return ContextCoder(m.context)
 
 
 def _inflate_alpha(stream: bitstream.Stream) -> np.ndarray:
@@ -244,10 +286,13 @@ def decode(data: bytes, *, model: ModelRef = None, device: str | torch.device = 
 
 
 def inspect(data: bytes, *, model: ModelRef = None) -> dict[str, Any]:
-    """Header fields of a stream plus its VQ tokens: ``indices`` (h x w int64) and ``codebook`` (K~ x d float32)."""
+    """Header fields of a stream plus its VQ tokens: ``indices`` (h x w int64) and ``codebook`` (K~ x d
+    float32), the index section's size ``payload_bits`` and, for comparison, ``order0_entropy_bits``: the
+    order-0 empirical entropy of the index grid times its size."""
     dec = _open(data, model)
     info = bitstream.summary(dec.stream.header, len(data))  # already unpacked and CRC-checked
-    info.update(model=dec.model.name, indices=dec.indices,
+    info.update(model=dec.model.name, payload_bits=8 * len(dec.stream.indices_section),
+                order0_entropy_bits=order0_entropy_bits(dec.indices), indices=dec.indices,
                 codebook=(dec.codebook.float() * 2.0**-dec.model.act_frac_bits).numpy())
     return info
 

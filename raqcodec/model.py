@@ -18,9 +18,10 @@ import torch
 from torch import Tensor
 
 from .bitstream import ADAPTERS
+from .context import ContextModel
 from .exact import ExactDecoder
 from .fileio import atomic_path
-from .modelfile import ModelFile, ModelFileError, read_model_file
+from .modelfile import CONTEXT_PREFIX, ModelFile, ModelFileError, read_model_file
 from .nn.autoencoder import Decoder, Encoder
 from .nn.cluster import ClusterSettings, cluster_codebook
 from .nn.quantizer import nearest_indices
@@ -74,6 +75,11 @@ class CodecModel:
             self.sequence = t["frozen.sequence"].to(torch.int64)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"model {self.name} is incomplete or inconsistent ({exc})") from None
+        try:  # optional: models without one code their indices with the order-0 coder
+            has_context = any(k.startswith(CONTEXT_PREFIX) for k in t)
+            self.context = ContextModel(t, self.act_frac_bits) if has_context else None
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise ModelFileError(f"model {self.name}: {exc}") from None
         if self.sequence.shape != (cfg.k_max, cfg.latent_dim):
             raise ModelFileError(f"model {self.name}: frozen sequence has shape {tuple(self.sequence.shape)}")
         self._cluster_cache: dict[int, Tensor] = {}

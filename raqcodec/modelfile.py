@@ -34,11 +34,18 @@ class ModelFileError(ValueError):
     """A model file is missing, unreadable or inconsistent."""
 
 
+# Tensors of the context model (``raqcodec.context``). They are not part of the fingerprint: the fingerprint
+# names what turns indices into pixels (codebooks and decoder), so adding or retraining a context model keeps
+# older streams decodable; a stream coded with a context model carries the context model's own checksum.
+CONTEXT_PREFIX = "context."
+
+
 def fingerprint(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> str:
-    """SHA-256 (hex) over the architecture and every tensor's name, dtype, shape and bytes, in name order."""
+    """SHA-256 (hex) over the architecture and every tensor's name, dtype, shape and bytes, in name order
+    (context model tensors excluded)."""
     h = hashlib.sha256()
     h.update(json.dumps(config, sort_keys=True).encode())
-    for name in sorted(tensors):
+    for name in sorted(n for n in tensors if not n.startswith(CONTEXT_PREFIX)):
         t = tensors[name].contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -2,18 +2,17 @@
 
 Why the largest: codebooks are nested (seq2seq) or near-nested, so a larger K~ never quantizes a latent
 worse; among the sizes that fit, the largest gives the best reconstruction. File size grows with K~ almost
-monotonically, so a binary search on the fast size estimate finds the boundary, and real encodes settle it
+monotonically, so a search on the size estimate (interpolating in log K~) finds the boundary, and real encodes settle it
 (stepping down until the real file fits).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-
-from . import entropy
 
 
 class BudgetError(ValueError):
@@ -27,22 +26,24 @@ class RateChoice:
     section: bytes
 
 
-def estimated_bits(indices: np.ndarray, size: int) -> int:
-    return entropy.estimate_section_bits(np.bincount(indices, minlength=size))
+SectionCoder = Callable[[np.ndarray, int], bytes]  # (indices, size) -> index section
+SectionEstimate = Callable[[np.ndarray, int], int]  # (indices, size) -> estimated section bits
 
 
 def choose_size(
     quantize: Callable[[int], np.ndarray], size_range: tuple[int, int], section_budget_bytes: int,
-    describe_budget: Callable[[int, int], str],
+    describe_budget: Callable[[int, int], str], encode: SectionCoder, estimated_bits: SectionEstimate,
 ) -> RateChoice:
     """Largest size in ``size_range`` whose index section fits ``section_budget_bytes``.
 
-    ``quantize(size)`` returns the index array for a codebook size. ``describe_budget(lo_bytes, hi_bytes)``
-    words the error when even the smallest codebook does not fit.
+    ``quantize(size)`` returns the index array for a codebook size; ``encode`` and ``estimated_bits``
+    are the index coder's. ``describe_budget(lo_bytes, hi_bytes)`` words the error when even the
+    smallest codebook does not fit.
     """
     lo, hi = size_range
     budget_bits = section_budget_bytes * 8
     cache: dict[int, np.ndarray] = {}
+    estimates: dict[int, int] = {}
     smallest_bytes: list[int] = []  # the smallest codebook's real section size, once encoded
 
     def indices(size: int) -> np.ndarray:
@@ -50,28 +51,52 @@ def choose_size(
             cache[size] = quantize(size)
         return cache[size]
 
-    def fits(size: int) -> bool:
-        return estimated_bits(indices(size), size) <= budget_bits
+    def excess(size: int) -> int:
+        """Estimated bits over the budget (<= 0: fits)."""
+        if size not in estimates:
+            estimates[size] = estimated_bits(indices(size), size)
+        return estimates[size] - budget_bits
 
     def unreachable() -> BudgetError:
         if not smallest_bytes:
-            smallest_bytes.append(len(entropy.encode_indices(indices(lo), lo)))
-        return BudgetError(describe_budget(smallest_bytes[0], estimated_bits(indices(hi), hi) // 8))
+            smallest_bytes.append(len(encode(indices(lo), lo)))
+        return BudgetError(describe_budget(smallest_bytes[0], (excess(hi) + budget_bits) // 8))
 
-    if not fits(lo):
-        smallest_bytes.append(len(entropy.encode_indices(indices(lo), lo)))
+    if excess(lo) > 0:
+        smallest_bytes.append(len(encode(indices(lo), lo)))
         if smallest_bytes[0] > section_budget_bytes:
             raise unreachable()
-    if fits(hi):
-        best = hi
-    else:
-        good, bad = lo, hi  # invariant: estimate(good) fits (or lo, checked for real below), bad does not
-        while bad - good > 1:
-            mid = (good + bad) // 2
-            good, bad = (mid, bad) if fits(mid) else (good, mid)
-        best = good
+    best = hi if excess(hi) <= 0 else _boundary(lo, hi, excess)
     for size in range(best, lo - 1, -1):  # the estimate is close, not exact: confirm with real encodes
-        section = entropy.encode_indices(indices(size), size)
+        section = encode(indices(size), size)
         if len(section) <= section_budget_bytes:
             return RateChoice(size, indices(size), section)
     raise unreachable()
+
+
+def _boundary(good: int, bad: int, excess: Callable[[int], int]) -> int:
+    """Largest size between ``good`` (treated as fitting) and ``bad`` (excess > 0) whose excess is <= 0.
+
+    Bits grow smoothly with log K~, so the next probe interpolates the excess linearly in log size
+    (Illinois variant of regula falsi: an end kept twice has its excess halved, which keeps the bracket
+    shrinking from both sides). A handful of estimates instead of a bisection's ~10 matters when each
+    estimate runs the context model.
+    """
+    f_good, f_bad = float(min(excess(good), 0)), float(excess(bad))
+    kept = 0  # +1: the good end was kept last time, -1: the bad end
+    while bad - good > 1:
+        share = -f_good / (f_bad - f_good)  # f_good <= 0 < f_bad
+        guess = math.exp(math.log(good) + share * (math.log(bad) - math.log(good)))
+        mid = min(max(round(guess), good + 1), bad - 1)
+        f_mid = float(excess(mid))
+        if f_mid <= 0:
+            good, f_good = mid, f_mid
+            if kept == -1:
+                f_bad /= 2
+            kept = -1
+        else:
+            bad, f_bad = mid, f_mid
+            if kept == 1:
+                f_good /= 2
+            kept = 1
+    return good

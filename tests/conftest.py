@@ -8,20 +8,32 @@ import numpy as np
 import pytest
 import torch
 
+from raqcodec import context
 from raqcodec.modelfile import freeze, write_model_file
 from raqcodec.nn.config import ModelConfig
+from raqcodec.nn.context import ContextConfig, ContextNet
 from raqcodec.nn.raq import RAQModel
 
 TINY = ModelConfig(channels=16, res_channels=8, res_blocks=1, latent_dim=8, codebook_size=16, k_min=4, k_max=64)
 
 
-def make_tiny_model(directory: Path, name: str = "tiny", seed: int = 0) -> Path:
+def tiny_context(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Frozen tensors of a small, untrained context model for TINY's latent size."""
+    torch.manual_seed(seed)
+    return context.freeze(ContextNet(ContextConfig(latent_dim=TINY.latent_dim, hidden=16, proj_dim=4, components=2)))
+
+
+def make_tiny_model(directory: Path, name: str = "tiny", seed: int = 0, with_context: bool = True,
+                    context_seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = RAQModel(TINY)
     calib = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     model.codebook.initialize_from(model.encoder(calib).permute(0, 2, 3, 1).reshape(-1, TINY.latent_dim).detach())
     path = directory / f"{name}.safetensors"
-    write_model_file(path, name, TINY, freeze(model, calib))
+    tensors = freeze(model, calib)
+    if with_context:
+        tensors |= tiny_context(context_seed)
+    write_model_file(path, name, TINY, tensors)
     return path
 
 

@@ -16,8 +16,9 @@ FINGERPRINT = bytes.fromhex("0123456789abcdef")
 
 
 def make_header(**changes: object) -> Header:
-    fields = dict(version=1, model_fingerprint=FINGERPRINT, adapter="cluster", codebook_size=1000,
-                  codebook_crc=0xDEADBEEF, width=641, height=479, mode="RGB", bit_depth=16, has_alpha=True)
+    fields = dict(version=2, model_fingerprint=FINGERPRINT, adapter="cluster", codebook_size=1000,
+                  codebook_crc=0xDEADBEEF, width=641, height=479, mode="RGB", bit_depth=16, has_alpha=True,
+                  coder="context", context_checksum=0xCAFEF00D)
     fields.update(changes)
     return Header(**fields)  # type: ignore[arg-type]
 
@@ -43,8 +44,11 @@ def patched(data: bytes, offset: int, fmt: str, value: int) -> bytes:
 
 def test_constants() -> None:
     assert B.MAGIC == b"\x89RAQ"
-    assert B.FORMAT_VERSION == 1
-    assert B.HEADER_SIZE == 35
+    assert B.FORMAT_VERSION == 2
+    assert B.READ_VERSIONS == (1, 2)
+    assert B.HEADER_SIZE == 40
+    assert B.header_size(1) == 35 and B.header_size(2) == 40
+    assert B.CODERS == ("order0", "context")
     assert B.ADAPTERS == ("seq2seq", "cluster")
     assert B.MODES == ("L", "RGB")
 
@@ -53,7 +57,7 @@ def test_constants() -> None:
 def test_roundtrip(alpha: bytes) -> None:
     stream = make_stream(alpha)
     data = pack(stream)
-    assert len(data) == 35 + len(stream.indices_section) + len(alpha) + 4
+    assert len(data) == 40 + len(stream.indices_section) + len(alpha) + 4
     assert unpack(data) == stream
     assert read_header(data) == stream.header
 
@@ -62,7 +66,7 @@ def test_byte_layout() -> None:
     stream = make_stream()
     data = pack(stream)
     assert data[0:4] == b"\x89RAQ"
-    assert data[4] == 1
+    assert data[4] == 2
     assert data[5] == 0x01  # alpha flag
     assert data[6:14] == FINGERPRINT
     assert data[14] == 1  # cluster
@@ -74,8 +78,10 @@ def test_byte_layout() -> None:
     assert data[26] == 16
     assert data[27:31] == (41).to_bytes(4, "big")
     assert data[31:35] == (len(stream.alpha_section)).to_bytes(4, "big")
-    assert data[35:76] == stream.indices_section
-    assert data[76:-4] == stream.alpha_section
+    assert data[35] == 1  # context coder
+    assert data[36:40] == bytes.fromhex("cafef00d")
+    assert data[40:81] == stream.indices_section
+    assert data[81:-4] == stream.alpha_section
     assert data[-4:] == zlib.crc32(data[:-4]).to_bytes(4, "big")
 
 
@@ -92,9 +98,9 @@ def test_extreme_values_roundtrip() -> None:
 def test_header_to_dict() -> None:
     d = make_header().to_dict()
     assert d == {
-        "version": 1, "model_fingerprint": "0123456789abcdef", "adapter": "cluster", "codebook_size": 1000,
+        "version": 2, "model_fingerprint": "0123456789abcdef", "adapter": "cluster", "codebook_size": 1000,
         "codebook_crc": "deadbeef", "width": 641, "height": 479, "mode": "RGB", "bit_depth": 16,
-        "has_alpha": True,
+        "has_alpha": True, "coder": "context", "context_checksum": "cafef00d",
     }
     assert json.loads(json.dumps(d)) == d
 
@@ -111,6 +117,9 @@ def test_too_short() -> None:
     for n in (0, 4, 38):
         with pytest.raises(FormatError, match=f"truncated .raq file: expected at least 39 bytes, got {n}"):
             unpack(pack(make_stream())[:n])
+    for n in (39, 43):  # enough for version 1, not for version 2's longer header
+        with pytest.raises(FormatError, match=f"truncated .raq file: expected at least 44 bytes, got {n}"):
+            unpack(pack(make_stream())[:n])
 
 
 def test_bad_magic() -> None:
@@ -123,7 +132,7 @@ def test_bad_magic() -> None:
 
 def test_unsupported_version() -> None:
     data = patched(pack(make_stream()), 4, ">B", 7)
-    with pytest.raises(FormatError, match=r"unsupported \.raq format version 7 \(this raqcodec reads version 1\)"):
+    with pytest.raises(FormatError, match=r"unsupported \.raq format version 7 \(this raqcodec reads versions 1, 2\)"):
         unpack(data)
     with pytest.raises(FormatError, match="version 0"):
         read_header(patched(data, 4, ">B", 0))
@@ -172,6 +181,8 @@ def test_trailing_garbage() -> None:
     (25, ">B", 2, "unknown colour mode 2"),
     (26, ">B", 12, "unsupported bit depth 12"),
     (26, ">B", 0, "unsupported bit depth 0"),
+    (35, ">B", 2, "unknown entropy coder id 2"),
+    (35, ">B", 0, "context checksum on an order-0 stream"),
 ])
 def test_bad_field(offset: int, fmt: str, value: int, message: str) -> None:
     data = patched(pack(make_stream()), offset, fmt, value)
@@ -221,10 +232,12 @@ def test_section_lengths_must_add_up() -> None:
 
 
 @pytest.mark.parametrize("changes", [
-    dict(version=2), dict(model_fingerprint=b"short"), dict(model_fingerprint="0123456789abcdef"),
+    dict(version=3), dict(model_fingerprint=b"short"), dict(model_fingerprint="0123456789abcdef"),
     dict(adapter="vq"), dict(codebook_size=1), dict(codebook_size=65536), dict(codebook_size=True),
     dict(codebook_crc=-1), dict(codebook_crc=1 << 32), dict(width=0), dict(width=65536), dict(height=0),
     dict(height=70000), dict(mode="RGBA"), dict(bit_depth=12), dict(has_alpha=1), dict(width=3.0),
+    dict(version=1), dict(coder="rans"), dict(context_checksum=-1), dict(context_checksum=1 << 32),
+    dict(coder="order0"),  # an order-0 stream carries no context checksum
 ])
 def test_pack_rejects_bad_header(changes: dict[str, object]) -> None:
     stream = make_stream()
@@ -253,3 +266,27 @@ def test_errors_are_value_errors_with_one_sentence() -> None:
         assert "\n" not in str(exc) and str(exc)
     else:
         pytest.fail("expected FormatError")
+
+
+# ---------------------------------------------------------------- version 1 (read only)
+
+
+def _version1(stream: Stream) -> bytes:
+    """A version-1 file: the 35-byte header without coder and context checksum (order-0 only)."""
+    h = stream.header
+    head = struct.pack(">4sBB8sBHIHHBBII", B.MAGIC, 1, 1 if h.has_alpha else 0, h.model_fingerprint,
+                       B.ADAPTERS.index(h.adapter), h.codebook_size, h.codebook_crc, h.width, h.height,
+                       B.MODES.index(h.mode), h.bit_depth, len(stream.indices_section), len(stream.alpha_section))
+    return with_crc(head + stream.indices_section + stream.alpha_section)
+
+
+def test_version1_files_still_read() -> None:
+    stream = make_stream()
+    data = _version1(stream)
+    assert len(data) == 35 + len(stream.indices_section) + len(stream.alpha_section) + 4
+    parsed = unpack(data)
+    assert parsed.header == dataclasses.replace(stream.header, version=1, coder="order0", context_checksum=0)
+    assert parsed.indices_section == stream.indices_section and parsed.alpha_section == stream.alpha_section
+    assert read_header(data).version == 1
+    with pytest.raises(FormatError, match="truncated"):
+        unpack(data[:-3])

@@ -13,6 +13,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import raqcodec
+from raqcodec import bitstream
 from raqcodec.cli import main
 
 from conftest import smooth_image
@@ -92,6 +94,23 @@ def test_info_json(env: dict, png: Path) -> None:
     assert info["codebook_size"] == 12 and info["width"] == 42 and info["height"] == 30
     assert info["bytes"] == png.with_suffix(".raq").stat().st_size and info["bpp"] > 0
     assert {"version", "model_fingerprint", "adapter", "mode", "bit_depth"} <= set(info)
+    assert info["version"] == 2 and info["coder"] == "context"
+    stream = bitstream.unpack(png.with_suffix(".raq").read_bytes())
+    assert info["payload_bits"] == 8 * len(stream.indices_section)
+    grid = raqcodec.inspect(png.with_suffix(".raq").read_bytes())["indices"]
+    counts = np.bincount(grid.ravel()).astype(float)
+    p = counts[counts > 0] / counts.sum()
+    assert info["order0_entropy_bits"] == pytest.approx(-(p * np.log2(p)).sum() * grid.size, abs=0.05)
+
+
+def test_info_without_the_model_still_shows_the_header(env: dict, png: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run("encode", str(png), "--model", "tiny", "-k", "12")
+    monkeypatch.setenv("RAQCODEC_MODEL_PATH", "")
+    res = run("info", str(png.with_suffix(".raq")), "--json")
+    assert res.exit_code == 0
+    info = json.loads(res.stdout)
+    assert info["codebook_size"] == 12 and info["payload_bits"] > 0 and info["order0_entropy_bits"] is None
+    assert "index grid not decoded" in res.stderr
 
 
 def test_models_lists_installed(env: dict) -> None:

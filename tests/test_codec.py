@@ -215,3 +215,67 @@ def test_non_finite_budget_is_a_budget_error(tiny_model_path: Path) -> None:
     for bad in (float("inf"), float("nan"), -1.0):
         with pytest.raises(raqcodec.BudgetError, match="positive number"):
             raqcodec.encode(smooth_image(8, 8), bpp=bad, model=tiny_model_path)
+
+
+# ---------------------------------------------------------------- entropy coders (format version 2)
+
+
+def test_context_coder_is_the_default_when_the_model_has_one(tiny_model_path: Path) -> None:
+    model = raqcodec.load_model(tiny_model_path)
+    img = smooth_image(40, 56)
+    data = raqcodec.encode(img, codebook_size=24, model=tiny_model_path)
+    header = bitstream.read_header(data)
+    assert header.version == 2 and header.coder == "context"
+    assert model.context is not None and header.context_checksum == model.context.checksum
+    plain = raqcodec.encode(img, codebook_size=24, model=tiny_model_path, entropy="order0")
+    plain_header = bitstream.read_header(plain)
+    assert plain_header.coder == "order0" and plain_header.context_checksum == 0
+    # both coders carry the same index grid, and decode to the same pixels
+    a, b = raqcodec.inspect(data, model=tiny_model_path), raqcodec.inspect(plain, model=tiny_model_path)
+    assert np.array_equal(a["indices"], b["indices"])
+    assert np.array_equal(np.asarray(raqcodec.decode(data, model=tiny_model_path)),
+                          np.asarray(raqcodec.decode(plain, model=tiny_model_path)))
+
+
+def test_inspect_reports_payload_and_order0_entropy(tiny_model_path: Path) -> None:
+    data = raqcodec.encode(smooth_image(32, 48), codebook_size=16, model=tiny_model_path)
+    info = raqcodec.inspect(data, model=tiny_model_path)
+    stream = bitstream.unpack(data)
+    assert info["payload_bits"] == 8 * len(stream.indices_section)
+    counts = np.bincount(info["indices"].ravel()).astype(float)
+    p = counts[counts > 0] / counts.sum()
+    assert info["order0_entropy_bits"] == pytest.approx(-(p * np.log2(p)).sum() * info["indices"].size)
+
+
+def test_model_without_context_codes_order0(tmp_path: Path) -> None:
+    plain = make_tiny_model(tmp_path, "plain", with_context=False)
+    data = raqcodec.encode(smooth_image(16, 16), codebook_size=8, model=plain)
+    assert bitstream.read_header(data).coder == "order0"
+    with pytest.raises(raqcodec.CodecError, match="has no context model"):
+        raqcodec.encode(smooth_image(16, 16), codebook_size=8, model=plain, entropy="context")
+    with pytest.raises(ValueError, match="entropy must be one of"):
+        raqcodec.encode(smooth_image(16, 16), codebook_size=8, model=plain, entropy="huffman")
+
+
+def test_context_model_mismatch_is_a_clear_error(tiny_model_path: Path, tmp_path: Path) -> None:
+    """Same codec model (same fingerprint), different context model: refused by its checksum."""
+    data = raqcodec.encode(smooth_image(16, 16), codebook_size=8, model=tiny_model_path)
+    retrained = make_tiny_model(tmp_path, "tiny", context_seed=5)
+    assert raqcodec.load_model(retrained).fingerprint == raqcodec.load_model(tiny_model_path).fingerprint
+    with pytest.raises(raqcodec.CodecError, match="context model checksum mismatch"):
+        raqcodec.decode(data, model=retrained)
+    (tmp_path / "none").mkdir()
+    without = make_tiny_model(tmp_path / "none", "tiny", with_context=False)
+    with pytest.raises(raqcodec.CodecError, match="has none"):
+        raqcodec.decode(data, model=without)
+    # order-0 streams of the same model decode with or without a context model
+    plain = raqcodec.encode(smooth_image(16, 16), codebook_size=8, model=tiny_model_path, entropy="order0")
+    assert raqcodec.decode(plain, model=without).size == (16, 16)
+
+
+def test_bpp_budget_holds_with_the_context_coder(tiny_model_path: Path) -> None:
+    img = smooth_image(64, 96)
+    for bpp in (0.5, 1.0, 2.0):
+        data = raqcodec.encode(img, bpp=bpp, model=tiny_model_path)
+        assert len(data) * 8 / (64 * 96) <= bpp
+        assert bitstream.read_header(data).coder == "context"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..modelfile import read_model_file
+from ..modelfile import CONTEXT_PREFIX, read_model_file
 from ..nn.raq import RAQModel
 from ..registry import resolve
 
@@ -24,7 +24,9 @@ def warm_start(model: RAQModel, name_or_path: str, latents_per_batch: int) -> li
     ``latents_per_batch`` sets the EMA codebook's restarted usage counts to their steady-state size.
     """
     source = read_model_file(resolve(name_or_path))
-    weights = {k: v for k, v in source.tensors.items() if not k.startswith("frozen.")}
+    # frozen tables are recomputed at export; a context model describes the source's index statistics and
+    # must be retrained for the new model (raqcodec train-context)
+    weights = {k: v for k, v in source.tensors.items() if not k.startswith(("frozen.", CONTEXT_PREFIX))}
     state = model.state_dict()
     grown: list[str] = []
     loaded: dict[str, Tensor] = {}

@@ -1,0 +1,335 @@
+"""Context-model entropy coding of an index grid, exact on every machine.
+
+The frozen context network (``raqcodec.nn.context``) is evaluated in integer arithmetic, so the
+frequency tables fed to rANS are the same bits in encoder and decoder whatever the machine, BLAS,
+thread count or device.
+
+Exactness argument. Every tensor holds integers: weights at per-tensor scales 2^-s (|w| <= 2^15),
+activations at 2^-ACT_BITS, clamped to +-2^21, codewords at the codec's 2^-F (checked below 2^21).
+Matrix products run in float64 on such integers: with at most 96 terms per dot product every product and
+partial sum stays below 2^52, so each is exact and the result does not depend on summation order or FMA.
+Rescaling is a multiplication by a power of two followed by ``floor`` (exact). Everything after the
+distances (log-weights, precisions, the exponential, normalisation) is int64 arithmetic with stored
+integer look-up tables; no float function (exp, log, pow) is ever evaluated while coding.
+
+Probability of codeword k at one position, in 1/16-nat units:
+``t[m,k] = (A_max - A_m) + floor(d2[m,k] * f_m)`` (d2 the squared distance of the projections, below 2^42;
+f_m a stored dyadic factor with an 8-bit mantissa, below 2^10, so the product is exact), shifted so the smallest t is 0 and clamped to
+the table; ``w_k = sum_m EXP_LUT[t[m,k]]`` (EXP_LUT[t] = round(2^16 e^(-t/16))); frequencies
+``1 + floor(w_k (2^P - K) / sum(w))`` with the remainder given to the first largest ``w_k``: every
+codeword keeps a frequency >= 1 and they sum to 2^P exactly. rANS receives them through the same
+exact integer-to-weight mapping as the order-0 coder (``raqcodec.entropy``).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+import torch
+from torch import Tensor
+
+from .entropy import EntropyError
+from .exact import quantize_tensor, weight_frac_bits
+from .nn.context import (MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextNet, context_slots, pass_map, size_bin)
+
+PREFIX = "context."
+ACT_BITS = 12  # activation scale of the integer network
+ACT_LIMIT = 2**21
+PRECISION = 20  # frequencies sum to 2^20
+EXP_STEPS = 256  # EXP_LUT covers t = 0..255 sixteenths of a nat (e^-16 below that)
+PROJ_LIMIT = 2**17  # projections and mixture centres are clamped here: squared distances < 2^42
+# Precision of a component: e^(j/64) nats per unit squared distance, j in -LOW..HIGH, stored as an exact
+# float64 factor with an 8-bit mantissa (so distance x factor is exact) in 1/16 nat per 2^-24 units.
+LOG_PREC_BITS = 6  # steps of 1/64 in the log precision (coarser steps cost measurable bits at large K~)
+LOG_PREC_LOW, LOG_PREC_HIGH = 8 << LOG_PREC_BITS, 16 << LOG_PREC_BITS
+CHUNK_ELEMENTS = 1 << 20  # positions x components x K per evaluation step (bounds memory)
+_CONSTRICTION_PRECISION = 24
+
+
+class ContextError(EntropyError):
+    """A payload the context model cannot decode (corrupt or truncated)."""
+
+
+# ---------------------------------------------------------------- freezing
+
+
+def _floor_shift(x: Tensor, bits: int) -> Tensor:
+    return torch.floor(x * 2.0**-bits)
+
+
+@torch.no_grad()
+def freeze(net: ContextNet) -> dict[str, Tensor]:
+    """Integer tensors of a trained network (the ``context.*`` entries of a model file)."""
+    def weight(name: str, value: Tensor) -> dict[str, Tensor]:
+        bits = weight_frac_bits(value)
+        return {name: quantize_tensor(value, bits).to(torch.int32), f"{name}_bits": torch.tensor(bits, dtype=torch.int32)}
+
+    def bias(name: str, value: Tensor) -> dict[str, Tensor]:
+        return {name: quantize_tensor(value, ACT_BITS).clamp(-ACT_LIMIT, ACT_LIMIT).to(torch.int32)}
+
+    t: dict[str, Tensor] = {}
+    t |= weight("slot_weight", net.slot_weight)
+    t |= weight("proj", net.proj)
+    t |= weight("hidden_weight", net.hidden.weight)
+    t |= weight("head_weight", net.head.weight)
+    t |= bias("missing", net.missing) | bias("pass_bias", net.pass_bias) | bias("size_bias", net.size_bias)
+    t |= bias("hidden_bias", net.hidden.bias) | bias("head_bias", net.head.bias)
+    steps = torch.arange(EXP_STEPS, dtype=torch.float64)
+    t["exp_lut"] = torch.round(2.0**16 * torch.exp(-steps / 16)).to(torch.int64)
+    # factor = e^(j/64) * 16 * 2^-24: 1/16 nats per squared distance at 2^-2*ACT_BITS = 2^-24
+    j = torch.arange(-LOG_PREC_LOW, LOG_PREC_HIGH + 1, dtype=torch.float64)
+    mantissa, exponent = torch.frexp(torch.exp(j / (1 << LOG_PREC_BITS)) * 2.0 ** (4 - 2 * ACT_BITS))
+    t["scale_mantissa"] = torch.round(mantissa * 256).to(torch.int64)  # 128..256
+    t["scale_exponent"] = (exponent - 8).to(torch.int64)
+    t["components"] = torch.tensor(net.cfg.components, dtype=torch.int32)
+    return {PREFIX + k: v.contiguous() for k, v in t.items()}
+
+
+def checksum(tensors: dict[str, Tensor]) -> int:
+    """CRC32 over the context tensors (name, dtype, shape, little-endian bytes) and the coding constants.
+    A stream carries it, so a decoder with a different context model stops with a clear error."""
+    crc = zlib.crc32(f"passes={NUM_PASSES};P={PRECISION};slots={SLOT_OFFSETS}".encode())
+    for name in sorted(k for k in tensors if k.startswith(PREFIX)):
+        t = tensors[name].contiguous()
+        crc = zlib.crc32(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode(), crc)
+        crc = zlib.crc32(t.numpy().astype(t.numpy().dtype.newbyteorder("<")).tobytes(), crc)
+    return crc
+
+
+# ---------------------------------------------------------------- the integer model
+
+
+@dataclass(frozen=True)
+class _SizeTables:
+    """What depends on the codebook only: per-slot features of every codeword and the projections."""
+
+    features: Tensor  # (S * (K + 1), H) float64 integers: slot s, codeword k at row s * (K + 1) + k ('missing' = K)
+    bias: Tensor  # (passes, H) float64: pass bias + this size's bias
+    projected: Tensor  # (K + 1, r) int64 at 2^-ACT_BITS, row K = 0
+    distance_rhs: Tensor  # (r + 2, K) float64: [p_k, 1, |p_k|^2] per column
+
+
+class ContextModel:
+    """The frozen network in integer arithmetic (CPU). Build with the model file's tensors."""
+
+    def __init__(self, tensors: dict[str, Tensor], codebook_bits: int) -> None:
+        t = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}
+        try:
+            self.components = int(t["components"])
+            self.slot_weight = t["slot_weight"].to(torch.float64)
+            self.slot_bits = int(t["slot_weight_bits"])
+            self.proj = t["proj"].to(torch.float64)
+            self.proj_bits = int(t["proj_bits"])
+            self.hidden_weight = t["hidden_weight"].to(torch.float64).t().contiguous()
+            self.hidden_bits = int(t["hidden_weight_bits"])
+            self.head_weight = t["head_weight"].to(torch.float64).t().contiguous()
+            self.head_bits = int(t["head_weight_bits"])
+            self.missing = t["missing"].to(torch.int64)
+            self.pass_bias = t["pass_bias"].to(torch.int64)
+            self.size_bias = t["size_bias"].to(torch.int64)
+            self.hidden_bias = t["hidden_bias"].to(torch.int64)
+            self.head_bias = t["head_bias"].to(torch.int64)
+            self.exp_lut = t["exp_lut"].to(torch.int64)
+            self.scale_lut = torch.ldexp(t["scale_mantissa"].to(torch.float64), t["scale_exponent"].to(torch.int64))
+        except KeyError as exc:
+            raise ValueError(f"context model is incomplete (missing {exc})") from None
+        s, h, d = self.slot_weight.shape
+        r = self.proj.shape[0]
+        m = self.components
+        if (s != len(SLOT_OFFSETS) or self.proj.shape != (r, d) or self.hidden_weight.shape != (h, h)
+                or self.head_weight.shape != (h, m * (r + 2)) or self.pass_bias.shape != (NUM_PASSES, h)
+                or self.exp_lut.shape != (EXP_STEPS,) or self.scale_lut.shape != (LOG_PREC_LOW + LOG_PREC_HIGH + 1,)
+                or not bool((self.scale_lut < 2**10).all())):
+            raise ValueError("context model tensors have inconsistent shapes")
+        self.hidden_size, self.proj_dim, self.codebook_bits = h, r, codebook_bits
+        self.checksum = checksum(tensors)
+        self._tables: dict[bytes, _SizeTables] = {}
+
+    # -- per codebook ------------------------------------------------------------------------------
+    def _size_tables(self, codebook: Tensor) -> _SizeTables:
+        key = codebook.numpy().tobytes()
+        cached = self._tables.get(key)
+        if cached is not None:
+            return cached
+        book = codebook.to(torch.float64)
+        if book.abs().max() >= ACT_LIMIT:
+            raise ValueError("codebook values exceed the context model's exact range")
+        k = book.shape[0]
+        feats = _floor_shift(torch.einsum("shd,kd->skh", self.slot_weight, book),
+                             self.codebook_bits + self.slot_bits - ACT_BITS).clamp(-ACT_LIMIT, ACT_LIMIT)
+        feats = torch.cat([feats, self.missing[:, None, :].to(torch.float64)], 1).reshape(-1, self.hidden_size)
+        proj = _floor_shift(book @ self.proj.t(), self.codebook_bits + self.proj_bits - ACT_BITS)
+        proj = proj.clamp(-PROJ_LIMIT, PROJ_LIMIT).to(torch.int64)
+        rhs = torch.cat([proj.t(), torch.ones(1, k, dtype=torch.int64), (proj * proj).sum(1)[None]])
+        bias = (self.pass_bias + self.size_bias[size_bin(k)]).to(torch.float64)
+        tables = _SizeTables(features=feats.contiguous(), bias=bias, projected=torch.cat([proj, torch.zeros(1, self.proj_dim, dtype=torch.int64)]),
+                             distance_rhs=rhs.to(torch.float64).contiguous())
+        if len(self._tables) > 16:
+            self._tables.clear()
+        self._tables[key] = tables
+        return tables
+
+    # -- per position ------------------------------------------------------------------------------
+    def frequencies(self, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray, sharpness: int = 0) -> Tensor:
+        """(n, K) int64 frequencies, each row >= 1 and summing to 2^PRECISION."""
+        return _normalise(self._weights(codebook, slots, pass_ids, sharpness))
+
+    def chosen_frequencies(self, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray,
+                           chosen: np.ndarray, sharpness: int = 0) -> Tensor:
+        """(n,) the frequencies ``frequencies(...)`` gives the ``chosen`` indices, without building the
+        rows (what a size estimate needs)."""
+        w = self._weights(codebook, slots, pass_ids, sharpness)
+        spare = (1 << PRECISION) - w.shape[1]
+        total = w.sum(1)
+        picked = torch.from_numpy(chosen)
+        freq = 1 + torch.div(w[torch.arange(len(w)), picked] * spare, total, rounding_mode="floor")
+        top = torch.nonzero(w.argmax(1) == picked).view(-1)  # only these rows get _normalise's remainder
+        if len(top):
+            shares = torch.div(w[top] * spare, total[top, None], rounding_mode="floor")
+            freq[top] += spare - shares.sum(1)
+        return freq
+
+    def _weights(self, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray, sharpness: int) -> Tensor:
+        """(n, K) int64 unnormalised weights w_k (module docstring). ``sharpness`` is added to every log
+        precision index (units of 1/64 nat): the stream's per-image calibration."""
+        tb = self._size_tables(codebook)
+        k = codebook.shape[0]
+        m, r = self.components, self.proj_dim
+        sl = torch.from_numpy(slots)
+        # sum of the slots' feature rows: one bag per position over the flattened (slot, codeword) table
+        rows = sl + torch.arange(len(SLOT_OFFSETS))[None, :] * (k + 1)
+        h1 = torch.nn.functional.embedding_bag(rows, tb.features, mode="sum")  # exact: 20 terms < 2^27
+        h1 = h1.add_(tb.bias[torch.from_numpy(pass_ids)]).clamp_(0, ACT_LIMIT)
+        h2 = _floor_shift(h1 @ self.hidden_weight, self.hidden_bits).to(torch.int64) + self.hidden_bias
+        h2 = h2.clamp(0, ACT_LIMIT).to(torch.float64)
+        out = _floor_shift(h2 @ self.head_weight, self.head_bits).to(torch.int64) + self.head_bias
+        out = out.clamp(-ACT_LIMIT, ACT_LIMIT).view(-1, m, r + 2)
+        near = sl[:, :MEAN_SLOTS] < k
+        total = tb.projected[sl[:, :MEAN_SLOTS]].sum(1)  # 'missing' rows are zero
+        base = torch.div(total, near.sum(1).clamp(min=1)[:, None], rounding_mode="floor")
+        mu = (base[:, None, :] + out[..., :r]).clamp(-PROJ_LIMIT, PROJ_LIMIT).view(-1, r)  # (n*M, r)
+        log_prec = torch.div(out[..., r + 1], 2 ** (ACT_BITS - LOG_PREC_BITS), rounding_mode="floor") + sharpness
+        factor = self.scale_lut[log_prec.clamp(-LOG_PREC_LOW, LOG_PREC_HIGH) + LOG_PREC_LOW].view(-1, 1)
+        # f * |mu - p_k|^2 as one product: f [-2 mu, |mu|^2, 1] . [p_k, 1, |p_k|^2]. Every term is an
+        # integer (< 2^50) times the power of two of f's 8-bit mantissa, so the product is exact in any order.
+        lhs = torch.cat([-2 * mu, (mu * mu).sum(1, keepdim=True), torch.ones(len(mu), 1, dtype=torch.int64)], 1)
+        t = (lhs.to(torch.float64) * factor) @ tb.distance_rhs  # (n*M, K)
+        a = torch.div(out[..., r], 2 ** (ACT_BITS - 4), rounding_mode="floor")
+        offset = (a.amax(1, keepdim=True) - a).to(torch.float64).view(-1, 1)
+        t = t.floor_().add_(offset).view(-1, m, k)  # integers from here on
+        t = t.sub_(t.amin(dim=(1, 2), keepdim=True)).clamp_(max=EXP_STEPS - 1).to(torch.int64)
+        return self.exp_lut[t].sum(1)
+
+
+def _normalise(w: Tensor) -> Tensor:
+    k = w.shape[1]
+    spare = (1 << PRECISION) - k
+    freq = 1 + torch.div(w * spare, w.sum(1, keepdim=True), rounding_mode="floor")
+    left = (1 << PRECISION) - freq.sum(1)
+    freq[torch.arange(len(w)), w.argmax(1)] += left  # argmax: first of the largest
+    return freq
+
+
+# ---------------------------------------------------------------- coding
+
+
+def _weights(freq: Tensor) -> np.ndarray:
+    """constriction weights reproducing the integer CDF exactly (see raqcodec.entropy)."""
+    return freq.numpy().astype(np.float64) * float(1 << (_CONSTRICTION_PRECISION - PRECISION)) - 1.0
+
+
+def _steps(h: int, w: int, size: int, components: int, sample: int = 1) -> list[np.ndarray]:
+    """Flat positions of each evaluation step: the passes in order, each split to bound memory
+    (``sample`` > 1: every ``sample``-th position of each pass only)."""
+    passes = pass_map(h, w).ravel()
+    per_step = max(1, CHUNK_ELEMENTS // (components * size))
+    steps = []
+    for p in range(NUM_PASSES):
+        positions = np.flatnonzero(passes == p)[::sample]
+        steps += [positions[i:i + per_step] for i in range(0, len(positions), per_step)]
+    return steps
+
+
+def _model() -> constriction.stream.model.Categorical:
+    return constriction.stream.model.Categorical(perfect=False)
+
+
+# The encoder picks the sharpness (a shift of every component's log precision) that codes the image
+# best: the network is calibrated on its training photos, and images differ (on Kodak at K~ = 1024 the
+# best shift saves about 3%). It is stored in the section's first byte.
+SHARPNESS_CANDIDATES = (-32, -16, 0, 16, 32, 48, 64)
+SHARPNESS_SAMPLE = 8  # the search scores every 8th position of each pass
+
+
+def encode_grid(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int | None = None) -> bytes:
+    """Index section: one signed byte of sharpness, then the rANS payload (big-endian 32-bit words).
+    ``sharpness`` None: the best of SHARPNESS_CANDIDATES on a sample of positions."""
+    if sharpness is None:
+        sharpness = best_sharpness(ctx, codebook, grid)
+    if not -128 <= sharpness <= 127:
+        raise ValueError(f"sharpness must fit a signed byte, got {sharpness}")
+    h, w = grid.shape
+    k = codebook.shape[0]
+    passes = pass_map(h, w)
+    coder = constriction.stream.stack.AnsCoder()
+    for positions in reversed(_steps(h, w, k, ctx.components)):  # rANS is a stack: last decoded goes in first
+        ys, xs = positions // w, positions % w
+        freq = ctx.frequencies(codebook, context_slots(grid, passes, ys, xs, k), passes[ys, xs], sharpness)
+        coder.encode_reverse(grid[ys, xs].astype(np.int32), _model(), _weights(freq))
+    return sharpness.to_bytes(1, "big", signed=True) + coder.get_compressed().astype(">u4").tobytes()
+
+
+def ideal_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int = 0, sample: int = 1) -> float:
+    """Information content of the grid under the integer model (what rANS spends, minus its flush);
+    with ``sample`` > 1, of every ``sample``-th position of each step only."""
+    h, w = grid.shape
+    k = codebook.shape[0]
+    passes = pass_map(h, w)
+    total = 0.0
+    for positions in _steps(h, w, k, ctx.components, sample):
+        ys, xs = positions // w, positions % w
+        chosen = ctx.chosen_frequencies(codebook, context_slots(grid, passes, ys, xs, k), passes[ys, xs],
+                                        grid[ys, xs], sharpness)
+        total += float(PRECISION * len(ys) - torch.log2(chosen.to(torch.float64)).sum())
+    return total
+
+
+def best_sharpness(ctx: ContextModel, codebook: Tensor, grid: np.ndarray) -> int:
+    """The candidate sharpness with the fewest bits on a sample of the grid (first on ties)."""
+    costs = [ideal_bits(ctx, codebook, grid, s, SHARPNESS_SAMPLE) for s in SHARPNESS_CANDIDATES]
+    return SHARPNESS_CANDIDATES[int(np.argmin(costs))]
+
+
+def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: int) -> np.ndarray:
+    """Inverse of ``encode_grid``; raises ContextError on a corrupt or truncated section."""
+    if len(section) % 4 != 1:
+        raise ContextError(f"corrupt index section: length {len(section)} is not 1 + a multiple of 4")
+    sharpness = int.from_bytes(section[:1], "big", signed=True)
+    k = codebook.shape[0]
+    words = np.frombuffer(section[1:], dtype=">u4").astype(np.uint32)
+    grid = np.zeros((h, w), np.int64)
+    passes = pass_map(h, w)
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+        for positions in _steps(h, w, k, ctx.components):
+            ys, xs = positions // w, positions % w
+            freq = ctx.frequencies(codebook, context_slots(grid, passes, ys, xs, k), passes[ys, xs], sharpness)
+            grid[ys, xs] = coder.decode(_model(), _weights(freq))
+        leftover = coder.num_words()
+    except Exception as exc:  # constriction reports bad data as ValueError; never leak it
+        raise ContextError(f"corrupt index section: rANS payload rejected ({exc})") from None
+    if leftover:
+        raise ContextError("corrupt index section: rANS payload does not end where the last index does")
+    return grid
+
+
+def order0_entropy_bits(grid: np.ndarray) -> float:
+    """Order-0 empirical entropy of a grid times its size, in bits (the comparison ``info`` reports)."""
+    counts = np.bincount(np.asarray(grid).ravel()).astype(np.float64)
+    counts = counts[counts > 0]
+    n = counts.sum()
+    return float(n * math.log2(n) - counts @ np.log2(counts)) if n else 0.0

@@ -1,0 +1,60 @@
+"""The two ways an index grid becomes the index section: the order-0 table coder and the context model.
+
+Both present the same three operations to the codec and to rate control, so choosing one is a matter of
+which object is passed, never of special cases downstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import Tensor
+
+from . import context, entropy
+
+# rANS flush and word padding, on top of the information content (measured mean; the estimate only
+# steers rate control, which confirms every choice with a real encode)
+_FLUSH_BITS = 32
+
+
+class Order0Coder:
+    """One frequency table per image (``raqcodec.entropy``): format version 1's only coder."""
+
+    name = "order0"
+    checksum = 0
+
+    def encode(self, grid: np.ndarray, codebook: Tensor) -> bytes:
+        return entropy.encode_indices(grid.ravel(), codebook.shape[0])
+
+    def estimate_bits(self, grid: np.ndarray, codebook: Tensor) -> int:
+        return entropy.estimate_section_bits(np.bincount(grid.ravel(), minlength=codebook.shape[0]))
+
+    def decode(self, section: bytes, shape: tuple[int, int], codebook: Tensor) -> np.ndarray:
+        return entropy.decode_indices(section, shape[0] * shape[1], codebook.shape[0]).reshape(shape)
+
+
+@dataclass(frozen=True)
+class ContextCoder:
+    """The model's context model (``raqcodec.context``): a sharpness byte, then the rANS payload."""
+
+    model: context.ContextModel
+    name = "context"
+
+    @property
+    def checksum(self) -> int:
+        return self.model.checksum
+
+    def encode(self, grid: np.ndarray, codebook: Tensor) -> bytes:
+        return context.encode_grid(self.model, codebook, grid)
+
+    def estimate_bits(self, grid: np.ndarray, codebook: Tensor) -> int:
+        sharpness = context.best_sharpness(self.model, codebook, grid)
+        return 8 + int(context.ideal_bits(self.model, codebook, grid, sharpness)) + _FLUSH_BITS
+
+    def decode(self, section: bytes, shape: tuple[int, int], codebook: Tensor) -> np.ndarray:
+        return context.decode_grid(self.model, codebook, section, *shape)
+
+
+IndexCoder = Order0Coder | ContextCoder
+ENTROPY_CHOICES = ("auto", "context", "order0")

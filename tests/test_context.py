@@ -1,0 +1,244 @@
+"""Tests for the context model coder: coding order, exact integer frequencies, rANS agreement, corruption."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raqcodec import context as C
+from raqcodec.nn.context import (NUM_PASSES, SLOT_OFFSETS, ContextConfig, ContextNet, context_slots, pass_map,
+                                 pass_strides)
+
+D = 8  # latent dimension of the test codebooks
+
+
+def make_context(seed: int = 0) -> C.ContextModel:
+    torch.manual_seed(seed)
+    net = ContextNet(ContextConfig(latent_dim=D, hidden=16, proj_dim=4, components=2))
+    with torch.no_grad():  # a non-trivial head, so the mixtures differ from position to position
+        net.head.weight.normal_(0, 0.3)
+        net.pass_bias.normal_(0, 0.5)
+    return C.ContextModel(C.freeze(net), codebook_bits=16)
+
+
+def make_codebook(size: int, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(-60000, 60000, (size, D)))
+
+
+def smooth_grid(h: int, w: int, size: int, seed: int = 0) -> np.ndarray:
+    """Indices with spatial structure (runs and repeats), as VQ grids of photos have."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, size, (h // 4 + 1, w // 4 + 1))
+    grid = np.kron(coarse, np.ones((4, 4), np.int64))[:h, :w]
+    noise = rng.random((h, w)) < 0.2
+    grid[noise] = rng.integers(0, size, int(noise.sum()))
+    return grid
+
+
+# ---------------------------------------------------------------- coding order
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 7), (5, 1), (9, 13), (16, 16), (33, 20)])
+def test_pass_map_covers_every_position_once(h: int, w: int) -> None:
+    passes = pass_map(h, w)
+    assert passes.shape == (h, w)
+    assert passes.min() >= 0 and passes.max() < NUM_PASSES
+    assert passes[0, 0] == 0  # the coarse lattice starts at the origin
+    assert len(pass_strides()) == NUM_PASSES
+
+
+def test_context_uses_only_decoded_neighbours() -> None:
+    h, w = 21, 18
+    passes = pass_map(h, w)
+    grid = np.arange(h * w).reshape(h, w)  # each index names its own position
+    ys, xs = np.divmod(np.arange(h * w), w)
+    slots = context_slots(grid, passes, ys, xs, missing=-1)
+    assert slots.shape == (h * w, len(SLOT_OFFSETS))
+    for i in range(h * w):
+        known = slots[i][slots[i] >= 0]
+        assert (passes.ravel()[known] < passes[ys[i], xs[i]]).all()
+    # the last pass sees all four direct neighbours of an inner position
+    y, x = 5, 6
+    assert passes[y, x] == NUM_PASSES - 1 or passes[y, x] == NUM_PASSES - 2
+    assert (slots[y * w + x][:MEAN_SLOTS_VISIBLE] >= 0).sum() >= 4
+
+
+MEAN_SLOTS_VISIBLE = 8
+
+
+# ---------------------------------------------------------------- frequencies
+
+
+@pytest.mark.parametrize("size", [2, 5, 64, 300])
+def test_frequencies_are_valid_integer_tables(size: int) -> None:
+    ctx, book = make_context(), make_codebook(size)
+    grid = smooth_grid(12, 10, size)
+    passes = pass_map(*grid.shape)
+    ys, xs = np.divmod(np.arange(grid.size), grid.shape[1])
+    freq = ctx.frequencies(book, context_slots(grid, passes, ys, xs, size), passes[ys, xs])
+    assert freq.dtype == torch.int64 and freq.shape == (grid.size, size)
+    assert (freq >= 1).all()
+    assert (freq.sum(1) == 1 << C.PRECISION).all()
+
+
+def test_frequencies_do_not_depend_on_thread_count() -> None:
+    ctx, book = make_context(), make_codebook(200)
+    grid = smooth_grid(40, 40, 200)
+    passes = pass_map(*grid.shape)
+    ys, xs = np.divmod(np.arange(grid.size), grid.shape[1])
+    slots = context_slots(grid, passes, ys, xs, 200)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ctx.frequencies(book, slots, passes[ys, xs])
+        torch.set_num_threads(max(2, threads))
+        many = ctx.frequencies(book, slots, passes[ys, xs])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+
+
+def test_context_changes_the_distribution() -> None:
+    """Not an order-0 model in disguise: neighbours move the probability mass."""
+    ctx, book = make_context(), make_codebook(32)
+    passes = pass_map(8, 8)
+    ys, xs = np.array([3, 3]), np.array([3, 3])
+    a = ctx.frequencies(book, context_slots(np.full((8, 8), 1), passes, ys, xs, 32), passes[ys, xs])
+    b = ctx.frequencies(book, context_slots(np.full((8, 8), 30), passes, ys, xs, 32), passes[ys, xs])
+    assert not torch.equal(a[0], b[0])
+
+
+# ---------------------------------------------------------------- rANS
+
+
+def reference_rans_encode(symbols: list[int], freqs: list[np.ndarray]) -> list[int]:
+    """docs/FORMAT.md's rANS encoder in plain integers, with one frequency table per symbol."""
+    shift = 24 - C.PRECISION
+    state, words = 0, []
+    for s, f_row in zip(reversed(symbols), reversed(freqs)):
+        f, c = int(f_row[s]) << shift, int(f_row[:s].sum()) << shift
+        if state >> 40 >= f:
+            words.append(state & 0xFFFFFFFF)
+            state >>= 32
+        state = (state // f) << 24 | (c + state % f)
+    while state:
+        words.append(state & 0xFFFFFFFF)
+        state >>= 32
+    return words
+
+
+@pytest.mark.parametrize("size,h,w", [(3, 7, 9), (64, 16, 12), (500, 9, 11)])
+def test_payload_matches_reference_rans(size: int, h: int, w: int) -> None:
+    """Independent check that constriction codes with exactly our integer frequencies."""
+    ctx, book = make_context(), make_codebook(size)
+    grid = smooth_grid(h, w, size)
+    passes = pass_map(h, w)
+    symbols, tables = [], []
+    for positions in C._steps(h, w, size, ctx.components):
+        ys, xs = np.divmod(positions, w)
+        freq = ctx.frequencies(book, context_slots(grid, passes, ys, xs, size), passes[ys, xs]).numpy()
+        symbols += grid[ys, xs].tolist()
+        tables += list(freq)
+    words = np.array(reference_rans_encode(symbols, tables), dtype=np.uint32)
+    assert C.encode_grid(ctx, book, grid, sharpness=0) == b"\0" + words.astype(">u4").tobytes()
+
+
+@pytest.mark.parametrize("size,h,w", [(2, 1, 1), (2, 3, 50), (16, 24, 32), (256, 20, 20), (1024, 8, 9)])
+def test_roundtrip(size: int, h: int, w: int) -> None:
+    ctx, book = make_context(), make_codebook(size)
+    grid = smooth_grid(h, w, size, seed=size)
+    payload = C.encode_grid(ctx, book, grid)
+    assert np.array_equal(C.decode_grid(ctx, book, payload, h, w), grid)
+    sharpness = int.from_bytes(payload[:1], "big", signed=True)
+    assert sharpness in C.SHARPNESS_CANDIDATES
+    bits = C.ideal_bits(ctx, book, grid, sharpness)
+    assert bits <= 8 * (len(payload) - 1) <= bits + 64
+
+
+def test_roundtrip_in_small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passes split into many evaluation steps code the same stream."""
+    ctx, book = make_context(), make_codebook(40)
+    grid = smooth_grid(30, 30, 40)
+    whole = C.encode_grid(ctx, book, grid)
+    monkeypatch.setattr(C, "CHUNK_ELEMENTS", 40 * 2 * 7)  # 7 positions per step
+    assert C.encode_grid(ctx, book, grid) == whole
+    assert np.array_equal(C.decode_grid(ctx, book, whole, 30, 30), grid)
+
+
+# ---------------------------------------------------------------- corruption and identity
+
+
+def test_corrupt_payloads_raise_context_error() -> None:
+    ctx, book = make_context(), make_codebook(64)
+    grid = smooth_grid(16, 16, 64)
+    payload = C.encode_grid(ctx, book, grid)
+    with pytest.raises(C.ContextError, match="1 \\+ a multiple of 4"):
+        C.decode_grid(ctx, book, payload[:-1], 16, 16)
+    with pytest.raises(C.ContextError, match="1 \\+ a multiple of 4"):
+        C.decode_grid(ctx, book, b"", 16, 16)
+    for bad in (payload[:-4], payload + b"\0\0\0\1", payload[:1], bytes([payload[0] ^ 0x20]) + payload[1:]):
+        try:
+            out = C.decode_grid(ctx, book, bad, 16, 16)
+        except C.ContextError as exc:
+            assert "corrupt index section" in str(exc)
+        else:
+            assert out.shape == (16, 16) and out.min() >= 0 and out.max() < 64
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        damaged = bytearray(payload)
+        damaged[int(rng.integers(len(damaged)))] ^= 1 << int(rng.integers(8))
+        try:
+            out = C.decode_grid(ctx, book, bytes(damaged), 16, 16)
+        except C.ContextError:
+            continue
+        assert out.min() >= 0 and out.max() < 64
+
+
+def test_checksum_names_the_model() -> None:
+    torch.manual_seed(0)
+    net = ContextNet(ContextConfig(latent_dim=D, hidden=16, proj_dim=4, components=2))
+    tensors = C.freeze(net)
+    assert C.checksum(tensors) == C.checksum({k: v.clone() for k, v in tensors.items()})
+    changed = dict(tensors)
+    changed["context.hidden_bias"] = tensors["context.hidden_bias"] + 1
+    assert C.checksum(changed) != C.checksum(tensors)
+    assert C.ContextModel(tensors, 16).checksum == C.checksum(tensors)
+
+
+def test_incomplete_tensors_are_rejected() -> None:
+    torch.manual_seed(0)
+    tensors = C.freeze(ContextNet(ContextConfig(latent_dim=D, hidden=16, proj_dim=4, components=2)))
+    del tensors["context.exp_lut"]
+    with pytest.raises(ValueError, match="incomplete"):
+        C.ContextModel(tensors, 16)
+
+
+def test_chosen_frequencies_match_the_full_rows() -> None:
+    ctx, book = make_context(), make_codebook(50)
+    grid = smooth_grid(20, 20, 50)
+    passes = pass_map(20, 20)
+    ys, xs = np.divmod(np.arange(400), 20)
+    slots = context_slots(grid, passes, ys, xs, 50)
+    full = ctx.frequencies(book, slots, passes[ys, xs])
+    chosen = ctx.chosen_frequencies(book, slots, passes[ys, xs], grid[ys, xs])
+    assert torch.equal(chosen, full[torch.arange(400), torch.from_numpy(grid[ys, xs])])
+    # the remainder-bearing (argmax) entries are covered too
+    top = full.argmax(1).numpy()
+    assert torch.equal(ctx.chosen_frequencies(book, slots, passes[ys, xs], top), full.max(1).values)
+
+
+def test_sharpness_is_chosen_by_the_encoder_and_changes_the_model() -> None:
+    ctx, book = make_context(), make_codebook(64)
+    grid = smooth_grid(24, 24, 64)
+    sizes = {s: len(C.encode_grid(ctx, book, grid, sharpness=s)) for s in (-64, 0, 64)}
+    assert len(set(sizes.values())) > 1  # the byte matters
+    for s in (-64, 0, 64):
+        section = C.encode_grid(ctx, book, grid, sharpness=s)
+        assert section[0] == s % 256
+        assert np.array_equal(C.decode_grid(ctx, book, section, 24, 24), grid)
+    with pytest.raises(ValueError, match="signed byte"):
+        C.encode_grid(ctx, book, grid, sharpness=200)
+    best = C.best_sharpness(ctx, book, grid)
+    sampled = {s: C.ideal_bits(ctx, book, grid, s, C.SHARPNESS_SAMPLE) for s in C.SHARPNESS_CANDIDATES}
+    assert sampled[best] == min(sampled.values())

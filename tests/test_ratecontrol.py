@@ -1,0 +1,56 @@
+"""Rate control's search for the largest codebook size under a budget."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from raqcodec.ratecontrol import BudgetError, _boundary, choose_size
+
+
+def counting(f):
+    calls: list[int] = []
+
+    def wrapped(size: int) -> int:
+        calls.append(size)
+        return f(size)
+    return wrapped, calls
+
+
+@pytest.mark.parametrize("budget", [100, 333, 517, 900, 1399])
+@pytest.mark.parametrize("shape", ["log", "linear", "sqrt"])
+def test_boundary_finds_the_largest_fitting_size_in_few_probes(budget: int, shape: str) -> None:
+    bits = {"log": lambda k: int(140 * math.log2(k)), "linear": lambda k: k + 50,
+            "sqrt": lambda k: int(45 * math.sqrt(k))}[shape]
+    excess, calls = counting(lambda k: bits(k) - budget)
+    lo, hi = 2, 1024
+    if bits(lo) > budget or bits(hi) <= budget:
+        pytest.skip("budget outside the range")
+    found = _boundary(lo, hi, excess)
+    expected = max(k for k in range(lo, hi + 1) if bits(k) <= budget)
+    assert found == expected
+    assert len(calls) <= 12  # a bisection over 2..1024 takes 10; interpolation usually far fewer
+
+
+def test_boundary_probes_log_shaped_costs_quickly() -> None:
+    excess, calls = counting(lambda k: int(1000 * math.log2(k)) - 7300)
+    assert _boundary(2, 1024, excess) == 157
+    assert len(calls) <= 6
+
+
+def test_choose_size_confirms_with_real_sizes_and_names_the_range() -> None:
+    def quantize(size: int) -> np.ndarray:
+        return np.full(10, size)
+
+    def encode(indices: np.ndarray, size: int) -> bytes:
+        return bytes(size // 8 + 1)
+
+    def estimate(indices: np.ndarray, size: int) -> int:
+        return size  # under-estimates the real size (8 * (size // 8 + 1)) a little
+
+    choice = choose_size(quantize, (2, 1024), 40, lambda a, b: f"{a}..{b}", encode, estimate)
+    assert len(choice.section) <= 40 and choice.size == 319
+    with pytest.raises(BudgetError, match="1..128"):
+        choose_size(quantize, (2, 1024), 0, lambda a, b: f"{a}..{b}", encode, estimate)
