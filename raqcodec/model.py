@@ -186,6 +186,19 @@ class CodecModel:
         return refine_indices(self.float_decoder, latents, target, book, steps).cpu().numpy()
 
     @torch.no_grad()
+    def reconstruction_error(self, indices: np.ndarray, grid: tuple[int, int], rgb: np.ndarray, adapter: str,
+                             size: int) -> float:
+        """MSE of the float decoder's reconstruction against ``rgb`` (the unpadded image): how the encoder
+        compares candidate index grids (the exact decoder agrees to within rounding)."""
+        h, w = grid
+        book = self.float_codebook(adapter, size)
+        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device)
+        latents = book[idx].reshape(h, w, -1).permute(2, 0, 1)[None]
+        target = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1).float() / 255.0
+        decoded = self.float_decoder(latents)[0, :, : rgb.shape[0], : rgb.shape[1]]
+        return float(torch.mean((decoded - target) ** 2))
+
+    @torch.no_grad()
     def synthesize(self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int]) -> np.ndarray:
         """Index grid -> (4h, 4w, 3) uint8 with the exact decoder."""
         h, w = grid

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from raqcodec import context as C
-from raqcodec.nn.context import (NUM_PASSES, SLOT_OFFSETS, ContextConfig, ContextNet, context_slots, pass_map,
+from raqcodec.nn.context import (MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextConfig, ContextNet, context_slots, pass_map,
                                  pass_strides)
+
+from rans_reference import rans_encode
 
 D = 8  # latent dimension of the test codebooks
 
@@ -61,10 +63,7 @@ def test_context_uses_only_decoded_neighbours() -> None:
     # the last pass sees all four direct neighbours of an inner position
     y, x = 5, 6
     assert passes[y, x] == NUM_PASSES - 1 or passes[y, x] == NUM_PASSES - 2
-    assert (slots[y * w + x][:MEAN_SLOTS_VISIBLE] >= 0).sum() >= 4
-
-
-MEAN_SLOTS_VISIBLE = 8
+    assert (slots[y * w + x][:MEAN_SLOTS] >= 0).sum() >= 4
 
 
 # ---------------------------------------------------------------- frequencies
@@ -112,22 +111,6 @@ def test_context_changes_the_distribution() -> None:
 # ---------------------------------------------------------------- rANS
 
 
-def reference_rans_encode(symbols: list[int], freqs: list[np.ndarray]) -> list[int]:
-    """docs/FORMAT.md's rANS encoder in plain integers, with one frequency table per symbol."""
-    shift = 24 - C.PRECISION
-    state, words = 0, []
-    for s, f_row in zip(reversed(symbols), reversed(freqs)):
-        f, c = int(f_row[s]) << shift, int(f_row[:s].sum()) << shift
-        if state >> 40 >= f:
-            words.append(state & 0xFFFFFFFF)
-            state >>= 32
-        state = (state // f) << 24 | (c + state % f)
-    while state:
-        words.append(state & 0xFFFFFFFF)
-        state >>= 32
-    return words
-
-
 @pytest.mark.parametrize("size,h,w", [(3, 7, 9), (64, 16, 12), (500, 9, 11)])
 def test_payload_matches_reference_rans(size: int, h: int, w: int) -> None:
     """Independent check that constriction codes with exactly our integer frequencies."""
@@ -140,7 +123,7 @@ def test_payload_matches_reference_rans(size: int, h: int, w: int) -> None:
         freq = ctx.frequencies(book, context_slots(grid, passes, ys, xs, size), passes[ys, xs]).numpy()
         symbols += grid[ys, xs].tolist()
         tables += list(freq)
-    words = np.array(reference_rans_encode(symbols, tables), dtype=np.uint32)
+    words = np.array(rans_encode(symbols, tables, C.PRECISION), dtype=np.uint32)
     assert C.encode_grid(ctx, book, grid, sharpness=0) == b"\0" + words.astype(">u4").tobytes()
 
 

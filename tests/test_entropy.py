@@ -20,6 +20,8 @@ from raqcodec.entropy import (
     quantize_counts,
 )
 
+from rans_reference import rans_encode
+
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -219,20 +221,8 @@ def test_constriction_model_has_exactly_our_frequencies(alphabet: int, precision
 
 
 def reference_rans_encode(ranks: np.ndarray, freqs: np.ndarray, precision: int) -> list[int]:
-    """docs/FORMAT.md's rANS encoder, in plain Python integers."""
-    shift = 24 - precision
-    cum = np.concatenate(([0], np.cumsum(freqs)))
-    state, words = 0, []
-    for r in reversed(ranks.tolist()):
-        f, c = int(freqs[r]) << shift, int(cum[r]) << shift
-        if state >> 40 >= f:
-            words.append(state & 0xFFFFFFFF)
-            state >>= 32
-        state = (state // f) << 24 | (c + state % f)
-    while state:
-        words.append(state & 0xFFFFFFFF)
-        state >>= 32
-    return words
+    """docs/FORMAT.md's rANS encoder with one table for every symbol."""
+    return rans_encode(ranks.tolist(), [freqs] * len(ranks), precision)
 
 
 def reference_rans_decode(words: list[int], count: int, freqs: np.ndarray, precision: int) -> list[int]:
