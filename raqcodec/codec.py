@@ -19,7 +19,7 @@ import PIL.Image
 import torch
 
 from . import bitstream, imageio, registry
-from .context import order0_entropy_bits
+from .entropy import empirical_entropy_bits
 from .indexcoder import ENTROPY_CHOICES, ContextCoder, IndexCoder, Order0Coder
 from .model import CodecModel, codebook_crc
 from .ratecontrol import BudgetError, RateChoice, SectionCoder, SectionEstimate, choose_size
@@ -297,7 +297,8 @@ def inspect(data: bytes, *, model: ModelRef = None) -> dict[str, Any]:
     dec = _open(data, model)
     info = bitstream.summary(dec.stream.header, len(data))  # already unpacked and CRC-checked
     info.update(model=dec.model.name, payload_bits=8 * len(dec.stream.indices_section),
-                order0_entropy_bits=order0_entropy_bits(dec.indices), indices=dec.indices,
+                order0_entropy_bits=empirical_entropy_bits(dec.indices, dec.stream.header.codebook_size),
+                indices=dec.indices,
                 codebook=(dec.codebook.float() * 2.0**-dec.model.act_frac_bits).numpy())
     return info
 

@@ -23,7 +23,6 @@ exact integer-to-weight mapping as the order-0 coder (``raqcodec.entropy``).
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass
 
@@ -325,11 +324,3 @@ def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: 
     if leftover:
         raise ContextError("corrupt index section: rANS payload does not end where the last index does")
     return grid
-
-
-def order0_entropy_bits(grid: np.ndarray) -> float:
-    """Order-0 empirical entropy of a grid times its size, in bits (the comparison ``info`` reports)."""
-    counts = np.bincount(np.asarray(grid).ravel()).astype(np.float64)
-    counts = counts[counts > 0]
-    n = counts.sum()
-    return float(n * math.log2(n) - counts @ np.log2(counts)) if n else 0.0

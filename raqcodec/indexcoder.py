@@ -6,7 +6,7 @@ which object is passed, never of special cases downstream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from torch import Tensor
@@ -36,20 +36,31 @@ class Order0Coder:
 
 @dataclass(frozen=True)
 class ContextCoder:
-    """The model's context model (``raqcodec.context``): a sharpness byte, then the rANS payload."""
+    """The model's context model (``raqcodec.context``): a sharpness byte, then the rANS payload.
+
+    One coder serves one encode: rate control estimates a grid and then encodes the same grid, so the
+    sharpness chosen for a grid is remembered rather than searched for twice.
+    """
 
     model: context.ContextModel
+    _sharpness: dict[tuple[int, bytes], int] = field(default_factory=dict, compare=False, repr=False)
     name = "context"
 
     @property
     def checksum(self) -> int:
         return self.model.checksum
 
+    def sharpness(self, grid: np.ndarray, codebook: Tensor) -> int:
+        key = (codebook.shape[0], np.ascontiguousarray(grid).tobytes())
+        if key not in self._sharpness:
+            self._sharpness[key] = context.best_sharpness(self.model, codebook, grid)
+        return self._sharpness[key]
+
     def encode(self, grid: np.ndarray, codebook: Tensor) -> bytes:
-        return context.encode_grid(self.model, codebook, grid)
+        return context.encode_grid(self.model, codebook, grid, self.sharpness(grid, codebook))
 
     def estimate_bits(self, grid: np.ndarray, codebook: Tensor) -> int:
-        sharpness = context.best_sharpness(self.model, codebook, grid)
+        sharpness = self.sharpness(grid, codebook)
         return 8 + int(context.ideal_bits(self.model, codebook, grid, sharpness)) + _FLUSH_BITS
 
     def decode(self, section: bytes, shape: tuple[int, int], codebook: Tensor) -> np.ndarray:

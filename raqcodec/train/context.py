@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..context import freeze
+from ..entropy import empirical_entropy_bits
 from ..fileio import atomic_path
 from ..model import CodecModel
 from ..modelfile import CONTEXT_PREFIX, read_model_file, write_model_file
@@ -62,13 +63,6 @@ def bits(net: ContextNet, book: torch.Tensor, grid: np.ndarray, size: int,
     return -logp.gather(1, targets[:, None]).sum() / math.log(2)
 
 
-def order0_bits(grid: np.ndarray) -> float:
-    counts = np.bincount(grid.ravel()).astype(np.float64)
-    counts = counts[counts > 0]
-    n = counts.sum()
-    return float(n * math.log2(n) - counts @ np.log2(counts))
-
-
 def evaluate(net: ContextNet, books: Callable[[int], torch.Tensor], grids: list[tuple[int, np.ndarray]]
              ) -> dict[str, float]:
     """Ratio of model bits to order-0 entropy, summed per size band (K~ < 32, < 256, >= 256)."""
@@ -78,7 +72,7 @@ def evaluate(net: ContextNet, books: Callable[[int], torch.Tensor], grids: list[
             band = "k<32" if size < 32 else "k<256" if size < 256 else "k>=256"
             acc = sums.setdefault(band, [0.0, 0.0])
             acc[0] += float(bits(net, books(size), grid, size))
-            acc[1] += order0_bits(grid)
+            acc[1] += empirical_entropy_bits(grid, size)
     return {band: round(b / h0, 4) for band, (b, h0) in sorted(sums.items())}
 
 
