@@ -45,6 +45,7 @@ PROJ_LIMIT = 2**17  # projections and mixture centres are clamped here: squared 
 # float64 factor with an 8-bit mantissa (so distance x factor is exact) in 1/16 nat per 2^-24 units.
 LOG_PREC_BITS = 6  # steps of 1/64 in the log precision (coarser steps cost measurable bits at large K~)
 LOG_PREC_LOW, LOG_PREC_HIGH = 8 << LOG_PREC_BITS, 16 << LOG_PREC_BITS
+FEATURE_SPLIT = 11  # slot features (|f| <= 2^21) are summed as two float32 halves of 11 bits
 CHUNK_ELEMENTS = 1 << 20  # positions x components x K per evaluation step (bounds memory)
 _CONSTRICTION_PRECISION = 24
 
@@ -106,10 +107,14 @@ def checksum(tensors: dict[str, Tensor]) -> int:
 class _SizeTables:
     """What depends on the codebook only: per-slot features of every codeword and the projections."""
 
-    features: Tensor  # (S * (K + 1), H) float64 integers: slot s, codeword k at row s * (K + 1) + k ('missing' = K)
+    # (S * (K + 1), 2H) float32: slot s, codeword k at row s * (K + 1) + k ('missing' = K); the integer
+    # feature split as hi * 2^FEATURE_SPLIT + lo, columns [hi | lo] (see ContextModel._hidden_input)
+    features: Tensor
     bias: Tensor  # (passes, H) float64: pass bias + this size's bias
     projected: Tensor  # (K + 1, r) int64 at 2^-ACT_BITS, row K = 0
     distance_rhs: Tensor  # (r + 2, K) float64: [p_k, 1, |p_k|^2] per column
+    single_lut: Tensor  # (c + 1,) float64: EXP_LUT[t] * (2^P - K) for t = 0..c (c: ContextModel.exp_cut)
+    pair_lut: Tensor  # ((c + 1)^2,) float64: single_lut[i] + single_lut[j] at i * (c + 1) + j
 
 
 class ContextModel:
@@ -145,6 +150,9 @@ class ContextModel:
                 or not bool((self.scale_lut < 2**10).all())):
             raise ValueError("context model tensors have inconsistent shapes")
         self.hidden_size, self.proj_dim, self.codebook_bits = h, r, codebook_bits
+        # EXP_LUT is 0 from exp_cut on (e^-11.8 rounds to 0), so t is clamped there: smaller pair tables
+        zero = (self.exp_lut == 0).flip(0).cumprod(0).sum()  # length of the run of zeros at the end
+        self.exp_cut = min(EXP_STEPS - 1, EXP_STEPS - int(zero))
         self.checksum = checksum(tensors)
         self._tables: dict[bytes, _SizeTables] = {}
 
@@ -165,43 +173,38 @@ class ContextModel:
         proj = proj.clamp(-PROJ_LIMIT, PROJ_LIMIT).to(torch.int64)
         rhs = torch.cat([proj.t(), torch.ones(1, k, dtype=torch.int64), (proj * proj).sum(1)[None]])
         bias = (self.pass_bias + self.size_bias[size_bin(k)]).to(torch.float64)
-        tables = _SizeTables(features=feats.contiguous(), bias=bias, projected=torch.cat([proj, torch.zeros(1, self.proj_dim, dtype=torch.int64)]),
-                             distance_rhs=rhs.to(torch.float64).contiguous())
+        lo = torch.remainder(feats, 2**FEATURE_SPLIT)
+        split = torch.cat([(feats - lo) * 2.0**-FEATURE_SPLIT, lo], 1).to(torch.float32)
+        single = self.exp_lut[:self.exp_cut + 1].to(torch.float64) * float(_spare(k))  # exact, < 2^36
+        tables = _SizeTables(features=split.contiguous(), bias=bias,
+                             projected=torch.cat([proj, torch.zeros(1, self.proj_dim, dtype=torch.int64)]),
+                             distance_rhs=rhs.to(torch.float64).contiguous(),
+                             single_lut=single, pair_lut=(single[:, None] + single[None, :]).reshape(-1))
         if len(self._tables) > 16:
             self._tables.clear()
         self._tables[key] = tables
         return tables
 
+    def _hidden_input(self, rows: Tensor, features: Tensor) -> Tensor:
+        """(n, H) float64: the sum of each position's slot features. Summed in float32, which has the
+        fast embedding_bag kernel, yet exact: the halves of the split are integers below 2^11 in
+        magnitude, so 20 of them sum to below 2^16 in any order; recombined in float64."""
+        both = torch.nn.functional.embedding_bag(rows, features, mode="sum").to(torch.float64)
+        hi, lo = both.split(self.hidden_size, 1)
+        return hi.mul_(2.0**FEATURE_SPLIT).add_(lo)
+
     # -- per position ------------------------------------------------------------------------------
-    def frequencies(self, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray, sharpness: int = 0) -> Tensor:
-        """(n, K) int64 frequencies, each row >= 1 and summing to 2^PRECISION."""
-        return _normalise(self._weights(codebook, slots, pass_ids, sharpness))
-
-    def chosen_frequencies(self, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray,
-                           chosen: np.ndarray, sharpness: int = 0) -> Tensor:
-        """(n,) the frequencies ``frequencies(...)`` gives the ``chosen`` indices, without building the
-        rows (what a size estimate needs)."""
-        w = self._weights(codebook, slots, pass_ids, sharpness)
-        spare = (1 << PRECISION) - w.shape[1]
-        total = w.sum(1)
-        picked = torch.from_numpy(chosen)
-        freq = 1 + torch.div(w[torch.arange(len(w)), picked] * spare, total, rounding_mode="floor")
-        top = torch.nonzero(w.argmax(1) == picked).view(-1)  # only these rows get _normalise's remainder
-        if len(top):
-            shares = torch.div(w[top] * spare, total[top, None], rounding_mode="floor")
-            freq[top] += spare - shares.sum(1)
-        return freq
-
-    def _weights(self, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray, sharpness: int) -> Tensor:
-        """(n, K) int64 unnormalised weights w_k (module docstring). ``sharpness`` is added to every log
-        precision index (units of 1/64 nat): the stream's per-image calibration."""
+    def mixtures(self, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray, sharpness: int = 0) -> Mixtures:
+        """The network's output for n positions: their M mixture components (K~-independent work,
+        done once per pass). ``sharpness`` is added to every log precision index (units of 1/64 nat):
+        the stream's per-image calibration."""
         tb = self._size_tables(codebook)
         k = codebook.shape[0]
         m, r = self.components, self.proj_dim
         sl = torch.from_numpy(slots)
         # sum of the slots' feature rows: one bag per position over the flattened (slot, codeword) table
         rows = sl + torch.arange(len(SLOT_OFFSETS))[None, :] * (k + 1)
-        h1 = torch.nn.functional.embedding_bag(rows, tb.features, mode="sum")  # exact: 20 terms < 2^27
+        h1 = self._hidden_input(rows, tb.features)
         h1 = h1.add_(tb.bias[torch.from_numpy(pass_ids)]).clamp_(0, ACT_LIMIT)
         h2 = _floor_shift(h1 @ self.hidden_weight, self.hidden_bits).to(torch.int64) + self.hidden_bias
         h2 = h2.clamp(0, ACT_LIMIT).to(torch.float64)
@@ -216,41 +219,117 @@ class ContextModel:
         # f * |mu - p_k|^2 as one product: f [-2 mu, |mu|^2, 1] . [p_k, 1, |p_k|^2]. Every term is an
         # integer (< 2^50) times the power of two of f's 8-bit mantissa, so the product is exact in any order.
         lhs = torch.cat([-2 * mu, (mu * mu).sum(1, keepdim=True), torch.ones(len(mu), 1, dtype=torch.int64)], 1)
-        t = (lhs.to(torch.float64) * factor) @ tb.distance_rhs  # (n*M, K)
         a = torch.div(out[..., r], 2 ** (ACT_BITS - 4), rounding_mode="floor")
         offset = (a.amax(1, keepdim=True) - a).to(torch.float64).view(-1, 1)
-        t = t.floor_().add_(offset).view(-1, m, k)  # integers from here on
-        t = t.sub_(t.amin(dim=(1, 2), keepdim=True)).clamp_(max=EXP_STEPS - 1).to(torch.int64)
-        return self.exp_lut[t].sum(1)
+        return Mixtures(rows=lhs.to(torch.float64).mul_(factor).view(-1, m, r + 2), offset=offset.view(-1, m, 1),
+                        tables=tb)
+
+    def scaled_weights(self, mix: Mixtures) -> Tensor:
+        """(n, K) float64 integers: the weights w_k of the module docstring times (2^P - K), so that
+        normalising needs one division (``_normalise``)."""
+        tb = mix.tables
+        k = tb.distance_rhs.shape[1]
+        m = self.components
+        x = mix.rows.view(-1, mix.rows.shape[2]) @ tb.distance_rhs  # (n*M, K)
+        # t = floor(x) + offset - (its minimum over (m, k)), clamped to the table, as one integer shift s
+        # per row: floor(min x) = min floor(x). x is a multiple of 2^-39 (f's least bit), so x + s is exact
+        # wherever it is below 2^13 and rounds to >= c wherever the exact value is (c = exp_cut <= 255,
+        # the table is 0 from c on), and it is >= 0: the clamp at c and then truncation (= floor on
+        # values >= 0) give exactly min(floor(x) + s, c), which indexes the same table entries.
+        offset = mix.offset.reshape(-1, m)
+        row_min = x.amin(1).floor_().view(-1, m).add_(offset)
+        shift = (offset - row_min.amin(1, keepdim=True)).view(-1, 1)
+        t = x.add_(shift).clamp_(max=self.exp_cut).to(torch.int32).view(-1, m, k)
+        # sum over components of the table at t, two components per look-up (fewer, cache-resident gathers)
+        width = self.exp_cut + 1
+        w: Tensor | None = None
+        for i in range(0, m, 2):
+            if i + 1 < m:
+                index = t[:, i] * width
+                part = torch.index_select(tb.pair_lut, 0, index.add_(t[:, i + 1]).view(-1))
+            else:
+                part = torch.index_select(tb.single_lut, 0, t[:, i].reshape(-1))
+            w = part if w is None else w.add_(part)
+        assert w is not None
+        return w.view(-1, k)
+
+    def frequencies(self, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray, sharpness: int = 0) -> Tensor:
+        """(n, K) int64 frequencies, each row >= 1 and summing to 2^PRECISION."""
+        mix = self.mixtures(codebook, slots, pass_ids, sharpness)
+        return _normalise(self.scaled_weights(mix)).to(torch.int64)
+
+    def chosen_frequencies(self, mix: Mixtures, chosen: np.ndarray) -> Tensor:
+        """(n,) int64: the frequencies the ``chosen`` indices get, without building the rows (what a
+        size estimate needs)."""
+        scaled = self.scaled_weights(mix)
+        total = scaled.sum(1).div_(_spare(scaled.shape[1]))
+        picked = torch.from_numpy(chosen)
+        freq = 1 + scaled[torch.arange(len(scaled)), picked].div_(total).floor_()
+        top = torch.nonzero(scaled.argmax(1) == picked).view(-1)  # only these rows get _normalise's remainder
+        if len(top):
+            shares = scaled[top].div_(total[top, None]).floor_()
+            freq[top] += _spare(scaled.shape[1]) - shares.sum(1)
+        return freq.to(torch.int64)
 
 
-def _normalise(w: Tensor) -> Tensor:
-    k = w.shape[1]
-    spare = (1 << PRECISION) - k
-    freq = 1 + torch.div(w * spare, w.sum(1, keepdim=True), rounding_mode="floor")
-    left = (1 << PRECISION) - freq.sum(1)
-    freq[torch.arange(len(w)), w.argmax(1)] += left  # argmax: first of the largest
+@dataclass(frozen=True)
+class Mixtures:
+    """The network's output for n positions, ready for the distance product with the codebook."""
+
+    rows: Tensor  # (n, M, r + 2) float64: f_m * [-2 mu_m, |mu_m|^2, 1] per component
+    offset: Tensor  # (n, M, 1) float64 integers: A_max - A_m (1/16 nat)
+    tables: _SizeTables  # of the codebook they were made for
+
+    def __getitem__(self, part: slice) -> "Mixtures":
+        return Mixtures(self.rows[part], self.offset[part], self.tables)
+
+
+def _spare(k: int) -> int:
+    """What is left of 2^PRECISION once every codeword has its frequency of 1."""
+    return (1 << PRECISION) - k
+
+
+def _normalise(scaled: Tensor) -> Tensor:
+    """Integer frequencies (held in float64) from ``scaled`` = w * spare (w the integer weights):
+    ``1 + floor(w_k * spare / sum(w))``, the remainder to the first largest ``w_k``. Exact in float64:
+    ``w_k * spare < 2^38`` and sum(w) < 2^31, so the correctly rounded quotient (below 2^21, rounding
+    error < 2^-32) never crosses the integer ``floor`` lands on (a non-integer quotient is at least
+    1/sum(w) > 2^-31 away from one)."""
+    spare = float(_spare(scaled.shape[1]))
+    top = scaled.argmax(1)  # first of the largest
+    freq = scaled.div_(scaled.sum(1, keepdim=True).div_(spare)).floor_().add_(1)  # consumes ``scaled``
+    freq[torch.arange(len(freq)), top] += (1 << PRECISION) - freq.sum(1)
     return freq
 
 
 # ---------------------------------------------------------------- coding
 
 
-def _weights(freq: Tensor) -> np.ndarray:
-    """constriction weights reproducing the integer CDF exactly (see raqcodec.entropy)."""
-    return freq.numpy().astype(np.float64) * float(1 << (_CONSTRICTION_PRECISION - PRECISION)) - 1.0
+def _constriction_weights(freq: Tensor) -> np.ndarray:
+    """constriction weights reproducing the integer CDF exactly (see raqcodec.entropy); consumes ``freq``."""
+    return freq.mul_(float(1 << (_CONSTRICTION_PRECISION - PRECISION))).sub_(1.0).numpy()
 
 
-def _steps(h: int, w: int, size: int, components: int, sample: int = 1) -> list[np.ndarray]:
-    """Flat positions of each evaluation step: the passes in order, each split to bound memory
-    (``sample`` > 1: every ``sample``-th position of each pass only)."""
+def _passes(h: int, w: int, sample: int = 1) -> list[np.ndarray]:
+    """Flat positions of each pass in coding order (``sample`` > 1: every ``sample``-th position only)."""
     passes = pass_map(h, w).ravel()
-    per_step = max(1, CHUNK_ELEMENTS // (components * size))
-    steps = []
-    for p in range(NUM_PASSES):
-        positions = np.flatnonzero(passes == p)[::sample]
-        steps += [positions[i:i + per_step] for i in range(0, len(positions), per_step)]
-    return steps
+    return [np.flatnonzero(passes == p)[::sample] for p in range(NUM_PASSES)]
+
+
+def _parts(n: int, size: int, components: int) -> list[slice]:
+    """Consecutive slices of a pass's n positions that bound the (positions x M x K) work arrays."""
+    per_part = max(1, CHUNK_ELEMENTS // (components * size))
+    return [slice(i, min(n, i + per_part)) for i in range(0, n, per_part)]
+
+
+def _pass_mixtures(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, passes: np.ndarray,
+                   positions: np.ndarray, sharpness: int) -> tuple[np.ndarray, np.ndarray, Mixtures]:
+    """Rows, columns and mixtures of one pass's positions. Their contexts hold earlier passes only,
+    so a whole pass is evaluated at once, before any of it is decoded."""
+    w = grid.shape[1]
+    ys, xs = positions // w, positions % w
+    k = codebook.shape[0]
+    return ys, xs, ctx.mixtures(codebook, context_slots(grid, passes, ys, xs, k), passes[ys, xs], sharpness)
 
 
 def _model() -> constriction.stream.model.Categorical:
@@ -275,10 +354,11 @@ def encode_grid(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness
     k = codebook.shape[0]
     passes = pass_map(h, w)
     coder = constriction.stream.stack.AnsCoder()
-    for positions in reversed(_steps(h, w, k, ctx.components)):  # rANS is a stack: last decoded goes in first
-        ys, xs = positions // w, positions % w
-        freq = ctx.frequencies(codebook, context_slots(grid, passes, ys, xs, k), passes[ys, xs], sharpness)
-        coder.encode_reverse(grid[ys, xs].astype(np.int32), _model(), _weights(freq))
+    for positions in reversed(_passes(h, w)):  # rANS is a stack: last decoded goes in first
+        ys, xs, mix = _pass_mixtures(ctx, codebook, grid, passes, positions, sharpness)
+        for part in reversed(_parts(len(positions), k, ctx.components)):
+            weights = _constriction_weights(_normalise(ctx.scaled_weights(mix[part])))
+            coder.encode_reverse(grid[ys[part], xs[part]].astype(np.int32), _model(), weights)
     return sharpness.to_bytes(1, "big", signed=True) + coder.get_compressed().astype(">u4").tobytes()
 
 
@@ -289,11 +369,11 @@ def ideal_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness:
     k = codebook.shape[0]
     passes = pass_map(h, w)
     total = 0.0
-    for positions in _steps(h, w, k, ctx.components, sample):
-        ys, xs = positions // w, positions % w
-        chosen = ctx.chosen_frequencies(codebook, context_slots(grid, passes, ys, xs, k), passes[ys, xs],
-                                        grid[ys, xs], sharpness)
-        total += float(PRECISION * len(ys) - torch.log2(chosen.to(torch.float64)).sum())
+    for positions in _passes(h, w, sample):
+        ys, xs, mix = _pass_mixtures(ctx, codebook, grid, passes, positions, sharpness)
+        for part in _parts(len(positions), k, ctx.components):
+            chosen = ctx.chosen_frequencies(mix[part], grid[ys[part], xs[part]])
+            total += float(PRECISION * len(chosen) - torch.log2(chosen.to(torch.float64)).sum())
     return total
 
 
@@ -314,10 +394,11 @@ def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: 
     passes = pass_map(h, w)
     try:
         coder = constriction.stream.stack.AnsCoder(words)
-        for positions in _steps(h, w, k, ctx.components):
-            ys, xs = positions // w, positions % w
-            freq = ctx.frequencies(codebook, context_slots(grid, passes, ys, xs, k), passes[ys, xs], sharpness)
-            grid[ys, xs] = coder.decode(_model(), _weights(freq))
+        for positions in _passes(h, w):
+            ys, xs, mix = _pass_mixtures(ctx, codebook, grid, passes, positions, sharpness)
+            for part in _parts(len(positions), k, ctx.components):
+                weights = _constriction_weights(_normalise(ctx.scaled_weights(mix[part])))
+                grid[ys[part], xs[part]] = coder.decode(_model(), weights)
         leftover = coder.num_words()
     except Exception as exc:  # constriction reports bad data as ValueError; never leak it
         raise ContextError(f"corrupt index section: rANS payload rejected ({exc})") from None

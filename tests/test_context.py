@@ -10,16 +10,17 @@ from raqcodec import context as C
 from raqcodec.nn.context import (MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextConfig, ContextNet, context_slots, pass_map,
                                  pass_strides)
 
+from context_reference import reference_frequencies
 from rans_reference import rans_encode
 
 D = 8  # latent dimension of the test codebooks
 
 
-def make_context(seed: int = 0) -> C.ContextModel:
+def make_context(seed: int = 0, components: int = 2, spread: float = 0.3) -> C.ContextModel:
     torch.manual_seed(seed)
-    net = ContextNet(ContextConfig(latent_dim=D, hidden=16, proj_dim=4, components=2))
+    net = ContextNet(ContextConfig(latent_dim=D, hidden=16, proj_dim=4, components=components))
     with torch.no_grad():  # a non-trivial head, so the mixtures differ from position to position
-        net.head.weight.normal_(0, 0.3)
+        net.head.weight.normal_(0, spread)
         net.pass_bias.normal_(0, 0.5)
     return C.ContextModel(C.freeze(net), codebook_bits=16)
 
@@ -81,6 +82,20 @@ def test_frequencies_are_valid_integer_tables(size: int) -> None:
     assert (freq.sum(1) == 1 << C.PRECISION).all()
 
 
+@pytest.mark.parametrize("components", [1, 2, 3])
+@pytest.mark.parametrize("sharpness", [-64, 0, 64])
+def test_frequencies_match_a_plain_implementation(components: int, sharpness: int) -> None:
+    """The optimised evaluation gives exactly the integers of the docstring's formula, computed plainly."""
+    for size, spread in ((7, 2.0), (64, 0.3), (300, 1.0)):
+        ctx, book = make_context(seed=size, components=components, spread=spread), make_codebook(size, seed=size)
+        grid = smooth_grid(17, 23, size, seed=size)
+        passes = pass_map(17, 23)
+        ys, xs = np.divmod(np.arange(17 * 23), 23)
+        slots = context_slots(grid, passes, ys, xs, size)
+        ours = ctx.frequencies(book, slots, passes[ys, xs], sharpness)
+        assert torch.equal(ours, reference_frequencies(ctx, book, slots, passes[ys, xs], sharpness))
+
+
 def test_frequencies_do_not_depend_on_thread_count() -> None:
     ctx, book = make_context(), make_codebook(200)
     grid = smooth_grid(40, 40, 200)
@@ -118,7 +133,7 @@ def test_payload_matches_reference_rans(size: int, h: int, w: int) -> None:
     grid = smooth_grid(h, w, size)
     passes = pass_map(h, w)
     symbols, tables = [], []
-    for positions in C._steps(h, w, size, ctx.components):
+    for positions in C._passes(h, w):
         ys, xs = np.divmod(positions, w)
         freq = ctx.frequencies(book, context_slots(grid, passes, ys, xs, size), passes[ys, xs]).numpy()
         symbols += grid[ys, xs].tolist()
@@ -204,11 +219,12 @@ def test_chosen_frequencies_match_the_full_rows() -> None:
     ys, xs = np.divmod(np.arange(400), 20)
     slots = context_slots(grid, passes, ys, xs, 50)
     full = ctx.frequencies(book, slots, passes[ys, xs])
-    chosen = ctx.chosen_frequencies(book, slots, passes[ys, xs], grid[ys, xs])
+    mix = ctx.mixtures(book, slots, passes[ys, xs])
+    chosen = ctx.chosen_frequencies(mix, grid[ys, xs])
     assert torch.equal(chosen, full[torch.arange(400), torch.from_numpy(grid[ys, xs])])
     # the remainder-bearing (argmax) entries are covered too
     top = full.argmax(1).numpy()
-    assert torch.equal(ctx.chosen_frequencies(book, slots, passes[ys, xs], top), full.max(1).values)
+    assert torch.equal(ctx.chosen_frequencies(mix, top), full.max(1).values)
 
 
 def test_sharpness_is_chosen_by_the_encoder_and_changes_the_model() -> None:
