@@ -245,8 +245,8 @@ class ContextModel:
         w: Tensor | None = None
         for i in range(0, m, 2):
             if i + 1 < m:
-                index = t[:, i] * width
-                part = torch.index_select(tb.pair_lut, 0, index.add_(t[:, i + 1]).view(-1))
+                index = torch.add(t[:, i + 1], t[:, i], alpha=width)
+                part = torch.index_select(tb.pair_lut, 0, index.view(-1))
             else:
                 part = torch.index_select(tb.single_lut, 0, t[:, i].reshape(-1))
             w = part if w is None else w.add_(part)
@@ -289,25 +289,30 @@ def _spare(k: int) -> int:
     return (1 << PRECISION) - k
 
 
-def _normalise(scaled: Tensor) -> Tensor:
+def _normalise(scaled: Tensor, unit: int = 1) -> Tensor:
     """Integer frequencies (held in float64) from ``scaled`` = w * spare (w the integer weights):
-    ``1 + floor(w_k * spare / sum(w))``, the remainder to the first largest ``w_k``. Exact in float64:
-    ``w_k * spare < 2^38`` and sum(w) < 2^31, so the correctly rounded quotient (below 2^21, rounding
-    error < 2^-32) never crosses the integer ``floor`` lands on (a non-integer quotient is at least
-    1/sum(w) > 2^-31 away from one)."""
+    ``1 + floor(w_k * spare / sum(w))``, the remainder to the first largest ``w_k``; consumes ``scaled``.
+    With ``unit`` u, returns ``u * frequency - 1`` in the same passes (constriction's weights, u = 16).
+
+    Exact in float64: ``w_k * spare < 2^38`` and sum(w) < 2^31, so the correctly rounded quotient (below
+    2^21, rounding error < 2^-32) never crosses the integer ``floor`` lands on (a non-integer quotient
+    is at least 1/sum(w) > 2^-31 away from one)."""
     spare = float(_spare(scaled.shape[1]))
     top = scaled.argmax(1)  # first of the largest
-    freq = scaled.div_(scaled.sum(1, keepdim=True).div_(spare)).floor_().add_(1)  # consumes ``scaled``
-    freq[torch.arange(len(freq)), top] += (1 << PRECISION) - freq.sum(1)
-    return freq
+    shares = scaled.div_(scaled.sum(1, keepdim=True).div_(spare)).floor_()
+    left = spare - shares.sum(1)
+    out = shares.add_(1) if unit == 1 else shares.mul_(unit).add_(unit - 1)
+    out[torch.arange(len(out)), top] += unit * left
+    return out
 
 
 # ---------------------------------------------------------------- coding
 
 
-def _constriction_weights(freq: Tensor) -> np.ndarray:
-    """constriction weights reproducing the integer CDF exactly (see raqcodec.entropy); consumes ``freq``."""
-    return freq.mul_(float(1 << (_CONSTRICTION_PRECISION - PRECISION))).sub_(1.0).numpy()
+def _coding_weights(scaled: Tensor) -> np.ndarray:
+    """constriction weights reproducing the integer CDF exactly (``freq * 2^(24 - P) - 1``, see
+    raqcodec.entropy), from ``scaled`` as ``ContextModel.scaled_weights`` returns it."""
+    return _normalise(scaled, unit=1 << (_CONSTRICTION_PRECISION - PRECISION)).numpy()
 
 
 def _passes(h: int, w: int, sample: int = 1) -> list[np.ndarray]:
@@ -357,7 +362,7 @@ def encode_grid(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness
     for positions in reversed(_passes(h, w)):  # rANS is a stack: last decoded goes in first
         ys, xs, mix = _pass_mixtures(ctx, codebook, grid, passes, positions, sharpness)
         for part in reversed(_parts(len(positions), k, ctx.components)):
-            weights = _constriction_weights(_normalise(ctx.scaled_weights(mix[part])))
+            weights = _coding_weights(ctx.scaled_weights(mix[part]))
             coder.encode_reverse(grid[ys[part], xs[part]].astype(np.int32), _model(), weights)
     return sharpness.to_bytes(1, "big", signed=True) + coder.get_compressed().astype(">u4").tobytes()
 
@@ -397,7 +402,7 @@ def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: 
         for positions in _passes(h, w):
             ys, xs, mix = _pass_mixtures(ctx, codebook, grid, passes, positions, sharpness)
             for part in _parts(len(positions), k, ctx.components):
-                weights = _constriction_weights(_normalise(ctx.scaled_weights(mix[part])))
+                weights = _coding_weights(ctx.scaled_weights(mix[part]))
                 grid[ys[part], xs[part]] = coder.decode(_model(), weights)
         leftover = coder.num_words()
     except Exception as exc:  # constriction reports bad data as ValueError; never leak it
