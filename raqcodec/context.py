@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .entropy import EntropyError
+from .entropy import EntropyError, check_information
 from .exact import quantize_tensor, weight_frac_bits
 from .nn.context import (MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextNet, context_slots, pass_map, size_bin)
 
@@ -397,14 +397,21 @@ def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: 
     words = np.frombuffer(section[1:], dtype=">u4").astype(np.uint32)
     grid = np.zeros((h, w), np.int64)
     passes = pass_map(h, w)
+    information = 0.0  # bits of the indices decoded so far (check_information)
     try:
         coder = constriction.stream.stack.AnsCoder(words)
         for positions in _passes(h, w):
             ys, xs, mix = _pass_mixtures(ctx, codebook, grid, passes, positions, sharpness)
             for part in _parts(len(positions), k, ctx.components):
                 weights = _coding_weights(ctx.scaled_weights(mix[part]))
-                grid[ys[part], xs[part]] = coder.decode(_model(), weights)
+                decoded = coder.decode(_model(), weights)
+                grid[ys[part], xs[part]] = decoded
+                chosen = weights[np.arange(len(decoded)), decoded] + 1.0  # frequency * 2^(24 - P)
+                information += float(_CONSTRICTION_PRECISION * len(decoded) - np.log2(chosen).sum())
+                check_information(information, len(words))
         leftover = coder.num_words()
+    except EntropyError as exc:
+        raise ContextError(str(exc)) from None
     except Exception as exc:  # constriction reports bad data as ValueError; never leak it
         raise ContextError(f"corrupt index section: rANS payload rejected ({exc})") from None
     if leftover:

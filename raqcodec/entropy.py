@@ -395,7 +395,21 @@ def _decode_ranks(payload: bytes, count: int, freqs: np.ndarray, precision: int)
     ranks = ranks.astype(np.int64)
     if ranks.size != count or (ranks.size and (ranks.min() < 0 or ranks.max() >= len(freqs))):
         raise EntropyError("corrupt index section: decoded symbols out of range")
+    check_information(count * precision - float(np.log2(freqs.astype(np.float64))[ranks].sum()), len(words))
     return ranks
+
+
+INFORMATION_SLACK_BITS = 64  # a valid rANS payload holds its symbols' information plus ~32 bits of state
+
+
+def check_information(bits: float, words: int) -> None:
+    """Reject a payload whose decoded symbols carry more information (``bits``, under the model that
+    decoded them) than its ``words`` 32-bit words can hold. rANS never does that for a stream it
+    encoded, so this only fires on corrupt data, such as a header that declares a much larger image
+    than its payload codes: decoding then stops early instead of going on to the synthesis."""
+    if bits > 32 * words + INFORMATION_SLACK_BITS:
+        raise EntropyError(f"corrupt index section: the indices decoded so far need {bits:.0f} bits, but the "
+                           f"payload holds {32 * words}")
 
 
 # ---------------------------------------------------------------- estimates

@@ -241,3 +241,22 @@ def test_sharpness_is_chosen_by_the_encoder_and_changes_the_model() -> None:
     best = C.best_sharpness(ctx, book, grid)
     sampled = {s: C.ideal_bits(ctx, book, grid, s, C.SHARPNESS_SAMPLE) for s in C.SHARPNESS_CANDIDATES}
     assert sampled[best] == min(sampled.values())
+
+
+def test_a_payload_too_small_for_the_declared_grid_is_rejected_early() -> None:
+    """A header that declares a larger image than the payload codes: decoding stops once the indices
+    decoded so far carry more information than the payload holds, long before the whole grid."""
+    ctx, book = make_context(), make_codebook(64)
+    grid = smooth_grid(16, 16, 64)
+    payload = C.encode_grid(ctx, book, grid)
+    calls = []
+    original = ctx.scaled_weights
+
+    def counted(mix: C.Mixtures) -> torch.Tensor:
+        calls.append(len(mix.rows))
+        return original(mix)
+
+    ctx.scaled_weights = counted  # type: ignore[method-assign]
+    with pytest.raises(C.ContextError, match="payload holds"):
+        C.decode_grid(ctx, book, payload, 400, 400)
+    assert sum(calls) < 400 * 400 // 4  # stopped in the early (coarse) passes

@@ -388,3 +388,14 @@ def test_random_damage_never_escapes(sample: tuple[np.ndarray, bytes], data: st.
     for _ in range(data.draw(st.integers(1, 4))):
         damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
     assert_rejected_or_valid(bytes(damaged), x.size, 64)
+
+
+def test_a_payload_too_small_for_the_count_is_rejected() -> None:
+    """More indices than the payload can hold (a header declaring a larger image): refused, not decoded
+    into garbage for the synthesis."""
+    rng = np.random.default_rng(0)
+    indices = rng.integers(0, 50, 500)
+    section = encode_indices(indices, 50)
+    assert np.array_equal(decode_indices(section, 500, 50), indices)
+    with pytest.raises(EntropyError, match="payload holds"):
+        decode_indices(section, 200_000, 50)
