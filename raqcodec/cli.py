@@ -449,3 +449,175 @@ def train_context(model: str | None, data: tuple[Path, ...], out_dir: Path, step
                    "last_validation": json.loads(last)}
         crc = install_context(codec_model.path, net, write_model, summary)
         click.echo(f"wrote {write_model} (context checksum {crc:08x})")
+
+
+# -- rate-distortion -----------------------------------------------------------------------------------
+
+def _number_list(value: str | None, kind: type, option: str) -> list[Any] | None:
+    """A comma-separated list of positive numbers (floats or ints), or None when not given."""
+    if value is None:
+        return None
+    try:
+        numbers = [kind(item) for item in value.split(",") if item.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated {'integers' if kind is int else 'numbers'}, "
+                                 f"got {value!r}", param_hint=option) from None
+    if not numbers or any(not (n > 0 and n != float("inf")) for n in numbers):
+        raise click.BadParameter(f"expected positive values, got {value!r}", param_hint=option)
+    return sorted(set(numbers))
+
+
+def _name_list(value: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    names = [item.strip().lower() for item in value.split(",") if item.strip()]
+    if names == ["none"]:
+        return []
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise click.BadParameter(f"unknown {', '.join(bad)} (choose from {', '.join(allowed)})", param_hint=option)
+    return list(dict.fromkeys(names))
+
+
+def _check_new_files(paths: list[Path | None], force: bool) -> None:
+    given = [p for p in paths if p is not None]
+    if len({p.resolve() for p in given}) < len(given):
+        raise click.UsageError("the output files must differ from each other")
+    for path in given:
+        if path.is_dir():
+            raise click.UsageError(f"{path} is a directory")
+        if path.exists() and not force:
+            raise click.UsageError(f"{path} exists; pass --force to overwrite it")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--bpp", "bpp_list", metavar="LIST",
+              help="raqcodec --bpp targets, comma-separated [default: 0.1,0.15,0.2,0.3,0.4,0.5]; with --no-raq, "
+                   "the mean bpp the baselines' qualities aim at.")
+@click.option("--codebook-sizes", "size_list", metavar="LIST", help="Measure raqcodec at these codebook sizes K~ "
+              "instead of --bpp targets.")
+@click.option("--baselines", "baseline_list", default="jpeg", show_default=True, metavar="LIST",
+              help="Reference codecs, comma-separated: jpeg, webp, avif (Pillow), or none.")
+@click.option("--no-raq", is_flag=True, help="Measure the baselines only (raqcodec is the slow one).")
+@click.option("--metrics", "metric_list", default="psnr,ms-ssim", show_default=True, metavar="LIST",
+              help="psnr, ms-ssim (MS-SSIM needs both sides >= 161 pixels; null otherwise).")
+@click.option("--anchor", type=click.Choice(["raqcodec", "jpeg", "webp", "avif"]), default=None,
+              help="Codec the BD-rates are measured against.  [default: jpeg when measured]")
+@click.option("--model", default=None, help="Model name or .safetensors path (default: the bundled default).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON.")
+@click.option("--per-image", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one CSV row per codec x point x image.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Draw the PSNR curves (.png, .svg or .pdf).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Worker processes (each loads the model once and uses one torch thread).")
+@_device
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_force
+def rd(inputs: tuple[Path, ...], bpp_list: str | None, size_list: str | None, baseline_list: str, no_raq: bool,
+       metric_list: str, anchor: str | None, model: str | None, output: Path | None, per_image: Path | None,
+       plot_path: Path | None, jobs: int, device: str, quiet: bool, force: bool) -> None:
+    """Rate-distortion curves: raqcodec and reference codecs on images or folders (searched recursively).
+
+    Every point is one setting applied to every image; its values are means over the images of bpp (real
+    file sizes), RGB PSNR, MS-SSIM (also in dB) and encode/decode seconds. Baseline qualities are searched
+    so that their points span raqcodec's bpp range. BD-rates (PCHIP) are against --anchor. Exits 1 if
+    any image or point failed (the results are still written, failures listed in them).
+
+    \b
+    raqcodec rd kodak/ --baselines jpeg,webp,avif -o rd.json --plot rd.png
+    raqcodec rd kodak/ --no-raq --baselines jpeg,webp --bpp 0.1,0.2,0.3,0.5,0.75,1.0
+    """
+    from . import plot as rdplot
+    from . import rd as engine
+    from .baselines import BaselineUnavailable
+
+    bpp = _number_list(bpp_list, float, "--bpp")
+    sizes = _number_list(size_list, int, "--codebook-sizes")
+    if bpp is not None and sizes is not None:
+        raise click.UsageError("give at most one of --bpp and --codebook-sizes")
+    if no_raq and sizes is not None:
+        raise click.UsageError("--codebook-sizes measures raqcodec; it cannot go with --no-raq")
+    metrics = _name_list(metric_list, engine.METRICS, "--metrics")
+    if not metrics:
+        raise click.BadParameter("give at least one metric", param_hint="--metrics")
+    if plot_path is not None:
+        try:
+            rdplot.check_output(plot_path)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--plot") from None
+    _check_new_files([output, per_image, plot_path], force)
+    config = engine.RDConfig(inputs=list(inputs), bpp=bpp, codebook_sizes=sizes, raq=not no_raq,
+                             baselines=_name_list(baseline_list, ("jpeg", "webp", "avif"), "--baselines"),
+                             metrics=tuple(m for m in engine.METRICS if m in metrics), anchor=anchor,
+                             model=model, device=device, jobs=jobs)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    show = not quiet and sys.stderr.isatty()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=Console(stderr=True), disable=not show, transient=False)
+    try:
+        with progress:
+            results = engine.run(config, progress)
+    except (engine.RDError, BaselineUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    except _user_errors() as exc:
+        _say_error(str(exc))
+        sys.exit(EXIT_FAILED)
+    params = click.get_current_context().params  # as parsed: sys.argv is not ours when called as a library
+    results = {"options": {k: [str(v) for v in value] if isinstance(value, tuple) else
+                           str(value) if isinstance(value, Path) else value for k, value in params.items()},
+               **results}
+    for failure in results["failures"]:
+        where = " ".join(str(x) for x in (failure["codec"], _setting_text(failure["setting"])) if x)
+        _say_error(f"{failure['image']}{': ' + where if where else ''}: {failure['message']}")
+    for note in results["notes"]:
+        _note(note)
+    console = Console()
+    for table in engine.summary_tables(results):
+        console.print(table)
+    failed = bool(results["failures"])
+    if output is not None:
+        engine.write_json(results, output)
+        click.echo(f"wrote {output}", err=True)
+    if per_image is not None:
+        engine.write_csv(results, per_image)
+        click.echo(f"wrote {per_image}", err=True)
+    if plot_path is not None:
+        stem = output.stem if output is not None else "rd"
+        try:
+            rdplot.plot([(stem, results)], plot_path, "psnr" if "psnr" in metrics else "ms-ssim")
+            click.echo(f"wrote {plot_path}", err=True)
+        except ValueError as exc:
+            _say_error(str(exc))
+            failed = True
+    if failed:
+        sys.exit(EXIT_FAILED)
+
+
+def _setting_text(setting: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in setting.items()) if setting else ""
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The figure: .png, .svg or .pdf.")
+@click.option("--metric", type=click.Choice(["psnr", "ms-ssim"]), default="psnr", show_default=True)
+@_force
+def plot(results: tuple[Path, ...], output: Path, metric: str, force: bool) -> None:
+    """Plot rate-distortion curves from `raqcodec rd -o` results files: one curve per codec and file."""
+    from . import plot as rdplot
+
+    try:
+        rdplot.check_output(output)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="-o") from None
+    _check_new_files([output], force)
+    try:
+        loaded = [(path.stem, rdplot.load_results(path)) for path in results]
+        curves = rdplot.plot(loaded, output, metric)
+    except (ValueError, OSError) as exc:
+        _say_error(str(exc))
+        sys.exit(EXIT_FAILED)
+    click.echo(f"wrote {output} ({curves} curves)")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from raqcodec.metrics import gaussian_window, perplexity, psnr, ssim
+from raqcodec.metrics import gaussian_window, ms_ssim, ms_ssim_db, ms_ssim_min_side, perplexity, psnr, ssim
 
 from conftest import smooth_image
 
@@ -114,3 +114,28 @@ def test_perplexity_counts_effective_codes() -> None:
     two_to_one = torch.tensor([0, 0, 1])
     expected = math.exp(-(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)))
     assert perplexity(two_to_one, 4) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("shape", [(161, 161), (176, 200), (203, 190)])  # odd sides exercise the pooling pad
+def test_ms_ssim_matches_pytorch_msssim(shape: tuple[int, int]) -> None:
+    from pytorch_msssim import ms_ssim as reference_ms_ssim  # a test extra: the reference implementation
+
+    h, w = shape
+    pairs = [(smooth_image(h, w, seed=s), noisy(smooth_image(h, w, seed=s), std, seed=s))
+             for s, std in enumerate((2, 8, 25, 60))]
+    pairs.append((smooth_image(h, w, seed=9), smooth_image(h, w, seed=10)))
+    x, y = batch(*(p[0] for p in pairs)), batch(*(p[1] for p in pairs))
+    ours = ms_ssim(x, y)
+    reference = reference_ms_ssim(x.double(), y.double(), data_range=255, size_average=False)
+    assert ours.shape == (len(pairs),)
+    assert torch.allclose(ours, reference.double(), atol=1e-4, rtol=0)
+    assert float(ours[0]) > float(ours[3]) > float(ours[4])  # more noise, lower score
+
+
+def test_ms_ssim_limits() -> None:
+    a = batch(smooth_image(161, 170))
+    assert float(ms_ssim(a, a)[0]) == pytest.approx(1.0, abs=1e-12)
+    assert ms_ssim_min_side() == 161 and ms_ssim_db(1.0) == math.inf
+    assert ms_ssim_db(0.99) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="at least 161x161"):
+        ms_ssim(torch.zeros(1, 3, 160, 300), torch.zeros(1, 3, 160, 300))
