@@ -245,11 +245,24 @@ class _Progress:
     def __init__(self, progress: Any | None) -> None:
         self.progress = progress
 
-    def task(self, label: str, total: int | None) -> Callable[[], None]:
-        if self.progress is None:
-            return lambda: None
-        task_id = self.progress.add_task(label, total=total)
-        return lambda: self.progress.advance(task_id)
+    def task(self, label: str, total: int | None) -> "_Task":
+        return _Task(self.progress, None if self.progress is None else self.progress.add_task(label, total=total))
+
+
+class _Task:
+    """One bar: ``tick`` after each unit of work; ``expect`` when more work is known to come."""
+
+    def __init__(self, progress: Any | None, task_id: Any) -> None:
+        self.progress, self.task_id = progress, task_id
+
+    def __call__(self) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task_id)
+
+    def expect(self, more: int) -> None:
+        if self.progress is not None:
+            total = self.progress.tasks[self.progress.task_ids.index(self.task_id)].total or 0
+            self.progress.update(self.task_id, total=total + more)
 
 
 # -- points ------------------------------------------------------------------------------------------------
@@ -411,8 +424,19 @@ def run(config: RDConfig, progress: Any | None = None) -> dict[str, Any]:
                 targets = reached
             else:
                 notes.append("raqcodec has no complete point; baseline qualities aim at the --bpp values")
-        for name in config.baselines:
-            results_codecs[name] = _run_baseline(name, files, names, pixels, targets, runner, ticker, failures)
+        sweeps = {name: _BaselineSweep(name, files, names, pixels, runner, ticker, failures)
+                  for name in config.baselines}
+        for sweep in sweeps.values():
+            sweep.span(targets)
+        if anchor in sweeps:
+            others = [p for name, e in results_codecs.items() for p in e["points"]] + \
+                [p for name, sweep in sweeps.items() if name != anchor for p in sweep.points.values()]
+            for key in _quality_keys(config.metrics):
+                values = [p[key] for p in others if p["complete"] and p.get(key) is not None]
+                if values:
+                    sweeps[anchor].cover(key, min(values), max(values))
+        for name, sweep in sweeps.items():
+            results_codecs[name] = sweep.entry(targets)
     finally:
         runner.close()
 
@@ -438,36 +462,94 @@ def run(config: RDConfig, progress: Any | None = None) -> dict[str, Any]:
     }
 
 
-def _run_baseline(name: str, files: list[str], names: list[str], pixels: list[int], targets: list[float],
-                  runner: _Runner, ticker: _Progress, failures: list[dict[str, Any]]) -> dict[str, Any]:
-    """Search a baseline's qualities for the targets, then decode and measure the chosen ones."""
-    spec = baselines.get(name)
-    encoded: dict[int, list[Row]] = {}
-    search_tick = ticker.task(f"{name} (quality search)", None)
+class _BaselineSweep:
+    """One baseline's qualities: encoded once each (cached), measured once each (cached)."""
 
-    def mean_bpp(quality: int) -> float | None:
-        if quality not in encoded:
-            encoded[quality] = runner.map(baseline_encode_task, [(f, name, quality) for f in files], search_tick)
-        ok = [len(r["data"]) * 8 / n for r, n in zip(encoded[quality], pixels) if "error" not in r]
+    def __init__(self, name: str, files: list[str], names: list[str], pixels: list[int], runner: _Runner,
+                 ticker: _Progress, failures: list[dict[str, Any]]) -> None:
+        self.name, self.files, self.names, self.pixels = name, files, names, pixels
+        self.runner, self.failures = runner, failures
+        self.spec = baselines.get(name)
+        self.encoded: dict[int, list[Row]] = {}
+        self.points: dict[int, dict[str, Any]] = {}  # every quality measured
+        self.kept: set[int] = set()  # the ones reported: the span, and the ends added by ``cover``
+        self.search_tick = ticker.task(f"{name} (quality search)", None)
+        self.tick = ticker.task(name, 0)
+
+    def mean_bpp(self, quality: int) -> float | None:
+        if quality not in self.encoded:
+            self.encoded[quality] = self.runner.map(baseline_encode_task, [(f, self.name, quality) for f in self.files],
+                                                    self.search_tick)
+        ok = [len(r["data"]) * 8 / n for r, n in zip(self.encoded[quality], self.pixels) if "error" not in r]
         return statistics.fmean(ok) if ok else None
 
-    qualities = choose_qualities(mean_bpp, *spec.qualities, targets)
-    tick = ticker.task(name, len(qualities) * len(files))
-    calls = []
-    for q in qualities:
-        calls.extend((f, r["data"], r["encode_s"]) if "error" not in r else None for f, r in zip(files, encoded[q]))
-    todo = [c for c in calls if c is not None]
-    measured = iter(runner.map(baseline_measure_task, todo, tick))
-    points = []
-    for i, q in enumerate(qualities):
-        rows = [next(measured) if c is not None else {"error": r["error"]}
-                for c, r in zip(calls[i * len(files):(i + 1) * len(files)], encoded[q])]
-        point = make_point({"quality": q}, names, rows)
-        failures.extend(_failures(name, point, {"quality": q}))
-        points.append(point)
-    return {"description": spec.description, "setting": "quality", "points": points,
-            "search": {"targets_bpp": targets,
-                       "mean_bpp_by_quality": {str(q): mean_bpp(q) for q in sorted(encoded)}}}
+    def measure(self, qualities: Iterable[int]) -> None:
+        """Decode and measure the files of these qualities (all in one batch, for the worker processes)."""
+        todo = [q for q in dict.fromkeys(qualities) if q not in self.points]
+        for q in todo:
+            self.mean_bpp(q)  # encodes if not done yet
+        calls = [(f, r["data"], r["encode_s"]) for q in todo for f, r in zip(self.files, self.encoded[q])
+                 if "error" not in r]
+        self.tick.expect(len(calls))
+        measured = iter(self.runner.map(baseline_measure_task, calls, self.tick))
+        for q in todo:
+            rows = [next(measured) if "error" not in r else {"error": r["error"]} for r in self.encoded[q]]
+            point = make_point({"quality": q}, self.names, rows)
+            self.failures.extend(_failures(self.name, point, {"quality": q}))
+            self.points[q] = point
+
+    def span(self, targets: list[float]) -> None:
+        """Measure the qualities whose points span the target mean bpps (``choose_qualities``)."""
+        chosen = choose_qualities(self.mean_bpp, *self.spec.qualities, targets)
+        self.measure(chosen)
+        self.kept.update(chosen)
+
+    def cover(self, key: str, low: float, high: float) -> None:
+        """Add qualities until the complete points' ``key`` values reach down to ``low`` and up to ``high``
+        where the codec can: an anchor whose curve stops short of a test curve's quality range leaves
+        the BD-rate integral only the overlap, a fraction of the curve being compared."""
+        lo_q, hi_q = self.spec.qualities
+
+        def value(q: int) -> float:
+            self.measure([q])
+            v = self.points[q].get(key) if self.points[q]["complete"] else None
+            return math.nan if v is None else v
+
+        def reach(goal: float, upward: bool) -> None:
+            done = [q for q in self.kept if self.points[q]["complete"] and self.points[q].get(key) is not None]
+            if not done:
+                return
+            edge = max(done) if upward else min(done)
+            if upward:  # invariant: value(a) < goal <= value(b); the smallest quality reaching the goal
+                a, b = edge, hi_q
+                if value(a) >= goal:
+                    return
+                if not value(b) >= goal:
+                    self.kept.add(b)  # out of reach: the best the codec can do
+                    return
+            else:  # invariant: value(a) <= goal < value(b); the largest quality reaching down to it
+                a, b = lo_q, edge
+                if value(b) <= goal:
+                    return
+                if not value(a) <= goal:
+                    self.kept.add(a)
+                    return
+            while b - a > 1:
+                mid = (a + b) // 2
+                if upward:
+                    a, b = (a, mid) if value(mid) >= goal else (mid, b)
+                else:
+                    a, b = (mid, b) if value(mid) <= goal else (a, mid)
+            self.kept.add(b if upward else a)  # the probes in between are measured but not reported
+
+        reach(high, upward=True)
+        reach(low, upward=False)
+
+    def entry(self, targets: list[float]) -> dict[str, Any]:
+        return {"description": self.spec.description, "setting": "quality",
+                "points": [self.points[q] for q in sorted(self.kept)],
+                "search": {"targets_bpp": targets,
+                           "mean_bpp_by_quality": {str(q): self.mean_bpp(q) for q in sorted(self.encoded)}}}
 
 
 def dataset_name(inputs: Sequence[Path]) -> str:
@@ -482,9 +564,14 @@ def curve(points: list[dict[str, Any]], metric: str) -> list[tuple[float, float]
             and p.get(metric) is not None]
 
 
+def _quality_keys(metrics: Sequence[str]) -> list[str]:
+    """The point fields that BD-rates integrate over, for the metrics measured."""
+    return [key for key, metric in (("psnr", "psnr"), ("ms_ssim_db", "ms-ssim")) if metric in metrics]
+
+
 def bd_rates(codecs: dict[str, Any], anchor: str | None, metrics: Sequence[str]) -> dict[str, Any]:
     """BD-rate (%, PCHIP, ``raqcodec.bdrate``) of every codec against the anchor, on PSNR and MS-SSIM dB."""
-    keys = [k for k, m in (("psnr", "psnr"), ("ms_ssim_db", "ms-ssim")) if m in metrics]
+    keys = _quality_keys(metrics)
     out: dict[str, Any] = {"anchor": anchor, "method": "Bjontegaard delta rate, PCHIP interpolation of "
                            "log(bpp) over the overlapping quality range (raqcodec.bdrate.bd_rate)", "codecs": {}}
     if anchor is None:
@@ -495,8 +582,14 @@ def bd_rates(codecs: dict[str, Any], anchor: str | None, metrics: Sequence[str])
             continue
         record: dict[str, Any] = {}
         for key in keys:
+            anchor_curve, test_curve = curve(codecs[anchor]["points"], key), curve(entry["points"], key)
             try:
-                record[key] = bdrate.bd_rate(curve(codecs[anchor]["points"], key), curve(entry["points"], key))
+                record[key] = bdrate.bd_rate(anchor_curve, test_curve)
+                # the quality interval averaged over, and the share of the test curve's range it covers
+                lo, hi = bdrate.overlap(anchor_curve, test_curve, "quality")
+                span = max(q for _, q in test_curve) - min(q for _, q in test_curve)
+                record[f"{key}_overlap"] = [lo, hi]
+                record[f"{key}_overlap_share"] = (hi - lo) / span if span > 0 else None
             except ValueError as exc:
                 record[key] = None
                 record[f"{key}_error"] = str(exc)

@@ -122,6 +122,21 @@ def test_baseline_qualities_span_our_range(measured: dict[str, Any]) -> None:
     assert bpps == sorted(bpps)
 
 
+def test_the_anchor_covers_every_curve_it_is_compared_with(measured: dict[str, Any]) -> None:
+    r = measured["results"]
+    # (the tiny model's random weights give ~11 dB, below any JPEG: only WebP is compared here)
+    jpeg = r["codecs"]["jpeg"]["points"]
+    webp = [p["psnr"] for p in r["codecs"]["webp"]["points"]]
+    ours_bpp = [p["bpp"] for p in r["codecs"]["raqcodec"]["points"]]
+    assert max(p["psnr"] for p in jpeg) >= max(webp)  # reached by extending JPEG beyond our bpp range
+    assert max(p["bpp"] for p in jpeg) > max(ours_bpp)
+    assert len(jpeg) <= len(set(r["codecs"]["jpeg"]["search"]["mean_bpp_by_quality"]))
+    assert [p["psnr"] for p in jpeg] == sorted(p["psnr"] for p in jpeg)
+    record = r["bd_rate"]["codecs"]["webp"]
+    assert record["psnr_overlap_share"] == pytest.approx(1.0)  # the BD-rate covers the whole WebP curve
+    assert record["psnr_overlap"] == pytest.approx([min(webp), max(webp)])
+
+
 def test_per_image_csv_has_a_row_per_codec_point_image(measured: dict[str, Any]) -> None:
     r = measured["results"]
     with open(measured["out"] / "r.csv", newline="") as fh:
