@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from .batch import Outcome, Settings
 
 EXIT_FAILED = 1  # at least one input could not be processed
 EXIT_INTERNAL = 70  # a bug: unexpected exception
@@ -82,37 +84,6 @@ def main() -> None:
 
 # -- helpers -------------------------------------------------------------------------------------------
 
-def _output_for(source: Path, out: str | None, many: bool, suffix: str) -> Path:
-    """Default: beside the input with the new suffix. -o: a file for one input; a directory for several,
-    for an existing directory, or for a path ending in a separator."""
-    if out is None:
-        return source.with_suffix(suffix)
-    target = Path(out)
-    if many or target.is_dir() or out.endswith(("/", os.sep)):
-        return target / source.with_suffix(suffix).name
-    return target
-
-
-def _check_outputs(pairs: list[tuple[Path, Path]], force: bool) -> None:
-    seen: dict[Path, Path] = {}
-    for src, dst in pairs:
-        key = dst.resolve()
-        if key in seen:
-            raise click.UsageError(f"{seen[key]} and {src} would both be written to {dst}")
-        seen[key] = src
-        if key == src.resolve():
-            raise click.UsageError(f"output {dst} is the input itself")
-        if dst.exists() and not force:
-            raise click.UsageError(f"{dst} exists; pass --force to overwrite it")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    from .fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 MAX_STREAM_BYTES = 1 << 30  # no .raq file of a decodable image comes near this
 
 
@@ -129,36 +100,164 @@ def _emit(as_json: bool, record: dict[str, Any], line: str) -> None:
     click.echo(json.dumps(record) if as_json else line)
 
 
-@contextmanager
-def _per_file(failures: list[str], path: Path) -> Iterator[None]:
-    """Report a user-caused failure for one input and carry on with the next."""
-    try:
-        yield
-    except _user_errors() as exc:
-        message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-        _say_error(message)
-        failures.append(message)
-
-
-def _files(inputs: tuple[Path, ...]) -> list[Path]:
-    for p in inputs:
-        if p.is_dir():
-            raise click.UsageError(f"{p} is a directory; pass the image files themselves")
-    return list(inputs)
-
-
 _device = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                        help="Where the networks run; every device decodes to the same pixels.")
 _force = click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 _json = click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file on stdout.")
-_inputs = click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+
+
+class _InputPath(click.Path):
+    """An existing path, or a glob pattern (* ? [) the shell left unexpanded: raqcodec.batch expands it."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from .batch import GLOB_MAGIC
+
+        if isinstance(value, str) and GLOB_MAGIC.search(value) and not os.path.lexists(value):
+            return value
+        return super().convert(value, param, ctx)
+
+
+def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    from .batch import parse_shard
+
+    if value is None:
+        return None
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_tree_inputs = click.argument("inputs", nargs=-1, required=True, type=_InputPath(exists=True))
+_batch_force = click.option("--force", is_flag=True,
+                            help="Redo outputs that exist and are complete (skipped otherwise; incomplete ones "
+                                 "are always redone).")
+_jobs = click.option("-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
+                     help="Worker processes (each loads the model once and uses one torch thread).")
+_shard_option = click.option("--shard", metavar="I/N", callback=_shard,
+                             help="Do only part I of N (1-based) of the inputs, chosen by a hash of each "
+                                  "input's path relative to its folder: N machines, one part each.")
+_quiet = click.option("-q", "--quiet", is_flag=True, help="No progress bar and no closing summary.")
+
+
+def _outcome_record(outcome: Outcome) -> tuple[dict[str, Any], str | None]:
+    """The --json record and the text line (None: a failure, reported on stderr only) of one file."""
+    src, dst = outcome.job.source, outcome.job.output
+    record: dict[str, Any] = {"input": str(src), "output": str(dst), "status": outcome.status}
+    if outcome.status == "skipped":
+        record["reason"] = outcome.reason
+        return record, f"{src} -> {dst}  skipped ({outcome.reason})"
+    if outcome.status == "failed":
+        record["error"] = outcome.error
+        return record, None
+    f = outcome.fields
+    record.update(f)
+    if "bpp" in f:
+        return record, (f"{src} -> {dst}  {f['width']}x{f['height']}  {f['bytes']} bytes  {f['bpp']:.4f} bpp  "
+                        f"K~={f['codebook_size']}  {f['seconds']:.2f} s")
+    return record, f"{src} -> {dst}  {f['width']}x{f['height']} {f['mode']}  {f['seconds']:.2f} s"
+
+
+def _failure_line(outcome: Outcome) -> str:
+    src, error = str(outcome.job.source), outcome.error or "failed"
+    return error if src in error else f"{src}: {error}"
+
+
+def _progress(quiet: bool) -> Any:
+    """A rich progress bar on stderr (files, files/s, elapsed, ETA), or a disabled one."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class FilesPerSecond(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.1f} files/s" if speed else "- files/s")
+
+    show = not quiet and sys.stderr.isatty()
+    # stdout lines go above the bar only when stdout is the terminal too; redirected, they stay on stdout
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), FilesPerSecond(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
+                    disable=not show, redirect_stdout=show and sys.stdout.isatty())
+
+
+def _run_batch(settings: Settings, inputs: tuple[str, ...], output: str | None, force: bool, as_json: bool,
+               jobs: int, shard: tuple[int, int] | None, quiet: bool) -> None:
+    """Plan, run and report a batch (raqcodec.batch); exits 1 when any file failed, 128+signal when
+    interrupted."""
+    from . import batch
+
+    try:
+        plan = batch.plan(inputs, settings.kind, output)
+    except batch.BatchError as exc:
+        raise click.UsageError(str(exc)) from None
+    for message in plan.notes:
+        _note(message)
+    for message in plan.errors:
+        _say_error(message)
+    todo = batch.select_shard(plan.jobs, *shard) if shard else plan.jobs
+    progress = _progress(quiet)
+
+    def start(total: int) -> None:
+        if total:
+            progress.add_task(settings.kind, total=total)
+
+    def report(outcome: Outcome) -> None:
+        record, line = _outcome_record(outcome)
+        for message in outcome.notes:
+            _note(f"{outcome.job.source}: {message}")
+        if outcome.status == "failed":
+            _say_error(_failure_line(outcome))
+        if as_json:
+            click.echo(json.dumps(record))
+        elif line is not None:
+            click.echo(line)
+        if outcome.status != "skipped" and progress.tasks:
+            progress.advance(progress.tasks[0].id)
+
+    try:
+        with progress:
+            summary = batch.run(todo, settings, force=force, workers=jobs, report=report, note=_note, start=start)
+    except batch.BatchFatal as exc:
+        _say_error(str(exc))
+        sys.exit(EXIT_FAILED)
+    summary.failed += len(plan.errors)
+    if plan.is_batch and not quiet:
+        shard_text = f" (shard {shard[0]}/{shard[1]} of {len(plan.jobs)})" if shard else ""
+        click.echo(f"raqcodec: {batch.summary_line(summary)}{shard_text}", err=True)
+    if summary.interrupted:
+        name = signal.Signals(summary.interrupted).name
+        _say_error("interrupted" if name == "SIGINT" else f"terminated ({name}); every output written is complete, "
+                   "rerun to finish")
+        sys.exit(128 + summary.interrupted)
+    if summary.failed:
+        sys.exit(EXIT_FAILED)
 
 
 # -- commands ------------------------------------------------------------------------------------------
 
-@main.command()
-@_inputs
-@click.option("-o", "--output", type=click.Path(), help="Output file (one input) or directory (several, or ending in /).")
+_OUTPUT_HELP = ("Output {what} (one input file) or directory (several inputs, a directory or a pattern, an "
+                "existing directory, or ending in /): the input trees are mirrored under it. Default: beside "
+                "each input.")
+_BATCH_HELP = """
+
+    INPUTS are files, directories (searched recursively for {found}; hidden files skipped) and glob
+    patterns (quoted, e.g. 'photos/**/*.png'). An output that exists and is complete is skipped (--force
+    redoes it); nothing partial is ever left under an output's name, even when interrupted. Exits 1 if
+    any file failed (each is listed), 0 otherwise.
+"""
+
+
+@main.command(help="Encode images to .raq files (photo.png -> photo.raq)." + _BATCH_HELP.format(
+    found="image files by extension") + """
+    \b
+    raqcodec encode --bpp 0.3 photo.png
+    raqcodec encode --bpp 0.2 photos/ -o out/ -j 4        # out/a/b.raq for photos/a/b.png
+    raqcodec encode -k 256 'photos/**/*.jpg' -o out/ --shard 2/3
+""")
+@_tree_inputs
+@click.option("-o", "--output", type=click.Path(), help=_OUTPUT_HELP.format(what=".raq file"))
 @click.option("--bpp", type=float, help="Budget for the whole file in bits per pixel; picks the best K~ that fits.")
 @click.option("--codebook-size", "-k", type=int, help="Encode at this codebook size K~ instead.")
 @click.option("--model", default=None, help="Model name or .safetensors path (default: the bundled default).")
@@ -171,71 +270,44 @@ _inputs = click.argument("inputs", nargs=-1, required=True, type=click.Path(exis
               help="Index coder: the model's context model, or one order-0 table per image (format 1's coder); "
                    "auto: context when the model has one.")
 @_device
-@_force
+@_jobs
+@_shard_option
+@_quiet
+@_batch_force
 @_json
-def encode(inputs: tuple[Path, ...], output: str | None, bpp: float | None, codebook_size: int | None,
-           model: str | None, adapter: str, refine: int | None, entropy: str, device: str, force: bool,
-           as_json: bool) -> None:
-    """Encode images to .raq files (photo.png -> photo.raq)."""
-    from . import codec, registry
+def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, codebook_size: int | None,
+           model: str | None, adapter: str, refine: int | None, entropy: str, device: str, jobs: int,
+           shard: tuple[int, int] | None, quiet: bool, force: bool, as_json: bool) -> None:
+    from .batch import ENCODE, Settings
 
     if (bpp is None) == (codebook_size is None):
         raise click.UsageError("give exactly one of --bpp and --codebook-size")
-    files = _files(inputs)
-    pairs = [(f, _output_for(f, output, len(files) > 1, ".raq")) for f in files]
-    _check_outputs(pairs, force)
-    failures: list[str] = []
-    try:
-        loaded = registry.load(model)
-    except _user_errors() as exc:
-        _say_error(str(exc))
-        sys.exit(EXIT_FAILED)
-    for src, dst in pairs:
-        with _per_file(failures, src):
-            result = codec.encode_detailed(src, bpp=bpp, codebook_size=codebook_size, model=loaded,
-                                           adapter=adapter, device=device, entropy=entropy,
-                                           refine=codec.DEFAULT_REFINE_STEPS if refine is None else refine)
-            for note in result.notes:
-                _note(f"{src}: {note}")
-            _write_atomic(dst, result.data)
-            record = {"input": str(src), "output": str(dst), "width": result.width, "height": result.height,
-                      "bytes": len(result.data), "bpp": round(result.bpp, 6), "codebook_size": result.codebook_size,
-                      "adapter": result.adapter, "coder": result.coder, "model": result.model,
-                      "seconds": round(result.seconds, 4)}
-            _emit(as_json, record, f"{src} -> {dst}  {result.width}x{result.height}  {len(result.data)} bytes  "
-                                   f"{result.bpp:.4f} bpp  K~={result.codebook_size}  {result.seconds:.2f} s")
-    if failures:
-        sys.exit(EXIT_FAILED)
+    settings = Settings(kind=ENCODE, model=model, device=device, bpp=bpp, codebook_size=codebook_size,
+                        adapter=adapter, refine=refine, entropy=entropy)
+    _run_batch(settings, inputs, output, force, as_json, jobs, shard, quiet)
 
 
-@main.command()
-@_inputs
-@click.option("-o", "--output", type=click.Path(), help="Output PNG (one input) or directory (several, or ending in /).")
+@main.command(help="Decode .raq files to PNG (photo.raq -> photo.png)." + _BATCH_HELP.format(
+    found=".raq files") + """
+    \b
+    raqcodec decode photo.raq
+    raqcodec decode out/ -o decoded/ -j 4                 # decoded/a/b.png for out/a/b.raq
+""")
+@_tree_inputs
+@click.option("-o", "--output", type=click.Path(), help=_OUTPUT_HELP.format(what="PNG"))
 @click.option("--model", default=None, help="Model name or path to try first (found by fingerprint otherwise).")
 @_device
-@_force
+@_jobs
+@_shard_option
+@_quiet
+@_batch_force
 @_json
-def decode(inputs: tuple[Path, ...], output: str | None, model: str | None, device: str, force: bool,
-           as_json: bool) -> None:
-    """Decode .raq files to PNG (photo.raq -> photo.png)."""
-    from . import codec, imageio
+def decode(inputs: tuple[str, ...], output: str | None, model: str | None, device: str, jobs: int,
+           shard: tuple[int, int] | None, quiet: bool, force: bool, as_json: bool) -> None:
+    from .batch import DECODE, Settings
 
-    files = _files(inputs)
-    pairs = [(f, _output_for(f, output, len(files) > 1, ".png")) for f in files]
-    _check_outputs(pairs, force)
-    failures: list[str] = []
-    for src, dst in pairs:
-        with _per_file(failures, src):
-            started = time.perf_counter()
-            image = codec.decode(_read_stream(src), model=model, device=device)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            imageio.save_png(image, dst)
-            seconds = time.perf_counter() - started
-            record = {"input": str(src), "output": str(dst), "width": image.width, "height": image.height,
-                      "mode": image.mode, "seconds": round(seconds, 4)}
-            _emit(as_json, record, f"{src} -> {dst}  {image.width}x{image.height} {image.mode}  {seconds:.2f} s")
-    if failures:
-        sys.exit(EXIT_FAILED)
+    _run_batch(Settings(kind=DECODE, model=model, device=device), inputs, output, force, as_json, jobs, shard,
+               quiet)
 
 
 @main.command()

@@ -43,7 +43,7 @@ def test_encode_decode_default_names_and_json(env: dict, png: Path) -> None:
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
     raq = png.with_suffix(".raq")
-    assert record["output"] == str(raq) and raq.exists()
+    assert record["output"] == str(raq) and raq.exists() and record["status"] == "done"
     assert record["bytes"] == raq.stat().st_size
     assert record["bpp"] == pytest.approx(raq.stat().st_size * 8 / (42 * 30), abs=1e-5)
     assert {"input", "width", "height", "codebook_size", "seconds"} <= set(record)
@@ -64,13 +64,15 @@ def test_bpp_budget_through_cli(env: dict, png: Path) -> None:
     assert json.loads(res.stdout)["bpp"] <= 2.0
 
 
-def test_existing_output_needs_force(env: dict, png: Path) -> None:
+def test_complete_existing_output_is_skipped_unless_force(env: dict, png: Path) -> None:
     assert run("encode", str(png), "--model", "tiny", "-k", "8").exit_code == 0
     raq = png.with_suffix(".raq")
     before = raq.read_bytes()
     res = run("encode", str(png), "--model", "tiny", "-k", "16")
-    assert res.exit_code == 2 and "--force" in res.output
+    assert res.exit_code == 0 and "skipped" in res.stdout and "--force" in res.stdout  # reported, never silent
     assert raq.read_bytes() == before  # untouched
+    res = run("encode", str(png), "--model", "tiny", "-k", "16", "--json")
+    assert json.loads(res.stdout)["status"] == "skipped"
     assert run("encode", str(png), "--model", "tiny", "-k", "16", "--force").exit_code == 0
     assert raq.read_bytes() != before
 

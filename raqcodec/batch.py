@@ -1,0 +1,814 @@
+"""Batch encoding and decoding behind ``raqcodec encode`` / ``raqcodec decode``: files, directory trees and
+glob patterns in, one output per input (beside it, or at the mirrored path under ``-o DIR``), in worker
+processes that each load the model once.
+
+A run is: ``plan`` (find the inputs, map each to its output, refuse collisions and escapes) ->
+``select_shard`` (a stable 1/N of the plan) -> ``run`` (sweep stale temporary files, skip complete
+outputs, do the rest here or in worker processes, report each file as it finishes). docs/DESIGN.md,
+"Batch runs", states the policies: what is skipped, the shard hash, temporary files and symbolic links.
+
+This module imports neither torch nor the model: a rerun that skips everything never loads them, and
+worker processes import it cheaply before they load the model.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import hashlib
+import multiprocessing
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+import unicodedata
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_any
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from .fileio import atomic_path
+
+ENCODE, DECODE = "encode", "decode"
+SUFFIX = {ENCODE: ".raq", DECODE: ".png"}
+DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+# Same extensions as ``raqcodec rd`` (rd.IMAGE_EXTENSIONS; not imported: rd pulls in numpy and the baselines).
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"})
+FOUND_BY_EXTENSION = {ENCODE: IMAGE_EXTENSIONS, DECODE: frozenset({".raq"})}
+MAX_STREAM_BYTES = 1 << 30  # no .raq file of a decodable image comes near this
+# A temporary file of a dead process is removed only once it has not been written for this long: a pid
+# is only meaningful on this host, and shards on other hosts (or containers) may share the output tree.
+STALE_AFTER_S = 60.0
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # every complete PNG ends with this IEND chunk
+GLOB_MAGIC = re.compile(r"[*?[]")
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")  # fileio.atomic_path's names
+STOP_TIMEOUT_S = 10.0  # how long an interrupted worker gets to remove its temporary file
+
+
+class BatchError(ValueError):
+    """A request that cannot be planned (collision, ``..``, nothing found): a usage error, one sentence."""
+
+
+class BatchFatal(RuntimeError):
+    """A failure that stops the whole run (the model cannot be loaded, workers die on start-up)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the program is, so that every ``finally`` (``atomic_path``'s
+    removal of its temporary file) runs on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    output: Path
+    key: str  # the input's path relative to its root, posix, NFC: the shard hash key
+    root: Path | None  # the output directory (-o DIR) the output must stay inside; None: beside the input
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    notes: list[str] = field(default_factory=list)  # symbolic links not followed, empty directories
+    errors: list[str] = field(default_factory=list)  # unreadable directories: count as failures
+    is_batch: bool = False  # several files, a directory or a pattern: worth a closing summary
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every job of a run shares; sent once to each worker process."""
+
+    kind: str
+    model: str | None = None
+    device: str = "auto"
+    bpp: float | None = None
+    codebook_size: int | None = None
+    adapter: str = "seq2seq"
+    refine: int | None = None  # None: the codec's default
+    entropy: str = "auto"
+
+
+@dataclass
+class Outcome:
+    job: Job
+    status: str  # DONE, SKIPPED or FAILED
+    fields: dict[str, Any] = field(default_factory=dict)  # measurements of a done job
+    error: str | None = None  # why it failed, one line
+    reason: str | None = None  # why it was skipped
+    notes: list[str] = field(default_factory=list)
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass
+class Summary:
+    kind: str
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bytes_in: int = 0  # of the files done
+    bytes_out: int = 0
+    bpp: list[float] = field(default_factory=list)  # of the files encoded
+    seconds: float = 0.0
+    interrupted: int | None = None  # the signal that stopped the run
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.status == DONE:
+            self.done += 1
+            self.bytes_in += outcome.bytes_in
+            self.bytes_out += outcome.bytes_out
+            if "bpp" in outcome.fields:
+                self.bpp.append(outcome.fields["bpp"])
+        elif outcome.status == SKIPPED:
+            self.skipped += 1
+        else:
+            self.failed += 1
+
+
+# -- planning ---------------------------------------------------------------------------------------------
+
+def plan_key(rel: PurePosixPath) -> str:
+    # NFC: the same tree copied between macOS (NFD names) and Linux shards the same way.
+    return unicodedata.normalize("NFC", rel.as_posix())
+
+
+def _walk(root: Path, extensions: frozenset[str], notes: list[str], errors: list[str]) -> list[PurePosixPath]:
+    """Files under ``root`` with one of ``extensions``, relative to it, sorted. Hidden files and folders
+    are skipped; symbolic links to files are read; symbolic links to folders are not followed."""
+    found: list[PurePosixPath] = []
+
+    def unreadable(exc: OSError) -> None:
+        errors.append(f"{exc.filename}: cannot list directory ({exc.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        here = Path(dirpath)
+        keep = []
+        for name in sorted(dirnames):
+            if name.startswith("."):
+                continue
+            if (here / name).is_symlink():
+                notes.append(f"{here / name}: symbolic link to a directory, not followed")
+                continue
+            keep.append(name)
+        dirnames[:] = keep
+        for name in filenames:
+            path = here / name
+            if name.startswith(".") or path.suffix.lower() not in extensions:
+                continue
+            if not path.is_file():  # a dangling link, a fifo: reading it would fail or block
+                notes.append(f"{path}: not a regular file, left out")
+                continue
+            found.append(PurePosixPath(path.relative_to(root).as_posix()))
+    return sorted(found, key=lambda p: p.as_posix())
+
+
+def _glob_base(pattern: str) -> Path:
+    """The leading folders of a pattern without wildcards: matches are mirrored relative to it."""
+    fixed = []
+    for part in Path(pattern).parts:
+        if GLOB_MAGIC.search(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _through_link(root: Path, rel: PurePosixPath) -> Path | None:
+    """The first folder between root and rel that is a symbolic link (glob's ** follows them), or None."""
+    here = root
+    for part in rel.parts[:-1]:
+        here = here / part
+        if here.is_symlink():
+            return here
+    return None
+
+
+def find_inputs(args: Sequence[str], kind: str) -> tuple[list[tuple[Path, PurePosixPath, bool]], Plan]:
+    """(root, path relative to root, named explicitly) of every input, in the order of ``args``."""
+    extensions = FOUND_BY_EXTENSION[kind]
+    plan = Plan(jobs=[], is_batch=len(args) > 1)
+    found: list[tuple[Path, PurePosixPath, bool]] = []
+
+    def add_dir(root: Path, prefix: PurePosixPath, shown: str) -> None:
+        files = _walk(root / prefix, extensions, plan.notes, plan.errors)
+        if not files:
+            plan.notes.append(f"no {', '.join(sorted(extensions))} files under {shown}")
+        found.extend((root, prefix / rel, False) for rel in files)
+
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            plan.is_batch = True
+            add_dir(path, PurePosixPath(), arg)
+        elif os.path.lexists(arg):
+            found.append((path.parent, PurePosixPath(path.name), True))  # named: tried whatever its extension
+        elif GLOB_MAGIC.search(arg):
+            plan.is_batch = True
+            base = _glob_base(arg)
+            matches = sorted(glob.glob(arg, recursive=True))
+            if not matches:
+                raise BatchError(f"no files match {arg!r}")
+            for match in matches:
+                rel = PurePosixPath(Path(match).relative_to(base).as_posix())
+                if ".." in rel.parts:
+                    raise BatchError(f"{match}: '..' in a matched path would leave the output directory")
+                link = _through_link(base, rel)
+                if link is not None:
+                    plan.notes.append(f"{match}: under {link}, a symbolic link to a directory; not followed")
+                elif Path(match).is_dir():
+                    add_dir(base, rel, match)
+                else:
+                    found.append((base, rel, False))
+        else:
+            raise BatchError(f"{arg} does not exist")
+    return found, plan
+
+
+def plan(args: Sequence[str], kind: str, output: str | None) -> Plan:
+    """Every input and its output. ``output``: None (beside each input), a file (one input named
+    explicitly), or a directory under which the inputs' trees are mirrored."""
+    found, result = find_inputs(args, kind)
+    suffix = SUFFIX[kind]
+    single_file = len(args) == 1 and len(found) == 1 and found[0][2]
+    to_file = (output is not None and single_file and not Path(output).is_dir()
+               and not output.endswith(("/", os.sep)))
+    seen_sources: set[str] = set()
+    for root, rel, _ in found:
+        source = root.joinpath(*rel.parts)
+        if os.path.abspath(source) in seen_sources:  # the same file named twice (a folder and a file in it)
+            continue
+        seen_sources.add(os.path.abspath(source))
+        if output is None:
+            result.jobs.append(Job(source, source.with_suffix(suffix), plan_key(rel), None))
+        elif to_file:
+            result.jobs.append(Job(source, Path(output), plan_key(rel), None))
+        else:
+            out = Path(output)
+            result.jobs.append(Job(source, out.joinpath(*rel.with_suffix(suffix).parts), plan_key(rel), out))
+    if not result.jobs and not result.errors:
+        shown = ", ".join(args)
+        raise BatchError(f"no input files ({', '.join(sorted(FOUND_BY_EXTENSION[kind]))}) under {shown}")
+    check_collisions(result.jobs)
+    return result
+
+
+def check_collisions(jobs: Sequence[Job]) -> None:
+    """Two inputs with one output, or an output that is an input, are refused before anything runs."""
+    sources = {os.path.realpath(job.source): job.source for job in jobs}
+    outputs: dict[str, Path] = {}
+    for job in jobs:
+        key = os.path.normcase(os.path.realpath(job.output))
+        if key in outputs:
+            raise BatchError(f"{outputs[key]} and {job.source} would both be written to {job.output}")
+        outputs[key] = job.source
+        if os.path.realpath(job.output) in sources:
+            raise BatchError(f"output {job.output} is the input {sources[os.path.realpath(job.output)]}")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` (1-based) to (I, N); ValueError with a one-line reason otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"expected I/N such as 1/4, got {text!r}")
+    index, count = int(match[1]), int(match[2])
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"I/N needs 1 <= I <= N, got {text!r}")
+    return index, count
+
+
+def shard_of(key: str, count: int) -> int:
+    """0-based shard of an input: sha256 of its relative path, so the same on every machine and whatever
+    other files exist."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def select_shard(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
+    return [job for job in jobs if shard_of(job.key, count) == index - 1]
+
+
+# -- outputs: complete or not, inside the tree, stale temporary files --------------------------------------
+
+def existing_output(kind: str, path: Path) -> tuple[bool, str | None]:
+    """(complete, why not): (False, None) when nothing is there. Encode: the .raq parses (header, sizes
+    and CRC; no decoding). Decode: the PNG passes Pillow's verify() and ends with its IEND chunk."""
+    if not os.path.lexists(path):
+        return False, None
+    if not path.is_file():
+        return False, "not a regular file"
+    try:
+        if kind == ENCODE:
+            from .bitstream import read_header
+
+            if path.stat().st_size > MAX_STREAM_BYTES:
+                return False, "larger than any .raq file"
+            read_header(path.read_bytes())
+            return True, None
+        from PIL import Image
+
+        with Image.open(path) as image:
+            if image.format != "PNG":
+                return False, f"a {image.format} file, not a PNG"
+            image.verify()
+        with open(path, "rb") as fh:
+            fh.seek(-len(PNG_END), os.SEEK_END)
+            if fh.read() != PNG_END:
+                return False, "truncated PNG file (no IEND chunk at its end)"
+        return True, None
+    except Exception as exc:  # noqa: BLE001 - any defect means: not complete, redo it
+        return False, str(exc) or type(exc).__name__
+
+
+def ensure_inside(path: Path, root: Path) -> None:
+    """Refuse an output whose folder resolves outside ``root`` (a symbolic link inside the output tree)."""
+    real_root = os.path.realpath(root)
+    real_parent = os.path.realpath(path.parent)
+    if os.path.commonpath([real_root, real_parent]) != real_root:
+        raise OSError(f"{path} would be written outside {root} ({path.parent} leads to {real_parent}); refusing")
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate it there; never sweep
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, someone else's
+        return True
+    return True
+
+
+def temp_files(directories: Iterable[Path], suffix: str, recursive: bool) -> Iterator[tuple[Path, int]]:
+    """(path, writer pid) of ``fileio.atomic_path`` temporary files of ``suffix`` outputs."""
+    for directory in directories:
+        walker = os.walk(directory) if recursive else [(str(directory), [], _names(directory))]
+        for dirpath, _, filenames in walker:
+            for name in filenames:
+                match = _TEMP_NAME.match(name)
+                if match and match["name"].endswith(suffix):
+                    yield Path(dirpath) / name, int(match["pid"])
+
+
+def _names(directory: Path) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []
+
+
+def sweep_stale_temps(jobs: Sequence[Job], suffix: str, now: float | None = None) -> list[Path]:
+    """Remove temporary files left by killed runs (SIGKILL, power loss): their writer is not alive and
+    they have not been written for STALE_AFTER_S. Output trees are searched whole, other folders only
+    where an output goes."""
+    now = time.time() if now is None else now
+    roots = {job.root for job in jobs if job.root is not None and job.root.is_dir()}
+    beside = {job.output.parent for job in jobs if job.root is None}
+    removed = []
+    for recursive, dirs in ((True, roots), (False, beside)):
+        for path, pid in temp_files(sorted(dirs), suffix, recursive):
+            try:
+                if not _pid_alive(pid) and now - path.lstat().st_mtime > STALE_AFTER_S:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:
+                continue
+    return removed
+
+
+def _remove_temps_of(pid: int, directory: Path, suffix: str) -> None:
+    """After a worker was stopped: anything it left half-written (a kill -9 between write and rename)."""
+    for path, owner in temp_files([directory], suffix, recursive=False):
+        if owner == pid:
+            path.unlink(missing_ok=True)
+
+
+# -- the work of one file (in a worker process, or in this one with -j 1) ----------------------------------
+
+_state: dict[str, Any] = {}
+
+
+def init_worker(settings: Settings, single_thread: bool) -> None:
+    """Load the model once per process and check what holds for every file (a codebook size in the
+    model's range); with several processes each gets one torch thread, so N processes use N cores."""
+    import math
+
+    import torch
+
+    from . import registry
+    from .codec import pick_device
+    from .ratecontrol import BudgetError
+
+    if single_thread:
+        torch.set_num_threads(1)
+    device = pick_device(settings.device)
+    if settings.kind == ENCODE:
+        model = registry.load(settings.model).to(device)
+        if settings.codebook_size is not None:
+            lo, hi = model.size_range
+            if not lo <= settings.codebook_size <= hi:
+                raise BudgetError(f"codebook size {settings.codebook_size} is outside model {model.name}'s "
+                                  f"range {lo}..{hi}")
+        if settings.bpp is not None and not (math.isfinite(settings.bpp) and settings.bpp > 0):
+            raise BudgetError(f"--bpp must be a positive number, got {settings.bpp}")
+        _state["model"] = model
+    elif settings.model is not None:
+        registry.load(settings.model).to(device)  # cached: decode finds it by name, first
+    _state["settings"] = settings
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from . import BudgetError, CodecError, EntropyError, FormatError, ImageError, ModelFileError
+
+    return (BudgetError, CodecError, EntropyError, FormatError, ImageError, ModelFileError, OSError)
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, _user_errors()):
+        return str(exc)
+    text = f"internal error ({type(exc).__name__}: {exc})"
+    if os.environ.get("RAQCODEC_DEBUG"):
+        text += "\n" + "".join(traceback.format_exception(exc))
+    return text
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise OSError(f"{path} is not a regular file")
+
+
+def read_stream(path: Path) -> bytes:
+    """A .raq file's bytes, refusing non-files and absurd sizes before reading them."""
+    _require_file(path)
+    if path.stat().st_size > MAX_STREAM_BYTES:
+        raise OSError(f"{path} is {path.stat().st_size} bytes, larger than any .raq file; refusing to read it")
+    return path.read_bytes()
+
+
+def write_output(job: Job, write: Callable[[Path], None]) -> None:
+    """Write through a temporary name in the destination folder, synced, then renamed: the real name
+    only ever holds a complete file. Checked inside the output tree before and after making folders."""
+    if job.root is not None:
+        ensure_inside(job.output, job.root)
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    if job.root is not None:
+        ensure_inside(job.output, job.root)  # a link made meanwhile
+    with atomic_path(job.output) as tmp:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename must not outrun the data
+        finally:
+            os.close(fd)
+
+
+def _encode(job: Job, settings: Settings) -> tuple[dict[str, Any], list[str]]:
+    from . import codec
+
+    _require_file(job.source)
+    refine = codec.DEFAULT_REFINE_STEPS if settings.refine is None else settings.refine
+    result = codec.encode_detailed(job.source, bpp=settings.bpp, codebook_size=settings.codebook_size,
+                                   model=_state["model"], adapter=settings.adapter, device=settings.device,
+                                   entropy=settings.entropy, refine=refine)
+    write_output(job, lambda tmp: tmp.write_bytes(result.data))
+    return {"width": result.width, "height": result.height, "bytes": len(result.data),
+            "bpp": round(result.bpp, 6), "codebook_size": result.codebook_size, "adapter": result.adapter,
+            "coder": result.coder, "model": result.model, "seconds": round(result.seconds, 4)}, result.notes
+
+
+def _decode(job: Job, settings: Settings) -> tuple[dict[str, Any], list[str]]:
+    from . import codec
+
+    started = time.perf_counter()
+    image = codec.decode(read_stream(job.source), model=settings.model, device=settings.device)
+    write_output(job, lambda tmp: image.save(tmp, format="PNG"))
+    return {"width": image.width, "height": image.height, "mode": image.mode,
+            "seconds": round(time.perf_counter() - started, 4)}, []
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """One file; a failure is returned (one line), never raised, so that the other files go on."""
+    settings: Settings = _state["settings"]
+    try:
+        fields, notes = (_encode if settings.kind == ENCODE else _decode)(job, settings)
+        return {"status": DONE, "fields": fields, "notes": notes, "bytes_in": job.source.stat().st_size,
+                "bytes_out": job.output.stat().st_size}
+    except Exception as exc:  # noqa: BLE001 - one file's failure must not lose the others
+        return {"status": FAILED, "error": describe(exc)}
+
+
+# -- signals ------------------------------------------------------------------------------------------------
+
+_interrupting = {"signum": 0}
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    if _interrupting["signum"]:  # already unwinding: a second signal must not cut the clean-up short
+        return
+    _interrupting["signum"] = signum
+    raise Interrupted(signum)
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted here (main thread only: elsewhere signals are not ours)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _interrupting["signum"] = 0
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM this worker when the parent dies, even by SIGKILL: prctl on Linux, a watcher elsewhere."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
+                if os.getppid() != parent:  # it died before prctl
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def worker_main(conn: Any, settings: Settings, parent: int) -> None:
+    """A worker process: load, say ready, then one job at a time until told to stop (None).
+    SIGINT is the parent's to handle; SIGTERM unwinds the job in hand, then the process exits 128+15."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        _die_with_parent(parent)
+        try:
+            init_worker(settings, single_thread=True)
+        except Exception as exc:  # noqa: BLE001 - reported by the parent as one line
+            conn.send(("fatal", describe(exc)))
+            return
+        conn.send(("ready", None))
+        while True:
+            job = conn.recv()
+            if job is None:
+                return
+            conn.send(("result", run_job(job)))
+    except Interrupted as exc:
+        os._exit(128 + exc.signum)
+    except (EOFError, OSError):  # the parent is gone
+        os._exit(1)
+
+
+# -- running ------------------------------------------------------------------------------------------------
+
+def _outcome(job: Job, result: dict[str, Any]) -> Outcome:
+    return Outcome(job=job, status=result["status"], fields=result.get("fields", {}), error=result.get("error"),
+                   notes=result.get("notes", []), bytes_in=result.get("bytes_in", 0),
+                   bytes_out=result.get("bytes_out", 0))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Any
+    job: Job | None = None
+    ready: bool = False
+
+
+class _Pool:
+    """Spawned worker processes, one pipe each, one job in flight each: the parent always knows which
+    file a worker holds, so a crash fails that file only and an interruption can clean up after it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.context = multiprocessing.get_context("spawn")  # forking after torch threads ran can deadlock
+        self.settings = settings
+        self.workers: list[_Worker] = []
+
+    def spawn(self, size: int) -> None:
+        for _ in range(size):
+            self.workers.append(self._start())
+
+    def _start(self) -> _Worker:
+        here, there = self.context.Pipe()
+        process = self.context.Process(target=worker_main, args=(there, self.settings, os.getpid()),
+                                       daemon=True, name="raqcodec-worker")
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # inherited: Ctrl-C is ours
+        try:
+            process.start()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
+        there.close()
+        return _Worker(process, here)
+
+    def _give(self, worker: _Worker, queue: deque[Job]) -> bool:
+        """Send the next job (or the stop); False when the worker is done."""
+        worker.job = queue.popleft() if queue else None
+        try:
+            worker.conn.send(worker.job)
+        except OSError:
+            return worker.job is not None  # dead: its sentinel reports it
+        return worker.job is not None
+
+    def run(self, queue: deque[Job], report: Callable[[Outcome], None]) -> None:
+        active = [w for w in self.workers if self._give(w, queue)]
+        while active:
+            handles: dict[Any, _Worker] = {}
+            for w in active:
+                handles[w.conn] = w
+                handles[w.process.sentinel] = w
+            for handle in wait_any(list(handles)):
+                worker = handles[handle]
+                if worker not in active:
+                    continue
+                message = self._receive(worker, handle)
+                if message is None:
+                    continue
+                kind, payload = message
+                if kind == "ready":
+                    worker.ready = True
+                    continue
+                if kind == "fatal":
+                    raise BatchFatal(payload)
+                if kind == "result":
+                    assert worker.job is not None
+                    report(_outcome(worker.job, payload))
+                else:  # died
+                    self._died(worker, report)
+                    active.remove(worker)
+                    if queue:
+                        replacement = self._start()
+                        self.workers.append(replacement)
+                        if self._give(replacement, queue):
+                            active.append(replacement)
+                    continue
+                if not self._give(worker, queue):
+                    active.remove(worker)
+
+    @staticmethod
+    def _receive(worker: _Worker, handle: Any) -> tuple[str, Any] | None:
+        if handle is worker.conn or worker.conn.poll():  # its last words before its exit
+            try:
+                return worker.conn.recv()
+            except (EOFError, OSError):
+                return "died", None
+        return "died", None
+
+    def _died(self, worker: _Worker, report: Callable[[Outcome], None]) -> None:
+        worker.process.join(STOP_TIMEOUT_S)
+        code = worker.process.exitcode
+        for signum in (signal.SIGTERM, signal.SIGINT):  # someone is stopping us: stop everything
+            if code in (-signum, 128 + signum):
+                _interrupting["signum"] = signum
+                raise Interrupted(signum)
+        how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        if not worker.ready:
+            raise BatchFatal(f"a worker process died while starting ({how})")
+        if worker.job is not None:
+            _remove_temps_of(worker.process.pid, worker.job.output.parent, SUFFIX[self.settings.kind])
+            report(Outcome(job=worker.job, status=FAILED, error=f"the worker process died ({how}) on this file"))
+            worker.job = None
+
+    def stop(self) -> None:
+        """Interrupted: SIGTERM every worker (each removes its temporary file), wait, then sweep up."""
+        for w in self.workers:
+            if w.process.is_alive():
+                try:
+                    os.kill(w.process.pid, signal.SIGTERM)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for w in self.workers:
+            w.process.join(max(0.0, deadline - time.monotonic()))
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+            if w.job is not None:
+                _remove_temps_of(w.process.pid, w.job.output.parent, SUFFIX[self.settings.kind])
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.process.join(STOP_TIMEOUT_S)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+            w.conn.close()
+
+
+def _run_here(todo: list[Job], settings: Settings, report: Callable[[Outcome], None]) -> None:
+    try:
+        init_worker(settings, single_thread=False)
+    except _user_errors() as exc:
+        raise BatchFatal(describe(exc)) from None
+    for job in todo:
+        report(_outcome(job, run_job(job)))
+
+
+def classify(jobs: Sequence[Job], kind: str, force: bool, note: Callable[[str], None]
+             ) -> tuple[list[Job], list[Outcome]]:
+    """Jobs to do, and the outcomes decided without doing them: complete outputs skipped (unless
+    --force), outputs that cannot be written there failed."""
+    todo: list[Job] = []
+    decided: list[Outcome] = []
+    for job in jobs:
+        try:
+            if job.root is not None:
+                ensure_inside(job.output, job.root)
+            if job.output.is_dir():
+                raise OSError(f"{job.output} is a directory")
+        except OSError as exc:
+            decided.append(Outcome(job=job, status=FAILED, error=str(exc)))
+            continue
+        if force:
+            todo.append(job)
+            continue
+        complete, problem = existing_output(kind, job.output)
+        if complete:
+            decided.append(Outcome(job=job, status=SKIPPED, reason="exists and is complete; --force redoes it"))
+            continue
+        if problem is not None:
+            note(f"{job.output}: the existing output is incomplete ({problem}); redoing it")
+        todo.append(job)
+    return todo, decided
+
+
+def run(jobs: Sequence[Job], settings: Settings, *, force: bool = False, workers: int = 1,
+        report: Callable[[Outcome], None] = lambda o: None, note: Callable[[str], None] = lambda s: None,
+        start: Callable[[int], None] = lambda n: None) -> Summary:
+    """Do ``jobs``: ``report`` gets every outcome (skipped ones first), ``start`` the number of files to
+    do. Returns the summary, with ``interrupted`` set when SIGINT/SIGTERM stopped the run (every output
+    written is complete; no temporary file is left). Raises BatchFatal when nothing can be done."""
+    started = time.perf_counter()
+    summary = Summary(kind=settings.kind, total=len(jobs))
+
+    def tally(outcome: Outcome) -> None:
+        summary.add(outcome)
+        report(outcome)
+
+    with interruptible():
+        try:
+            removed = sweep_stale_temps(jobs, SUFFIX[settings.kind])
+            if removed:
+                note(f"removed {len(removed)} temporary file(s) left by a killed run (e.g. {removed[0]})")
+            todo, decided = classify(jobs, settings.kind, force, note)
+            for outcome in decided:
+                tally(outcome)
+            start(len(todo))
+            if todo and workers > 1 and len(todo) > 1:
+                pool = _Pool(settings)
+                try:
+                    pool.spawn(min(workers, len(todo)))
+                    pool.run(deque(todo), tally)
+                except BaseException:
+                    pool.stop()
+                    raise
+                finally:
+                    pool.close()
+            elif todo:
+                _run_here(todo, settings, tally)
+        except Interrupted as exc:
+            summary.interrupted = exc.signum
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def summary_line(summary: Summary) -> str:
+    """One line for stderr: counts, bytes, mean bpp (encode), time and throughput."""
+    rate = summary.done / summary.seconds if summary.seconds > 0 else 0.0
+    parts = [f"{summary.done} done, {summary.skipped} skipped, {summary.failed} failed of {summary.total} files",
+             f"{_size(summary.bytes_in)} in, {_size(summary.bytes_out)} out"]
+    if summary.bpp:
+        parts.append(f"mean {sum(summary.bpp) / len(summary.bpp):.4f} bpp")
+    parts.append(f"{summary.seconds:.1f} s ({rate:.1f} files/s)")
+    head = f"{summary.kind} interrupted ({signal.Signals(summary.interrupted).name})" if summary.interrupted \
+        else summary.kind
+    return f"{head}: " + "; ".join(parts)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
