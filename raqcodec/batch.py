@@ -37,7 +37,7 @@ from .fileio import atomic_path
 ENCODE, DECODE = "encode", "decode"
 SUFFIX = {ENCODE: ".raq", DECODE: ".png"}
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
-# Same extensions as ``raqcodec rd`` (rd.IMAGE_EXTENSIONS; not imported: rd pulls in numpy and the baselines).
+# The image files a directory search finds (``raqcodec rd`` uses the same set).
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"})
 FOUND_BY_EXTENSION = {ENCODE: IMAGE_EXTENSIONS, DECODE: frozenset({".raq"})}
 MAX_STREAM_BYTES = 1 << 30  # no .raq file of a decodable image comes near this

@@ -40,10 +40,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from . import baselines, bdrate
+from .batch import IMAGE_EXTENSIONS
 from .fileio import atomic_path
 
 OURS = "raqcodec"
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"})
 # Our model spans about 0.05-0.45 bpp on Kodak; a target above an image's reach gives its largest codebook.
 DEFAULT_BPP = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 METRICS = ("psnr", "ms-ssim")
