@@ -40,6 +40,22 @@ def load_results(path: Path) -> dict[str, Any]:
     return results
 
 
+def _frame(ax: Any, compared: list[tuple[float, float]], anchor_points: list[tuple[float, float]]) -> None:
+    """Frame the axes on the compared curves. The anchor is extended past them only to span their
+    quality range for BD-rates; its far points would squeeze every curve into a corner, so the plot stops
+    a little beyond the others and the anchor's line runs off its edge."""
+    if not compared or not anchor_points:
+        return
+    right = max(r for r, _ in compared) * 1.08
+    if max(r for r, _ in anchor_points) <= right:
+        return
+    left = min(r for r, _ in compared + anchor_points)
+    shown = [q for r, q in compared + anchor_points if r <= right]
+    pad_x, pad_y = 0.04 * (right - left), 0.04 * (max(shown) - min(shown))
+    ax.set_xlim(left - pad_x, right)
+    ax.set_ylim(min(shown) - pad_y, max(shown) + pad_y)
+
+
 def plot(sources: Sequence[tuple[str, dict[str, Any]]], output: Path, metric: str = "psnr") -> int:
     """Draw (file stem, results) pairs to ``output``; returns the number of curves drawn.
 
@@ -55,17 +71,22 @@ def plot(sources: Sequence[tuple[str, dict[str, Any]]], output: Path, metric: st
     ax = fig.add_subplot()
     several = len(sources) > 1
     drawn = 0
+    compared: list[tuple[float, float]] = []  # points of the curves that are not a BD-rate anchor
+    anchor_points: list[tuple[float, float]] = []
     for stem, results in sources:
+        anchor = results.get("bd_rate", {}).get("anchor")
         for codec, entry in results["codecs"].items():
             points = sorted(curve(entry.get("points", []), key))
             if not points:
                 continue
             label = f"{codec} ({stem})" if several else codec
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=4, label=label)
+            (anchor_points if codec == anchor else compared).extend(points)
             drawn += 1
     if not drawn:
         raise ValueError(f"nothing to plot: no codec has a complete point with {metric} "
                          f"(was it measured? see the results' \"metrics\")")
+    _frame(ax, compared, anchor_points)
     datasets = sorted({f"{r['dataset']['name']} ({len(r.get('images', []))} images)" for _, r in sources})
     ax.set_title(f"Rate-distortion on {', '.join(datasets)}")
     ax.set_xlabel("bits per pixel (bpp)")

@@ -321,3 +321,21 @@ def test_avif_baseline_round_trip() -> None:
     assert len(low.data) < len(high.data)
     with pytest.raises(ValueError, match="quality"):
         baselines.encode("jpeg", rgb, 0)
+
+
+def test_plot_frames_the_compared_curves_not_the_anchors_far_points(tmp_path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from raqcodec.plot import _frame
+
+    ax = Figure().add_subplot()
+    ours, jpeg = [(0.1, 23.0), (0.4, 28.2)], [(0.09, 21.5), (0.4, 28.6), (0.77, 31.6)]
+    _frame(ax, ours, jpeg)
+    left, right = ax.get_xlim()
+    assert right == pytest.approx(0.4 * 1.08) and left < 0.09
+    low, high = ax.get_ylim()
+    assert low < 21.5 and 28.6 < high < 31.6  # the far anchor point is off the chart
+    ax = Figure().add_subplot()
+    ax.plot([0.1, 0.5], [20, 30])
+    _frame(ax, ours, [(0.1, 22.0), (0.42, 28.0)])  # the anchor stops near the others: autoscaled
+    assert ax.get_xlim()[1] >= 0.5
