@@ -18,7 +18,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from . import bitstream, imageio, registry
+from . import bitstream, imageio, registry, tiling
 from .entropy import empirical_entropy_bits
 from .indexcoder import ENTROPY_CHOICES, ContextCoder, IndexCoder, Order0Coder
 from .model import CodecModel, codebook_crc
@@ -53,11 +53,10 @@ class EncodeResult:
         return len(self.data) * 8 / (self.width * self.height)
 
 
-# Encoder-side index refinement (raqcodec.refine): steps by default, the most allowed, and the largest
-# latent grid refined (autograd through the decoder holds ~4 KB per latent position: ~0.5 GB at the limit).
+# Encoder-side index refinement (raqcodec.refine): steps by default and the most allowed. Images over the
+# tile budget (raqcodec.tiling) are refined tile by tile, like every other network evaluation.
 DEFAULT_REFINE_STEPS = 2
 MAX_REFINE_STEPS = 50
-REFINE_MAX_POSITIONS = 1 << 17
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -88,18 +87,22 @@ def index_coder(model: CodecModel, entropy: str = "auto") -> IndexCoder:
 
 def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,
                     model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto",
-                    refine: int = DEFAULT_REFINE_STEPS, entropy: str = "auto") -> EncodeResult:
+                    refine: int = DEFAULT_REFINE_STEPS, entropy: str = "auto",
+                    max_tile_pixels: int | None = None) -> EncodeResult:
     """Encode at a bitrate budget (``bpp``: all file bytes x 8 / pixels) or at an explicit ``codebook_size``.
 
     ``refine``: steps of decoder-aware index refinement (``raqcodec.refine``; 0 = nearest neighbour).
     Under a budget, refined indices are used only if their file still fits. ``entropy``: the index
-    coder (``index_coder``).
+    coder (``index_coder``). ``max_tile_pixels``: images larger than this run the networks in tiles of
+    at most this many pixels (``raqcodec.tiling``; default $RAQCODEC_TILE_PIXELS or 2 MP): memory stays
+    bounded, the stream format is the same.
     """
     if (bpp is None) == (codebook_size is None):
         raise ValueError("give exactly one of bpp and codebook_size")
     started = time.perf_counter()
     m = _model(model, device)
     coder = index_coder(m, entropy)
+    positions = tiling.tile_positions(max_tile_pixels, m.config.downsampling)
     src = imageio.load_image(image)
     if max(src.width, src.height) > MAX_SIDE:
         raise CodecError(f"{src.width}x{src.height} is too large: .raq version {bitstream.FORMAT_VERSION} "
@@ -108,20 +111,19 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         raise ValueError(f"refine must be an integer in 0..{MAX_REFINE_STEPS}, got {refine!r}")
     padded = imageio.pad_to_multiple(src.rgb, m.config.downsampling)
     grid = (padded.shape[0] // m.config.downsampling, padded.shape[1] // m.config.downsampling)
-    rows = m.analyse(padded)
+    rows = m.analyse(padded, positions)
+    del padded  # a copy when the image was padded; src.rgb stays for refinement's targets
     notes = list(src.notes)
-    if refine and grid[0] * grid[1] > REFINE_MAX_POSITIONS:
-        notes.append(f"index refinement skipped: images over {REFINE_MAX_POSITIONS * 16 // 10**6} MP "
-                     "are quantized by nearest neighbour (bounded memory)")
-        refine = 0
 
+    # Index grids are held as int32: rate control keeps a dozen (grids and the context coder's keys), which
+    # is 0.6 GB in int64 for an 8000x6000 image.
     def refined(size: int) -> np.ndarray:
-        return m.refined_indices(rows, grid, src.rgb, adapter, size, refine)
+        return m.refined_indices(rows, grid, src.rgb, adapter, size, refine, positions).astype(np.int32)
     alpha = zlib.compress(src.alpha.tobytes(), 9) if src.alpha is not None else b""
 
     @functools.cache  # rate control and the refinement fallback ask for the same sizes
     def quantize(size: int) -> np.ndarray:
-        return m.indices(rows, adapter, size)
+        return m.indices(rows, adapter, size).astype(np.int32)
 
     def section_of(indices: np.ndarray, size: int) -> bytes:
         return coder.encode(indices.reshape(grid), m.codebook(adapter, size))
@@ -157,7 +159,7 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         size, indices, section = choice.size, choice.indices, choice.section
         if refine:
             def error_of(indices: np.ndarray, size: int) -> float:
-                return m.reconstruction_error(indices, grid, src.rgb, adapter, size)
+                return m.reconstruction_error(indices, grid, src.rgb, adapter, size, positions)
 
             size, indices, section = _refine_within_budget(choice, refined, quantize, budget, describe,
                                                            m.size_range[0], section_of, estimate, error_of)
@@ -203,16 +205,16 @@ def _refine_within_budget(choice: RateChoice, refined: Callable[[int], np.ndarra
 
 def encode(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,
            model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto",
-           refine: int = DEFAULT_REFINE_STEPS, entropy: str = "auto") -> bytes:
+           refine: int = DEFAULT_REFINE_STEPS, entropy: str = "auto", max_tile_pixels: int | None = None) -> bytes:
     """Encode ``image`` (path, PIL image or array) to ``.raq`` bytes.
 
     Exactly one of ``bpp`` (a budget on the whole file: bytes x 8 / pixels <= bpp) and ``codebook_size``
     (an explicit K~) is given. Raises ``imageio.ImageError`` for unreadable input,
     ``ratecontrol.BudgetError`` for an unreachable budget or size, and ``CodecError`` for an image too
-    large for the format or a device that is not there.
+    large for the format or a device that is not there. ``max_tile_pixels``: see ``encode_detailed``.
     """
     return encode_detailed(image, bpp=bpp, codebook_size=codebook_size, model=model, adapter=adapter,
-                           device=device, refine=refine, entropy=entropy).data
+                           device=device, refine=refine, entropy=entropy, max_tile_pixels=max_tile_pixels).data
 
 
 @dataclass
@@ -275,17 +277,21 @@ def _inflate_alpha(stream: bitstream.Stream) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
 
 
-def decode(data: bytes, *, model: ModelRef = None, device: str | torch.device = "auto") -> PIL.Image.Image:
+def decode(data: bytes, *, model: ModelRef = None, device: str | torch.device = "auto",
+           max_tile_pixels: int | None = None) -> PIL.Image.Image:
     """Decode ``.raq`` bytes to a PIL image (mode L or RGB, plus alpha and 16-bit when the source had them).
 
     The stream names its model by fingerprint; installed models are searched (``model`` is tried first).
     Raises ``bitstream.FormatError`` / ``entropy.EntropyError`` for corrupt input, ``CodecError`` when the
-    model is missing or disagrees.
+    model is missing or disagrees. ``max_tile_pixels``: images larger than this are synthesised in tiles
+    of at most this many pixels (default $RAQCODEC_TILE_PIXELS or 2 MP); the pixels are the same.
     """
+    budget = tiling.tile_pixels(max_tile_pixels)  # a bad budget is refused before any decoding work
     dec = _open(data, model)
     h = dec.stream.header
     dec.model.to(pick_device(device))
-    rgb = dec.model.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape)
+    positions = tiling.tile_positions(budget, dec.model.config.downsampling)
+    rgb = dec.model.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape, positions)
     rgb = imageio.crop(rgb, h.height, h.width)
     return imageio.to_pil(rgb, h.mode, dec.alpha, h.bit_depth)
 

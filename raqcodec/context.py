@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import constriction
 import numpy as np
@@ -47,6 +48,11 @@ LOG_PREC_BITS = 6  # steps of 1/64 in the log precision (coarser steps cost meas
 LOG_PREC_LOW, LOG_PREC_HIGH = 8 << LOG_PREC_BITS, 16 << LOG_PREC_BITS
 FEATURE_SPLIT = 11  # slot features (|f| <= 2^21) are summed as two float32 halves of 11 bits
 CHUNK_ELEMENTS = 1 << 20  # positions x components x K per evaluation step (bounds memory)
+# Positions per run of the network: its intermediates take ~9 KB a position, so ~80 MB whatever the
+# grid (a pass of an 8000x6000 image would otherwise hold 750,000 positions and 5 GB). Blocks of 2^13
+# are also faster than whole passes (measured on a 6 MP grid: 2.0 s against 4.4 s), the intermediates
+# staying in cache. Each position's output depends on its own context only, so blocks change no bit.
+BLOCK_POSITIONS = 1 << 13
 _CONSTRICTION_PRECISION = 24
 
 
@@ -197,7 +203,12 @@ class ContextModel:
     def mixtures(self, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray, sharpness: int = 0) -> Mixtures:
         """The network's output for n positions: their M mixture components (K~-independent work,
         done once per pass). ``sharpness`` is added to every log precision index (units of 1/64 nat):
-        the stream's per-image calibration."""
+        the stream's per-image calibration. Runs BLOCK_POSITIONS positions at a time."""
+        if len(slots) > BLOCK_POSITIONS:
+            blocks = [self.mixtures(codebook, slots[i : i + BLOCK_POSITIONS], pass_ids[i : i + BLOCK_POSITIONS],
+                                    sharpness) for i in range(0, len(slots), BLOCK_POSITIONS)]
+            return Mixtures(rows=torch.cat([b.rows for b in blocks]), offset=torch.cat([b.offset for b in blocks]),
+                            tables=blocks[0].tables)
         tb = self._size_tables(codebook)
         k = codebook.shape[0]
         m, r = self.components, self.proj_dim
@@ -327,14 +338,26 @@ def _parts(n: int, size: int, components: int) -> list[slice]:
     return [slice(i, min(n, i + per_part)) for i in range(0, n, per_part)]
 
 
-def _pass_mixtures(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, passes: np.ndarray,
-                   positions: np.ndarray, sharpness: int) -> tuple[np.ndarray, np.ndarray, Mixtures]:
-    """Rows, columns and mixtures of one pass's positions. Their contexts hold earlier passes only,
-    so a whole pass is evaluated at once, before any of it is decoded."""
+def _coding_parts(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, passes: np.ndarray,
+                  positions: np.ndarray, sharpness: int, reverse: bool = False
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray, Mixtures]]:
+    """Rows, columns and mixtures of one pass's positions, part by part (``_parts``; last part first
+    with ``reverse``, the order rANS encodes in). The network runs on blocks of whole parts of about
+    BLOCK_POSITIONS positions, so a huge pass never holds all its contexts and mixtures at once. A
+    position's context holds earlier passes only, so any block of a pass can be evaluated before the
+    rest of the pass is decoded."""
     w = grid.shape[1]
-    ys, xs = positions // w, positions % w
     k = codebook.shape[0]
-    return ys, xs, ctx.mixtures(codebook, context_slots(grid, passes, ys, xs, k), passes[ys, xs], sharpness)
+    parts = _parts(len(positions), k, ctx.components)
+    per_block = max(1, BLOCK_POSITIONS // (parts[0].stop - parts[0].start)) if parts else 1
+    blocks = [parts[i : i + per_block] for i in range(0, len(parts), per_block)]
+    for block in reversed(blocks) if reverse else blocks:
+        lo, hi = block[0].start, block[-1].stop
+        ys, xs = positions[lo:hi] // w, positions[lo:hi] % w
+        mix = ctx.mixtures(codebook, context_slots(grid, passes, ys, xs, k), passes[ys, xs], sharpness)
+        for part in reversed(block) if reverse else block:
+            local = slice(part.start - lo, part.stop - lo)
+            yield ys[local], xs[local], mix[local]
 
 
 def _model() -> constriction.stream.model.Categorical:
@@ -345,7 +368,22 @@ def _model() -> constriction.stream.model.Categorical:
 # best: the network is calibrated on its training photos, and images differ (on Kodak at K~ = 1024 the
 # best shift saves about 3%). It is stored in the section's first byte.
 SHARPNESS_CANDIDATES = (-32, -16, 0, 16, 32, 48, 64)
-SHARPNESS_SAMPLE = 8  # the search scores every 8th position of each pass
+SHARPNESS_SAMPLE = 8  # the search scores every 8th position of each pass (fewer on large grids)
+# Positions one sampled evaluation scores at most: about a 1 MP image's worth for rate control's size
+# estimates, a quarter of that for each sharpness candidate (the candidates are compared on the same
+# positions, so their differences need fewer). Both run many times on the same grid; on a 48 MP image,
+# scoring every position made an encode take an hour. Sampled bits only steer the encoder's choices (a
+# real encode confirms every size), so nothing decoded depends on them.
+SAMPLED_POSITIONS = 1 << 16
+SHARPNESS_POSITIONS = 1 << 14
+
+
+def sample_step(positions: int, at_least: int = 1, most: int | None = None) -> int:
+    """Stride of a sample of at most about ``most`` (default SAMPLED_POSITIONS) of ``positions``, at least
+    ``at_least``. Odd above ``at_least``, so that it does not divide the even row lengths of a pass and
+    pick the same columns in every row."""
+    step = max(at_least, -(-positions // (SAMPLED_POSITIONS if most is None else most)))
+    return step if step == at_least else step | 1
 
 
 def encode_grid(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int | None = None) -> bytes:
@@ -356,35 +394,47 @@ def encode_grid(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness
     if not -128 <= sharpness <= 127:
         raise ValueError(f"sharpness must fit a signed byte, got {sharpness}")
     h, w = grid.shape
-    k = codebook.shape[0]
     passes = pass_map(h, w)
     coder = constriction.stream.stack.AnsCoder()
     for positions in reversed(_passes(h, w)):  # rANS is a stack: last decoded goes in first
-        ys, xs, mix = _pass_mixtures(ctx, codebook, grid, passes, positions, sharpness)
-        for part in reversed(_parts(len(positions), k, ctx.components)):
-            weights = _coding_weights(ctx.scaled_weights(mix[part]))
-            coder.encode_reverse(grid[ys[part], xs[part]].astype(np.int32), _model(), weights)
+        for ys, xs, mix in _coding_parts(ctx, codebook, grid, passes, positions, sharpness, reverse=True):
+            weights = _coding_weights(ctx.scaled_weights(mix))
+            coder.encode_reverse(grid[ys, xs].astype(np.int32), _model(), weights)
     return sharpness.to_bytes(1, "big", signed=True) + coder.get_compressed().astype(">u4").tobytes()
+
+
+def _pass_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int,
+               sample: int) -> list[tuple[float, int, int]]:
+    """Per pass: information of every ``sample``-th position, how many were scored, how many it has."""
+    h, w = grid.shape
+    passes = pass_map(h, w)
+    out = []
+    for whole, positions in zip(_passes(h, w), _passes(h, w, sample)):
+        bits = 0.0
+        for ys, xs, mix in _coding_parts(ctx, codebook, grid, passes, positions, sharpness):
+            chosen = ctx.chosen_frequencies(mix, grid[ys, xs])
+            bits += float(PRECISION * len(chosen) - torch.log2(chosen.to(torch.float64)).sum())
+        out.append((bits, len(positions), len(whole)))
+    return out
 
 
 def ideal_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int = 0, sample: int = 1) -> float:
     """Information content of the grid under the integer model (what rANS spends, minus its flush);
     with ``sample`` > 1, of every ``sample``-th position of each step only."""
-    h, w = grid.shape
-    k = codebook.shape[0]
-    passes = pass_map(h, w)
-    total = 0.0
-    for positions in _passes(h, w, sample):
-        ys, xs, mix = _pass_mixtures(ctx, codebook, grid, passes, positions, sharpness)
-        for part in _parts(len(positions), k, ctx.components):
-            chosen = ctx.chosen_frequencies(mix[part], grid[ys[part], xs[part]])
-            total += float(PRECISION * len(chosen) - torch.log2(chosen.to(torch.float64)).sum())
-    return total
+    return sum(bits for bits, _, _ in _pass_bits(ctx, codebook, grid, sharpness, sample))
+
+
+def estimated_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int = 0) -> float:
+    """``ideal_bits`` of the whole grid, from at most about SAMPLED_POSITIONS positions: each pass's
+    sampled bits scaled to the pass. Exact (sample 1) on grids up to that size."""
+    sample = sample_step(grid.size)
+    return sum(bits * total / max(1, scored) for bits, scored, total in _pass_bits(ctx, codebook, grid, sharpness, sample))
 
 
 def best_sharpness(ctx: ContextModel, codebook: Tensor, grid: np.ndarray) -> int:
     """The candidate sharpness with the fewest bits on a sample of the grid (first on ties)."""
-    costs = [ideal_bits(ctx, codebook, grid, s, SHARPNESS_SAMPLE) for s in SHARPNESS_CANDIDATES]
+    sample = sample_step(grid.size, SHARPNESS_SAMPLE, SHARPNESS_POSITIONS)
+    costs = [ideal_bits(ctx, codebook, grid, s, sample) for s in SHARPNESS_CANDIDATES]
     return SHARPNESS_CANDIDATES[int(np.argmin(costs))]
 
 
@@ -393,7 +443,6 @@ def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: 
     if len(section) % 4 != 1:
         raise ContextError(f"corrupt index section: length {len(section)} is not 1 + a multiple of 4")
     sharpness = int.from_bytes(section[:1], "big", signed=True)
-    k = codebook.shape[0]
     words = np.frombuffer(section[1:], dtype=">u4").astype(np.uint32)
     grid = np.zeros((h, w), np.int64)
     passes = pass_map(h, w)
@@ -401,11 +450,10 @@ def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: 
     try:
         coder = constriction.stream.stack.AnsCoder(words)
         for positions in _passes(h, w):
-            ys, xs, mix = _pass_mixtures(ctx, codebook, grid, passes, positions, sharpness)
-            for part in _parts(len(positions), k, ctx.components):
-                weights = _coding_weights(ctx.scaled_weights(mix[part]))
+            for ys, xs, mix in _coding_parts(ctx, codebook, grid, passes, positions, sharpness):
+                weights = _coding_weights(ctx.scaled_weights(mix))
                 decoded = coder.decode(_model(), weights)
-                grid[ys[part], xs[part]] = decoded
+                grid[ys, xs] = decoded
                 chosen = weights[np.arange(len(decoded)), decoded] + 1.0  # frequency * 2^(24 - P)
                 information += float(_CONSTRICTION_PRECISION * len(decoded) - np.log2(chosen).sum())
                 check_information(information, len(words))

@@ -608,12 +608,20 @@ def _finish(
     )
 
 
+_CONVERT_ROWS_ELEMENTS = 1 << 22  # samples per step of _to_uint8: its int64 temporaries stay near 32 MB
+
+
 def _to_uint8(values: np.ndarray) -> np.ndarray:
-    """16-bit samples to 8 bits with rounding, in integers: (v*255+32767)//65535."""
+    """16-bit samples to 8 bits with rounding, in integers: (v*255+32767)//65535. Done a band of rows at
+    a time: widening a whole 48 MP RGB image to int64 would take 1.2 GB."""
     if values.dtype == np.uint8:
         return values
-    wide = values.astype(np.int64)
-    return np.clip((wide * 255 + 32767) // 65535, 0, 255).astype(np.uint8)
+    out = np.empty(values.shape, np.uint8)
+    rows = max(1, _CONVERT_ROWS_ELEMENTS // max(1, values[0].size))
+    for top in range(0, len(values), rows):
+        wide = values[top : top + rows].astype(np.int64)
+        out[top : top + rows] = np.clip((wide * 255 + 32767) // 65535, 0, 255)
+    return out
 
 
 def _depth_note(mode: str, has_alpha: bool) -> str:

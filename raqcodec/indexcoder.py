@@ -61,7 +61,7 @@ class ContextCoder:
 
     def estimate_bits(self, grid: np.ndarray, codebook: Tensor) -> int:
         sharpness = self.sharpness(grid, codebook)
-        return 8 + int(context.ideal_bits(self.model, codebook, grid, sharpness)) + _FLUSH_BITS
+        return 8 + int(context.estimated_bits(self.model, codebook, grid, sharpness)) + _FLUSH_BITS
 
     def decode(self, section: bytes, shape: tuple[int, int], codebook: Tensor) -> np.ndarray:
         return context.decode_grid(self.model, codebook, section, *shape)

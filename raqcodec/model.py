@@ -27,7 +27,8 @@ from .nn.cluster import ClusterSettings, cluster_codebook
 from .nn.quantizer import nearest_indices
 from .nn.config import ModelConfig
 from .intkmeans import integer_kmeans
-from .refine import refine_indices
+from .refine import descent, refine_indices
+from .tiling import REFINE_SHARE, Tile, decoder_radius, encoder_radius, plan_tiles, refine_halo
 
 # Smallest codebook any model codes with. Sizes below a model's trained k_min are served by integer
 # k-means of its base-size codebook (exact everywhere), so low budgets stay reachable without retraining.
@@ -71,6 +72,10 @@ class CodecModel:
             self.decoder = ExactDecoder(float_decoder, self.act_frac_bits, weight_bits)
             # The float twin is kept for encoder-side refinement only; decoding uses the exact one.
             self.float_decoder = float_decoder.eval().requires_grad_(False)
+            # Receptive-field radii in latents: the halos that make tiled evaluation agree with whole-image
+            # evaluation (raqcodec.tiling).
+            self.decoder_halo = decoder_radius(float_decoder)
+            self.encoder_halo = encoder_radius(self.encoder, cfg.downsampling)
             self.base_codebook = t["codebook.embedding"].float()
             self.sequence = t["frozen.sequence"].to(torch.int64)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
@@ -165,47 +170,135 @@ class CodecModel:
         return self.codebook(adapter, size).to(self.device, torch.float32) * 2.0**-self.act_frac_bits
 
     # -- coding ----------------------------------------------------------------------------------------
+    # Every method that runs a network takes ``max_positions``: the most latent positions (halo included)
+    # one evaluation may hold (``raqcodec.tiling``). None, or a grid that fits, runs in one piece.
+    def _plan(self, grid: tuple[int, int], max_positions: int | None, halo: int) -> list[Tile] | None:
+        """Tiles for a grid over the budget, None when it is processed whole."""
+        if max_positions is None or grid[0] * grid[1] <= max_positions:
+            return None
+        return plan_tiles(grid, max_positions, halo)
+
+    def _pixels(self, rgb: np.ndarray) -> Tensor:
+        """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1] on the model's device."""
+        return torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+
     @torch.no_grad()
-    def analyse(self, rgb: np.ndarray) -> Tensor:
+    def analyse(self, rgb: np.ndarray, max_positions: int | None = None) -> Tensor:
         """Padded (H, W, 3) uint8 -> latent rows (h*w, d) float32 on the model's device."""
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
-        z = self.encoder(x)[0]
-        return z.permute(1, 2, 0).reshape(-1, z.shape[0])
+        f = self.config.downsampling
+        grid = (rgb.shape[0] // f, rgb.shape[1] // f)
+        tiles = self._plan(grid, max_positions, self.encoder_halo)
+        if tiles is None:
+            z = self.encoder(self._pixels(rgb))[0]
+            return z.permute(1, 2, 0).reshape(-1, z.shape[0])
+        out = torch.empty(*grid, self.config.latent_dim, device=self.device)
+        for t in tiles:  # the tile's pixels, halo included; only its core latents are kept
+            z = self.encoder(self._pixels(rgb[f * t.oy0 : f * t.oy1, f * t.ox0 : f * t.ox1]))[0]
+            out[t.core] = z[(slice(None), *t.inner)].permute(1, 2, 0)
+        return out.view(-1, self.config.latent_dim)
 
     @torch.no_grad()
     def indices(self, rows: Tensor, adapter: str, size: int) -> np.ndarray:
         return nearest_indices(rows, self.float_codebook(adapter, size)).cpu().numpy()
 
     def refined_indices(self, rows: Tensor, grid: tuple[int, int], rgb: np.ndarray, adapter: str, size: int,
-                        steps: int) -> np.ndarray:
+                        steps: int, max_positions: int | None = None) -> np.ndarray:
         """Indices chosen by decoder-aware refinement (``raqcodec.refine``); ``rgb`` is the unpadded image."""
         h, w = grid
-        latents = rows.reshape(h, w, -1).permute(2, 0, 1)
-        target = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1).float() / 255.0
         book = self.float_codebook(adapter, size)
-        return refine_indices(self.float_decoder, latents, target, book, steps).cpu().numpy()
+        if max_positions is not None:
+            max_positions = max(1, max_positions // REFINE_SHARE)  # autograd: twice the decoder's memory
+        tiles = self._plan(grid, max_positions, refine_halo(self.decoder_halo, steps))
+        if tiles is None:
+            latents = rows.reshape(h, w, -1).permute(2, 0, 1)
+            target = self._pixels(rgb)[0]
+            return refine_indices(self.float_decoder, latents, target, book, steps).cpu().numpy()
+        return self._refined_in_tiles(rows.view(h, w, -1), rgb, book, steps, tiles)
+
+    def _refined_in_tiles(self, latents: Tensor, rgb: np.ndarray, book: Tensor, steps: int,
+                          tiles: list[Tile]) -> np.ndarray:
+        """The whole-image search, tile by tile. Each tile runs every step on core + halo with the loss
+        of the whole image restricted to its pixels (same normalisation, so the same gradients); with
+        the halo of ``refine_halo`` its core follows the same trajectory as in a whole-image search.
+        Every step's core indices and squared error are kept, and the step with the lowest total error
+        over the image wins, as in ``refine_indices``."""
+        h, w, _ = latents.shape
+        candidates = np.empty((steps + 1, h, w), np.int32)
+        errors = np.zeros(steps + 1)
+        norm = 3 * rgb.shape[0] * rgb.shape[1]
+
+        def loss(decoded: Tensor, target: Tensor) -> Tensor:
+            return torch.sum((decoded - target) ** 2) / norm
+
+        for t in tiles:
+            target, core = self._tile_target(rgb, t)
+            oh, ow = t.oy1 - t.oy0, t.ox1 - t.ox0
+            for step, (idx, _, decoded) in enumerate(
+                    descent(self.float_decoder, latents[t.outer].permute(2, 0, 1), target, book, steps, loss)):
+                candidates[step][t.core] = idx.view(oh, ow)[t.inner].cpu().numpy()
+                errors[step] += _squared_error(decoded[core], target[core])
+        best = 0
+        for step in range(1, steps + 1):  # the first lowest, like refine_indices
+            if errors[step] < errors[best]:
+                best = step
+        return candidates[best].reshape(-1).astype(np.int64)
+
+    def _tile_target(self, rgb: np.ndarray, t: Tile) -> tuple[Tensor, tuple[slice, slice, slice]]:
+        """The real pixels under a tile's outer rectangle as (3, H', W') floats, and where its core lies
+        in them (padding pixels beyond the image never count)."""
+        f = self.config.downsampling
+        target = self._pixels(rgb[f * t.oy0 : f * t.oy1, f * t.ox0 : f * t.ox1])[0]
+        iy, ix = t.inner
+        return target, (slice(None), slice(f * iy.start, f * iy.stop), slice(f * ix.start, f * ix.stop))
 
     @torch.no_grad()
     def reconstruction_error(self, indices: np.ndarray, grid: tuple[int, int], rgb: np.ndarray, adapter: str,
-                             size: int) -> float:
+                             size: int, max_positions: int | None = None) -> float:
         """MSE of the float decoder's reconstruction against ``rgb`` (the unpadded image): how the encoder
         compares candidate index grids (the exact decoder agrees to within rounding)."""
         h, w = grid
         book = self.float_codebook(adapter, size)
         idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device)
-        latents = book[idx].reshape(h, w, -1).permute(2, 0, 1)[None]
-        target = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1).float() / 255.0
-        decoded = self.float_decoder(latents)[0, :, : rgb.shape[0], : rgb.shape[1]]
-        return float(torch.mean((decoded - target) ** 2))
+        tiles = self._plan(grid, max_positions, self.decoder_halo)
+        if tiles is None:
+            latents = book[idx].reshape(h, w, -1).permute(2, 0, 1)[None]
+            target = self._pixels(rgb)[0]
+            decoded = self.float_decoder(latents)[0, :, : rgb.shape[0], : rgb.shape[1]]
+            return float(torch.mean((decoded - target) ** 2))
+        idx = idx.view(h, w)
+        total = 0.0
+        for t in tiles:
+            target, core = self._tile_target(rgb, t)
+            latents = book[idx[t.outer]].permute(2, 0, 1)[None]
+            decoded = self.float_decoder(latents)[0, :, : target.shape[1], : target.shape[2]]
+            total += _squared_error(decoded[core], target[core])
+        return total / (3 * rgb.shape[0] * rgb.shape[1])
 
     @torch.no_grad()
-    def synthesize(self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int]) -> np.ndarray:
-        """Index grid -> (4h, 4w, 3) uint8 with the exact decoder."""
+    def synthesize(self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int],
+                   max_positions: int | None = None) -> np.ndarray:
+        """Index grid -> (4h, 4w, 3) uint8 with the exact decoder. Tiled, the pixels are bit-identical:
+        integer arithmetic, and a halo of the decoder's receptive-field radius (``raqcodec.tiling``)."""
         h, w = grid
         book = codebook.to(self.device, torch.float64)
         idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device)
-        latents = book[idx].reshape(h, w, -1).permute(2, 0, 1).contiguous()
-        return self.decoder(latents).permute(1, 2, 0).cpu().numpy()
+        tiles = self._plan(grid, max_positions, self.decoder_halo)
+        if tiles is None:
+            latents = book[idx].reshape(h, w, -1).permute(2, 0, 1).contiguous()
+            return self.decoder(latents).permute(1, 2, 0).cpu().numpy()
+        f = self.config.downsampling
+        idx = idx.view(h, w)
+        out = np.empty((f * h, f * w, 3), np.uint8)
+        for t in tiles:
+            pixels = self.decoder(book[idx[t.outer]].permute(2, 0, 1).contiguous())
+            iy, ix = t.inner
+            core = pixels[:, f * iy.start : f * iy.stop, f * ix.start : f * ix.stop]
+            out[f * t.y0 : f * t.y1, f * t.x0 : f * t.x1] = core.permute(1, 2, 0).cpu().numpy()
+        return out
+
+
+def _squared_error(a: Tensor, b: Tensor) -> float:
+    return float(torch.sum((a.double() - b.double()) ** 2))
 
 
 def _sub(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -10,6 +10,8 @@ are unchanged, and the decoder never needs to repeat it (any machine may refine 
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,6 +29,24 @@ def refine_indices(decoder: nn.Module, latents: Tensor, target: Tensor, codebook
     pixels do not count). ``codebook``: (K~, d) float on the latents' device. ``steps`` gradient steps
     are taken; steps = 0 returns the nearest-neighbour indices.
     """
+    best, best_error = None, float("inf")
+    for idx, error, _ in descent(decoder, latents, target, codebook, steps, F.mse_loss, lr):
+        if best is None:
+            best = idx  # the nearest-neighbour grid stands unless a step decodes closer
+        if float(error) < best_error:
+            best, best_error = idx, float(error)
+    assert best is not None
+    return best
+
+
+Loss = Callable[[Tensor, Tensor], Tensor]  # (decoded, target) -> scalar to minimise
+
+
+def descent(decoder: nn.Module, latents: Tensor, target: Tensor, codebook: Tensor, steps: int, loss: Loss,
+            lr: float = DEFAULT_LR) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """The candidates of the search, one per step 0..steps: (indices (h*w,), loss, decoded image cropped
+    to ``target``, detached). Step 0 is the nearest-neighbour grid. The tiled search
+    (``raqcodec.model``) runs this on each tile with a loss over the tile's pixels."""
     d, h, w = latents.shape
     height, width = target.shape[1:]
     book = codebook.to(latents.dtype)
@@ -36,19 +56,16 @@ def refine_indices(decoder: nn.Module, latents: Tensor, target: Tensor, codebook
 
     z = latents.detach().clone().requires_grad_(steps > 0)
     optimizer = torch.optim.Adam([z], lr=lr) if steps > 0 else None
-    best, best_error = indices_of(z), float("inf")
     with torch.enable_grad():
         for step in range(steps + 1):
             idx = indices_of(z)
             quantized = book[idx].reshape(h, w, d).permute(2, 0, 1)
             straight = z + (quantized - z).detach()
             decoded = decoder(straight[None])[0, :, :height, :width]
-            error = F.mse_loss(decoded, target)
-            if float(error.detach()) < best_error:
-                best, best_error = idx, float(error.detach())
+            error = loss(decoded, target)
+            yield idx, error.detach(), decoded.detach()
             if optimizer is None or step == steps:
                 break
             optimizer.zero_grad(set_to_none=True)
             error.backward()
             optimizer.step()
-    return best

@@ -65,12 +65,3 @@ def test_refine_bounds(tiny_model_path: Path) -> None:
     res = CliRunner().invoke(main, ["encode", "--refine", "99", "-k", "16", "x.png"])
     assert res.exit_code == 2
 
-
-def test_large_images_skip_refinement_with_a_note(tiny_model_path: Path) -> None:
-    from raqcodec.codec import REFINE_MAX_POSITIONS, encode_detailed
-
-    side = 4 * (int(REFINE_MAX_POSITIONS**0.5) + 1)  # one latent row/column over the limit
-    image = np.zeros((side, side, 3), dtype=np.uint8)
-    result = encode_detailed(image, codebook_size=16, model=tiny_model_path, refine=2)
-    assert any("refinement skipped" in note for note in result.notes)
-    assert result.data == raqcodec.encode(image, codebook_size=16, model=tiny_model_path, refine=0)
