@@ -174,14 +174,17 @@ def main() -> None:
     parser.add_argument("--size", default="8000x6000", help="WxH of the large image (multiples of 2000).")
     parser.add_argument("--photo-sizes", default="256,1024", help="K~ values for the tiled/untiled comparison.")
     parser.add_argument("--tile-pixels", type=int, default=1 << 19, help="Forced budget for the tiled run.")
-    parser.add_argument("--parts", default="a,b", help="a: large image, b: tiled vs untiled.")
+    parser.add_argument("--parts", default="a,b",
+                        help="a: large image, b: tiled vs untiled; the other part of an existing --output is kept.")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "benchmarks" / "results" / "large_image.json")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     parts = set(args.parts.split(","))
-    result: dict = {"default_tile_pixels": tiling.DEFAULT_TILE_PIXELS, "torch_threads": torch.get_num_threads(),
-                    "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "torch": torch.__version__, "raqcodec": raqcodec.__version__}
+    previous = json.loads(args.output.read_text()) if args.output.exists() else {}
+    result: dict = {key: previous[key] for key in ("tiled_vs_untiled", "large") if key in previous}
+    result |= {"default_tile_pixels": tiling.DEFAULT_TILE_PIXELS, "torch_threads": torch.get_num_threads(),
+               "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+               "torch": torch.__version__, "raqcodec": raqcodec.__version__}
     if "b" in parts:
         result["tiled_vs_untiled"] = tiled_vs_untiled(
             args.data, [int(s) for s in args.photo_sizes.split(",")], args.tile_pixels)
