@@ -65,3 +65,49 @@ def test_refine_bounds(tiny_model_path: Path) -> None:
     res = CliRunner().invoke(main, ["encode", "--refine", "99", "-k", "16", "x.png"])
     assert res.exit_code == 2
 
+
+
+@pytest.mark.parametrize(("budget", "expected_steps", "tried"), [
+    (103, 2, [4]),             # the first doubling does not fit
+    (109, 4, [4]),             # 4 steps fit (105 bytes); 8, by the last growth (5), would not: not tried
+    (110, 4, [4, 8]),          # by the last growth it would, so it is tried, and does not (111)
+    (116, 8, [4, 8]),          # 8 fits (111); the next doubling's growth (6) would overshoot by 1
+    (117, 16, [4, 8, 16]),     # and with that byte, 16 fits (117)
+    (10**6, 16, [4, 8, 16]),   # never beyond MAX_ROOM_REFINE_STEPS
+])
+def test_room_left_at_the_largest_codebook_buys_more_refinement(budget: int, expected_steps: int,
+                                                                tried: list[int]) -> None:
+    from raqcodec.codec import MAX_ROOM_REFINE_STEPS, _refine_into_room
+
+    section_bytes = {2: 100, 4: 105, 8: 111, 16: 117, 32: 124}
+    calls: list[int] = []
+
+    def refined_with(steps: int) -> np.ndarray:
+        calls.append(steps)
+        return np.full(3, steps)
+
+    indices, section = _refine_into_room(np.full(3, 2), b"x" * section_bytes[2], 2, budget, refined_with,
+                                         lambda grid: b"x" * section_bytes[int(grid[0])])
+    assert MAX_ROOM_REFINE_STEPS == 16
+    assert int(indices[0]) == expected_steps and len(section) == section_bytes[expected_steps] <= budget
+    assert calls == tried
+
+
+def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path: Path) -> None:
+    """End to end: a budget well above what the largest codebook needs gives a file refined further than
+    2 steps, which decodes closer to the image and still fits (the tiny model's context model is
+    uniform, so here extra steps cost no bytes)."""
+    image = smooth_image(64, 80, seed=12)
+    model = CodecModel.load(tiny_model_path)
+    largest = model.size_range[1]
+    two_steps = raqcodec.encode(image, codebook_size=largest, model=tiny_model_path, refine=2)
+    bpp = 1.3 * len(two_steps) * 8 / image[..., 0].size
+    roomy = raqcodec.encode(image, bpp=bpp, model=tiny_model_path, refine=2)
+    assert bitstream.read_header(roomy).codebook_size == largest
+    assert roomy != two_steps and len(roomy) <= bpp * image[..., 0].size / 8
+
+    def error(data: bytes) -> float:
+        decoded = np.asarray(raqcodec.decode(data, model=tiny_model_path)).astype(float)
+        return float(np.mean((decoded - image) ** 2))
+
+    assert error(roomy) < error(two_steps)
