@@ -163,7 +163,7 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
 
             size, indices, section = _refine_within_budget(choice, refined, quantize, budget, describe,
                                                            m.size_range[0], section_of, estimate, error_of)
-            if size == m.size_range[1] and indices is not choice.indices:
+            if size == m.size_range[1] and indices is not choice.indices and pixels <= ROOM_REFINE_MAX_PIXELS:
                 indices, section = _refine_into_room(
                     indices, section, refine, budget,
                     lambda steps: m.refined_indices(rows, grid, src.rgb, adapter, size, steps, positions),
@@ -212,6 +212,9 @@ def _refine_within_budget(choice: RateChoice, refined: Callable[[int], np.ndarra
 # refinement steps spend it. Measured on kodim23 at K~ = 1024 with 2 / 4 / 8 / 16 steps: 0.268 / 0.283 /
 # 0.296 / 0.310 bpp and 31.12 / 31.38 / 31.67 / 31.93 dB.
 MAX_ROOM_REFINE_STEPS = 16
+# ...for images up to this size: up to 4 + 8 + 16 more steps take about a minute at 2 MP on a 2-core
+# CPU, but would take over 20 minutes at 48 MP.
+ROOM_REFINE_MAX_PIXELS = 1 << 21
 
 
 def _refine_into_room(indices: np.ndarray, section: bytes, steps: int, budget: int,

@@ -202,7 +202,7 @@ class ContextModel:
     # -- per position ------------------------------------------------------------------------------
     def mixtures(self, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray, sharpness: int = 0) -> Mixtures:
         """The network's output for n positions: their M mixture components (K~-independent work,
-        done once per pass). ``sharpness`` is added to every log precision index (units of 1/64 nat):
+        done once per block of a pass). ``sharpness`` is added to every log precision index (units of 1/64 nat):
         the stream's per-image calibration. Runs BLOCK_POSITIONS positions at a time."""
         if len(slots) > BLOCK_POSITIONS:
             blocks = [self.mixtures(codebook, slots[i : i + BLOCK_POSITIONS], pass_ids[i : i + BLOCK_POSITIONS],

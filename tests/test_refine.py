@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 import raqcodec
-from raqcodec import bitstream
+from raqcodec import bitstream, codec
 from raqcodec.cli import main
 from raqcodec.model import CodecModel
 from raqcodec.nn.quantizer import nearest_indices
@@ -93,7 +93,8 @@ def test_room_left_at_the_largest_codebook_buys_more_refinement(budget: int, exp
     assert calls == tried
 
 
-def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path: Path) -> None:
+def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """End to end: a budget well above what the largest codebook needs gives a file refined further than
     2 steps, which decodes closer to the image and still fits (the tiny model's context model is
     uniform, so here extra steps cost no bytes)."""
@@ -111,3 +112,6 @@ def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path:
         return float(np.mean((decoded - image) ** 2))
 
     assert error(roomy) < error(two_steps)
+    # larger images than ROOM_REFINE_MAX_PIXELS keep the steps asked for (time)
+    monkeypatch.setattr(codec, "ROOM_REFINE_MAX_PIXELS", image[..., 0].size - 1)
+    assert raqcodec.encode(image, bpp=bpp, model=tiny_model_path, refine=2) == two_steps
