@@ -19,8 +19,6 @@ import json
 import math
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +30,8 @@ from PIL import Image
 import raqcodec
 from raqcodec import codec, tiling
 from raqcodec.imageio import psnr
+
+from cliprocess import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -66,34 +66,11 @@ def mosaic(photos: list[Path], cols: int, rows: int, side: int) -> Image.Image:
     return out
 
 
-# `python -m raqcodec ARGS` that reports its own peak RSS on exit. VmHWM (the high-water mark of the
-# process's memory since exec) rather than ru_maxrss: Linux carries the parent's peak into a child's
-# ru_maxrss across vfork + exec, so a parent that once held large arrays would inflate every later child.
-CLI_WITH_PEAK = """
-import runpy, sys
-sys.argv = ["raqcodec"] + sys.argv[1:]
-try:
-    runpy.run_module("raqcodec", run_name="__main__", alter_sys=True)
-    code = 0
-except SystemExit as exc:
-    code = exc.code
-with open("/proc/self/status") as status:
-    peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
-print("PEAK_KB", peak, file=sys.stderr)
-sys.exit(code)
-"""
-
-
 def run_measured(args: list[str]) -> dict:
-    """Run the CLI in a fresh process: wall seconds and that process's peak RSS."""
+    """Run the CLI in a fresh process: wall seconds and that process's peak RSS (``cliprocess``)."""
     load_before = os.getloadavg()[0]
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CLI_WITH_PEAK, *args], capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"raqcodec {' '.join(args)} failed:\n{proc.stderr}")
-    peak_kb = int(proc.stderr.rsplit("PEAK_KB", 1)[1].split()[0])
-    return {"seconds": seconds, "peak_rss_mib": peak_kb / 1024, "output": proc.stdout.strip(),
+    run = run_cli(args)
+    return {"seconds": run.seconds, "peak_rss_mib": run.peak_rss_mib, "output": run.stdout.strip(),
             "load_average_1min": [load_before, os.getloadavg()[0]]}
 
 

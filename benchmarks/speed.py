@@ -13,8 +13,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import torch
 
 import raqcodec
+from cliprocess import run_cli
 
 
 def default_image() -> Path:
@@ -39,14 +38,8 @@ def default_image() -> Path:
 
 def cli_peak_rss(args: list[str]) -> tuple[float, float]:
     """(wall seconds, peak RSS in MiB) of one CLI process."""
-    code = ("import resource, sys, runpy; sys.argv = ['raqcodec'] + sys.argv[1:]\n"
-            "try:\n    runpy.run_module('raqcodec', run_name='__main__')\n"
-            "except SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(code)")
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - started
-    return wall, int(proc.stderr.strip().splitlines()[-1]) / 1024
+    run = run_cli(args)
+    return run.seconds, run.peak_rss_mib
 
 
 def main() -> None:
