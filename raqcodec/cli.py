@@ -186,11 +186,12 @@ def _run_batch(settings: Settings, inputs: tuple[str, ...], output: str | None, 
                jobs: int, shard: tuple[int, int] | None, quiet: bool) -> None:
     """Plan, run and report a batch (raqcodec.batch); exits 1 when any file failed, 128+signal when
     interrupted."""
-    from . import batch
+    from . import batch, tiling
 
     try:
+        tiling.tile_pixels()  # a bad $RAQCODEC_TILE_PIXELS is a usage error, not one failure per file
         plan = batch.plan(inputs, settings.kind, output)
-    except batch.BatchError as exc:
+    except (batch.BatchError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     for message in plan.notes:
         _note(message)
@@ -245,7 +246,8 @@ _BATCH_HELP = """
     INPUTS are files, directories (searched recursively for {found}; hidden files skipped) and glob
     patterns (quoted, e.g. 'photos/**/*.png'). An output that exists and is complete is skipped (--force
     redoes it); nothing partial is ever left under an output's name, even when interrupted. Exits 1 if
-    any file failed (each is listed), 0 otherwise.
+    any file failed (each is listed), 0 otherwise. Images over $RAQCODEC_TILE_PIXELS (default 2 MP) are
+    processed in tiles, in bounded memory (decoded pixels are the same bit for bit).
 """
 
 

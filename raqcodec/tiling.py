@@ -22,8 +22,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
+# torch is imported only where receptive fields are computed: the CLI checks the budget before it knows
+# whether any file needs the model (a rerun that skips every file never imports torch).
+if TYPE_CHECKING:
+    from torch import nn
 
 # 2 MP (2^17 latent positions) per tile. Measured peak memory per latent position of one evaluation with
 # the default model: exact decoder 4.6 KB (float64 activations of 128 channels and temporaries), float
@@ -150,6 +154,8 @@ REFINE_EXACT_STEPS = 4
 
 
 def _convs(module: nn.Module) -> list[nn.Conv2d]:
+    from torch import nn
+
     convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError("no convolutions found")

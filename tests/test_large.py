@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
+from PIL import Image
 
 import raqcodec
 from raqcodec import codec, context, tiling
+from raqcodec.cli import main
 from raqcodec.model import CodecModel
 from raqcodec.nn.autoencoder import Decoder, Encoder
 from raqcodec.nn.config import ModelConfig
@@ -237,3 +240,13 @@ def test_estimates_of_large_grids_score_a_bounded_sample(tiny: CodecModel, monke
     evaluated.clear()
     context.estimated_bits(ctx, book, grid, 0)
     assert sum(evaluated) <= 150 + context.NUM_PASSES
+
+
+def test_a_bad_budget_in_the_environment_is_one_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Image.fromarray(smooth_image(16, 16)).save(tmp_path / "a.png")
+    monkeypatch.setenv(tiling.TILE_PIXELS_ENV, "lots")
+    for args in (["encode", "-k", "16", str(tmp_path / "a.png")], ["decode", str(tmp_path / "a.png")]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2 and tiling.TILE_PIXELS_ENV in res.output
+        assert len(res.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
