@@ -117,8 +117,8 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
 
     # Index grids are held as int32: rate control keeps a dozen (grids and the context coder's keys), which
     # is 0.6 GB in int64 for an 8000x6000 image.
-    def refined(size: int) -> np.ndarray:
-        return m.refined_indices(rows, grid, src.rgb, adapter, size, refine, positions).astype(np.int32)
+    def refined(size: int, steps: int = refine) -> np.ndarray:
+        return m.refined_indices(rows, grid, src.rgb, adapter, size, steps, positions).astype(np.int32)
     alpha = zlib.compress(src.alpha.tobytes(), 9) if src.alpha is not None else b""
 
     @functools.cache  # rate control and the refinement fallback ask for the same sizes
@@ -164,10 +164,9 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
             size, indices, section = _refine_within_budget(choice, refined, quantize, budget, describe,
                                                            m.size_range[0], section_of, estimate, error_of)
             if size == m.size_range[1] and indices is not choice.indices and pixels <= ROOM_REFINE_MAX_PIXELS:
-                indices, section = _refine_into_room(
-                    indices, section, refine, budget,
-                    lambda steps: m.refined_indices(rows, grid, src.rgb, adapter, size, steps, positions),
-                    lambda grid_: section_of(grid_, size))
+                indices, section = _refine_into_room(indices, section, refine, budget,
+                                                     lambda steps: refined(size, steps),
+                                                     lambda grid_: section_of(grid_, size))
     header = bitstream.Header(
         version=bitstream.FORMAT_VERSION, model_fingerprint=m.fingerprint_bytes, adapter=adapter,
         codebook_size=size, codebook_crc=codebook_crc(m.codebook(adapter, size)), width=src.width,
@@ -226,7 +225,7 @@ def _refine_into_room(indices: np.ndarray, section: bytes, steps: int, budget: i
     growth = 0
     while steps * 2 <= MAX_ROOM_REFINE_STEPS and len(section) + growth <= budget:
         steps *= 2
-        more = refined_with(steps).astype(np.int32)
+        more = refined_with(steps)
         more_section = section_of(more)
         if len(more_section) > budget:
             break

@@ -326,10 +326,10 @@ def _coding_weights(scaled: Tensor) -> np.ndarray:
     return _normalise(scaled, unit=1 << (_CONSTRICTION_PRECISION - PRECISION)).numpy()
 
 
-def _passes(h: int, w: int, sample: int = 1) -> list[np.ndarray]:
-    """Flat positions of each pass in coding order (``sample`` > 1: every ``sample``-th position only)."""
+def _passes(h: int, w: int) -> list[np.ndarray]:
+    """Flat positions of each pass in coding order."""
     passes = pass_map(h, w).ravel()
-    return [np.flatnonzero(passes == p)[::sample] for p in range(NUM_PASSES)]
+    return [np.flatnonzero(passes == p) for p in range(NUM_PASSES)]
 
 
 def _parts(n: int, size: int, components: int) -> list[slice]:
@@ -409,7 +409,8 @@ def _pass_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness:
     h, w = grid.shape
     passes = pass_map(h, w)
     out = []
-    for whole, positions in zip(_passes(h, w), _passes(h, w, sample)):
+    for whole in _passes(h, w):
+        positions = whole[::sample]
         bits = 0.0
         for ys, xs, mix in _coding_parts(ctx, codebook, grid, passes, positions, sharpness):
             chosen = ctx.chosen_frequencies(mix, grid[ys, xs])

@@ -237,10 +237,7 @@ class CodecModel:
                     descent(self.float_decoder, latents[t.outer].permute(2, 0, 1), target, book, steps, loss)):
                 candidates[step][t.core] = idx.view(oh, ow)[t.inner].cpu().numpy()
                 errors[step] += _squared_error(decoded[core], target[core])
-        best = 0
-        for step in range(1, steps + 1):  # the first lowest, like refine_indices
-            if errors[step] < errors[best]:
-                best = step
+        best = int(np.argmin(errors))  # the first lowest, like refine_indices
         return candidates[best].reshape(-1).astype(np.int64)
 
     def _tile_target(self, rgb: np.ndarray, t: Tile) -> tuple[Tensor, tuple[slice, slice, slice]]:
