@@ -117,7 +117,7 @@ class _SizeTables:
     # feature split as hi * 2^FEATURE_SPLIT + lo, columns [hi | lo] (see ContextModel._hidden_input)
     features: Tensor
     bias: Tensor  # (passes, H) float64: pass bias + this size's bias
-    projected: Tensor  # (K + 1, r) int64 at 2^-ACT_BITS, row K = 0
+    projected: Tensor  # (K + 1, r) float64 integers at 2^-ACT_BITS, row K = 0
     distance_rhs: Tensor  # (r + 2, K) float64: [p_k, 1, |p_k|^2] per column
     single_lut: Tensor  # (c + 1,) float64: EXP_LUT[t] * (2^P - K) for t = 0..c (c: ContextModel.exp_cut)
     pair_lut: Tensor  # ((c + 1)^2,) float64: single_lut[i] + single_lut[j] at i * (c + 1) + j
@@ -183,7 +183,7 @@ class ContextModel:
         split = torch.cat([(feats - lo) * 2.0**-FEATURE_SPLIT, lo], 1).to(torch.float32)
         single = self.exp_lut[:self.exp_cut + 1].to(torch.float64) * float(_spare(k))  # exact, < 2^36
         tables = _SizeTables(features=split.contiguous(), bias=bias,
-                             projected=torch.cat([proj, torch.zeros(1, self.proj_dim, dtype=torch.int64)]),
+                             projected=torch.cat([proj, torch.zeros(1, self.proj_dim, dtype=torch.int64)]).to(torch.float64),
                              distance_rhs=rhs.to(torch.float64).contiguous(),
                              single_lut=single, pair_lut=(single[:, None] + single[None, :]).reshape(-1))
         if len(self._tables) > 16:
@@ -222,7 +222,8 @@ class ContextModel:
         out = _floor_shift(h2 @ self.head_weight, self.head_bits).to(torch.int64) + self.head_bias
         out = out.clamp(-ACT_LIMIT, ACT_LIMIT).view(-1, m, r + 2)
         near = sl[:, :MEAN_SLOTS] < k
-        total = tb.projected[sl[:, :MEAN_SLOTS]].sum(1)  # 'missing' rows are zero
+        # sum of the decoded neighbours' projections ('missing' rows are zero): 8 integers below 2^17
+        total = torch.nn.functional.embedding_bag(sl[:, :MEAN_SLOTS], tb.projected, mode="sum").to(torch.int64)
         base = torch.div(total, near.sum(1).clamp(min=1)[:, None], rounding_mode="floor")
         mu = (base[:, None, :] + out[..., :r]).clamp(-PROJ_LIMIT, PROJ_LIMIT).view(-1, r)  # (n*M, r)
         log_prec = torch.div(out[..., r + 1], 2 ** (ACT_BITS - LOG_PREC_BITS), rounding_mode="floor") + sharpness

@@ -278,16 +278,14 @@ class CodecModel:
         integer arithmetic, and a halo of the decoder's receptive-field radius (``raqcodec.tiling``)."""
         h, w = grid
         book = codebook.to(self.device, torch.float64)
-        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device)
+        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device).view(h, w)
         tiles = self._plan(grid, max_positions, self.decoder_halo)
         if tiles is None:
-            latents = book[idx].reshape(h, w, -1).permute(2, 0, 1).contiguous()
-            return self.decoder(latents).permute(1, 2, 0).cpu().numpy()
+            return self.decoder(book, idx).permute(1, 2, 0).cpu().numpy()
         f = self.config.downsampling
-        idx = idx.view(h, w)
         out = np.empty((f * h, f * w, 3), np.uint8)
         for t in tiles:
-            pixels = self.decoder(book[idx[t.outer]].permute(2, 0, 1).contiguous())
+            pixels = self.decoder(book, idx[t.outer])
             iy, ix = t.inner
             core = pixels[:, f * iy.start : f * iy.stop, f * ix.start : f * ix.stop]
             out[f * t.y0 : f * t.y1, f * t.x0 : f * t.x1] = core.permute(1, 2, 0).cpu().numpy()

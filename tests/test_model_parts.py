@@ -104,10 +104,16 @@ def _float_and_exact(seed: int = 0) -> tuple[RAQModel, exact.ExactDecoder, torch
     return model, dec, latents, frac
 
 
+def _as_codebook(ints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A latent grid (d, h, w) as a codebook of its positions and the grid of their indices."""
+    d, h, w = ints.shape
+    return ints.reshape(d, -1).t().contiguous(), torch.arange(h * w).view(h, w)
+
+
 def test_exact_decoder_matches_float_decoder() -> None:
     model, dec, latents, frac = _float_and_exact()
     ints = torch.round(latents[0].double() * 2.0**frac)
-    out = dec(ints)
+    out = dec(*_as_codebook(ints))
     with torch.no_grad():
         ref = (model.decoder((ints * 2.0**-frac).float()[None])[0].clamp(0, 1) * 255).round()
     assert out.shape == (3, 36, 52) and out.dtype == torch.uint8
@@ -117,16 +123,29 @@ def test_exact_decoder_matches_float_decoder() -> None:
 def test_exact_decoder_independent_of_threads_and_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
     _, dec, latents, frac = _float_and_exact(3)
     ints = torch.round(latents[0].double() * 2.0**frac)
-    reference = dec(ints)
+    reference = dec(*_as_codebook(ints))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        single = dec(ints)
+        single = dec(*_as_codebook(ints))
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setattr(exact, "ROW_CHUNK_ELEMENTS", 64)  # one row per matrix product
-    chunked = dec(ints)
+    chunked = dec(*_as_codebook(ints))
     assert torch.equal(reference, single) and torch.equal(reference, chunked)
+
+
+def test_stem_table_is_the_stem_convolution_bit_for_bit() -> None:
+    """Looked-up codeword products give the same integers as the 3x3 convolution of the latent grid,
+    codewords used many times, unused ones and borders included."""
+    model, dec, _, frac = _float_and_exact(5)
+    gen = torch.Generator().manual_seed(5)
+    codebook = torch.round(torch.randn(40, TINY.latent_dim, generator=gen, dtype=torch.float64) * 2.0**frac)
+    indices = torch.randint(0, 30, (7, 11), generator=gen)  # codewords 30..39 unused
+    conv = exact.ExactConv(model.decoder.stem, frac, exact.decoder_weight_bits(model.decoder)["stem"])
+    direct = conv(codebook[indices].permute(2, 0, 1).contiguous())
+    assert torch.equal(dec.stem(codebook, indices), direct)
+    assert torch.equal(dec.stem(codebook, indices[2:5, 3:4]), conv(codebook[indices[2:5, 3:4]].permute(2, 0, 1)))
 
 
 def test_exact_decoder_refuses_layers_it_cannot_bound() -> None:
