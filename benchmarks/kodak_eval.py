@@ -33,13 +33,13 @@ def run_cli(args: list[str]) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
-def evaluate(images: list[Path], setting: list[str], model: str | None, adapter: str) -> dict:
+def evaluate(images: list[Path], setting: list[str], model: str | None, adapter: str, jobs: int = 1) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         model_args = ["--model", model] if model else []
         started = time.perf_counter()
         encoded = run_cli(["encode", *map(str, images), "-o", str(out / "raq"), *setting, *model_args,
-                           "--adapter", adapter, "--device", "cpu"])
+                           "--adapter", adapter, "--device", "cpu", "-j", str(jobs)])
         decoded = run_cli(["decode", *(r["output"] for r in encoded), "-o", str(out / "png"), "--device", "cpu"])
         wall = time.perf_counter() - started
         per_image = []
@@ -67,6 +67,7 @@ def main() -> None:
                         help="Codebook sizes (default: the model's k_min and k_max, and 16, 64, 256, 1024).")
     parser.add_argument("--adapters", nargs="*", default=["seq2seq"])
     parser.add_argument("--update-card", action="store_true", help="Write the figures into the model card.")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="Encoder processes (raqcodec encode -j).")
     parser.add_argument("-o", "--output", type=Path, default=Path(__file__).parent / "results" / "kodak_eval.json")
     args = parser.parse_args()
     images = sorted(args.data.glob("*.png"))
@@ -80,9 +81,9 @@ def main() -> None:
     rows = []
     for adapter in args.adapters:
         for bpp in args.bpp:
-            rows.append(evaluate(images, ["--bpp", str(bpp)], args.model, adapter))
+            rows.append(evaluate(images, ["--bpp", str(bpp)], args.model, adapter, args.jobs))
         for size in args.sizes:
-            rows.append(evaluate(images, ["--codebook-size", str(size)], args.model, adapter))
+            rows.append(evaluate(images, ["--codebook-size", str(size)], args.model, adapter, args.jobs))
     for r in rows:
         print(f"{r['adapter']:8s} {r['setting']:22s} bpp mean {r['mean_bpp']:.4f} (min {r['min_bpp']:.4f}, "
               f"max {r['max_bpp']:.4f})  PSNR {r['mean_psnr']:.2f} dB")

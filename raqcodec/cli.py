@@ -267,7 +267,9 @@ _BATCH_HELP = """
               help="seq2seq: the trained adapter (data-driven RAQ); cluster: DKM/inverse DKM (model-based).")
 @click.option("--refine", type=click.IntRange(0, 50), default=None, metavar="STEPS",
               help="Decoder-aware index refinement steps (encoder-side search; 0 = nearest neighbour). "
-                   "[default: the codec's default]")
+                   "Under --bpp the encoder tries up to max(STEPS, 8) steps at several codebook sizes "
+                   "and keeps what decodes closest within the budget (images up to 2 MP). "
+                   "[default: the codec's default, 2]")
 @click.option("--entropy", type=click.Choice(["auto", "context", "order0"]), default="auto", show_default=True,
               help="Index coder: the model's context model, or one order-0 table per image (format 1's coder); "
                    "auto: context when the model has one.")

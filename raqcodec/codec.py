@@ -12,7 +12,7 @@ import os
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import PIL.Image
@@ -92,7 +92,9 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     """Encode at a bitrate budget (``bpp``: all file bytes x 8 / pixels) or at an explicit ``codebook_size``.
 
     ``refine``: steps of decoder-aware index refinement (``raqcodec.refine``; 0 = nearest neighbour).
-    Under a budget, refined indices are used only if their file still fits. ``entropy``: the index
+    Under a budget the encoder searches refinement paths of up to max(``refine``, BUDGET_REFINE_STEPS)
+    steps jointly with the codebook size and keeps the fitting grid that decodes closest (images up to
+    BUDGET_SEARCH_MAX_PIXELS; larger ones search ``refine`` steps). ``entropy``: the index
     coder (``index_coder``). ``max_tile_pixels``: images larger than this run the networks in tiles of
     at most this many pixels (``raqcodec.tiling``; default $RAQCODEC_TILE_PIXELS or 2 MP): memory stays
     bounded, the stream format is the same.
@@ -117,18 +119,16 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
 
     # Index grids are held as int32: rate control keeps a dozen (grids and the context coder's keys), which
     # is 0.6 GB in int64 for an 8000x6000 image.
-    def refined(size: int, steps: int = refine) -> np.ndarray:
-        return m.refined_indices(rows, grid, src.rgb, adapter, size, steps, positions).astype(np.int32)
     alpha = zlib.compress(src.alpha.tobytes(), 9) if src.alpha is not None else b""
 
-    @functools.cache  # rate control and the refinement fallback ask for the same sizes
+    @functools.cache  # rate control's search and confirmation ask for the same sizes
     def quantize(size: int) -> np.ndarray:
         return m.indices(rows, adapter, size).astype(np.int32)
 
     def section_of(indices: np.ndarray, size: int) -> bytes:
         return coder.encode(indices.reshape(grid), m.codebook(adapter, size))
 
-    @functools.cache  # rate control only estimates quantize(size), so one estimate per size serves both searches
+    @functools.cache  # rate control only estimates quantize(size): one estimate per size
     def estimated_bits(size: int) -> int:
         return coder.estimate_bits(quantize(size).reshape(grid), m.codebook(adapter, size))
 
@@ -140,7 +140,8 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         if not lo <= codebook_size <= hi:
             raise BudgetError(f"codebook size {codebook_size} is outside model {m.name}'s range {lo}..{hi}")
         size = codebook_size
-        indices = refined(size) if refine else quantize(size)
+        indices = (m.refined_indices(rows, grid, src.rgb, adapter, size, refine, positions).astype(np.int32)
+                   if refine else quantize(size))
         section = section_of(indices, size)
     else:
         assert bpp is not None
@@ -158,15 +159,28 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         choice = choose_size(quantize, m.size_range, budget, describe, section_of, estimate)
         size, indices, section = choice.size, choice.indices, choice.section
         if refine:
-            def error_of(indices: np.ndarray, size: int) -> float:
-                return m.reconstruction_error(indices, grid, src.rgb, adapter, size, positions)
+            # small images search a long refinement path (its extra steps take minutes on large ones)
+            steps = max(refine, BUDGET_REFINE_STEPS) if pixels <= BUDGET_SEARCH_MAX_PIXELS else refine
 
-            size, indices, section = _refine_within_budget(choice, refined, quantize, budget, describe,
-                                                           m.size_range[0], section_of, estimate, error_of)
-            if size == m.size_range[1] and indices is not choice.indices and pixels <= ROOM_REFINE_MAX_PIXELS:
-                indices, section = _refine_into_room(indices, section, refine, budget,
-                                                     lambda steps: refined(size, steps),
-                                                     lambda grid_: section_of(grid_, size))
+            def path(size: int) -> RefinementPath:
+                return m.refinement_path(rows, grid, src.rgb, adapter, size, steps, positions)
+
+            def grid_bits(indices: np.ndarray, size: int) -> int:
+                if np.array_equal(indices, quantize(size)):  # a path's step 0: rate control's estimate
+                    return estimated_bits(size)
+                # refined grids are scored at their size's nearest-neighbour sharpness (no search of their own)
+                return coder.estimate_bits(indices.reshape(grid), m.codebook(adapter, size),
+                                           like=quantize(size).reshape(grid))
+
+            def largest_fitting(below: int, section_bytes: int) -> int | None:
+                try:
+                    return choose_size(quantize, (m.size_range[0], below), section_bytes, describe, section_of,
+                                       estimate).size
+                except BudgetError:
+                    return None
+
+            size, indices, section = _refine_under_budget(choice, path, budget, m.size_range[0], section_of,
+                                                          grid_bits, largest_fitting)
     header = bitstream.Header(
         version=bitstream.FORMAT_VERSION, model_fingerprint=m.fingerprint_bytes, adapter=adapter,
         codebook_size=size, codebook_crc=codebook_crc(m.codebook(adapter, size)), width=src.width,
@@ -178,60 +192,111 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
                         model=m.name, coder=coder.name, seconds=time.perf_counter() - started, notes=notes)
 
 
-def _refine_within_budget(choice: RateChoice, refined: Callable[[int], np.ndarray],
-                          quantize: Callable[[int], np.ndarray], budget: int, describe: Callable[[int, int], str],
-                          smallest: int, section_of: SectionCoder, estimate: SectionEstimate,
-                          error_of: Callable[[np.ndarray, int], float]) -> tuple[int, np.ndarray, bytes]:
-    """Refined indices under a byte budget. Refinement costs bits (about 1% with order-0 coding, 5-12%
-    with the context model: refined indices are less predictable), and rate control packs the
-    nearest-neighbour file tightly, so the refined grid at the chosen size rarely fits: then the largest
-    smaller size that leaves room for the same extra bytes is refined instead, and kept if it decodes
-    closer to the image than the plain choice (by the float decoder's MSE). The plain choice stands
-    otherwise."""
+# Under a budget, refinement and the codebook size compete for the same bytes: refined indices decode
+# closer but are less predictable (5-50% more bits with the context model), and which buys more quality
+# per byte differs from image to image. Measured at 0.2 bpp: kodim02 gains 0.6 dB by going from K~ = 262
+# with 2 steps to K~ = 190 with 4; kodim20 loses with every step beyond 2. So the encoder searches both
+# (``_refine_under_budget``), along refinement paths of up to BUDGET_REFINE_STEPS steps.
+BUDGET_REFINE_STEPS = 8
+SIZE_LADDER = 2**-0.25
+# ...for images up to this size; larger ones search the steps asked for only (a refinement step takes
+# about 1.3 us per pixel on a 2-core CPU, so half a dozen probes of 8 steps take about 2 minutes at 2 MP
+# and most of an hour at 48 MP).
+BUDGET_SEARCH_MAX_PIXELS = 1 << 21
+CONFIRM_TRIES = 3  # real encodes per size before its candidates are given up
+
+RefinementPath = Iterator[tuple[np.ndarray, float]]  # a refinement path's (indices, MSE) per step, step 0 first
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """The closest step of one size's refinement path that fits, and what the next closer one costs."""
+
+    error: float  # the float decoder's MSE
+    size: int
+    indices: np.ndarray
+    section: bytes
+    growth: int | None  # estimated bytes of the first closer step that does not fit, over nearest neighbour's
+
+
+def _refine_under_budget(choice: RateChoice, path: Callable[[int], RefinementPath], budget: int, smallest: int,
+                         section_of: SectionCoder, estimate_bits: Callable[[np.ndarray, int], int],
+                         largest_fitting: Callable[[int, int], int | None]) -> tuple[int, np.ndarray, bytes]:
+    """The refined grid that decodes closest among those whose section fits ``budget`` bytes.
+
+    Probed sizes: ``choice.size`` (the largest whose nearest-neighbour grid fits); then the largest
+    smaller size that leaves room for the bytes the first step that did not fit there would add
+    (``largest_fitting(below, section_bytes)``); from there sizes SIZE_LADDER times smaller until one
+    decodes no closer than the best so far; then halfway (in log size) between the best and each probed
+    neighbour. The plain choice stands if nothing refined fits."""
+    tried: dict[int, _Fit | None] = {}
+
+    def probe(size: int) -> _Fit | None:
+        if size not in tried:
+            tried[size] = _best_fitting(path(size), size, budget, section_of, estimate_bits)
+        return tried[size]
+
+    def error(size: int) -> float:
+        fit = tried.get(size)
+        return fit.error if fit is not None else math.inf
+
+    first = probe(choice.size)
     size = choice.size
-    better = refined(size)
-    section = section_of(better, size)
-    if len(section) <= budget:
-        return size, better, section
-    extra = len(section) - len(choice.section)
-    if size > smallest:
-        try:
-            fallback = choose_size(quantize, (smallest, size - 1), budget - extra, describe, section_of, estimate)
-        except BudgetError:
-            fallback = None
-        if fallback is not None:
-            better = refined(fallback.size)
-            section = section_of(better, fallback.size)
-            if len(section) <= budget and error_of(better, fallback.size) < error_of(choice.indices, choice.size):
-                return fallback.size, better, section
-    return choice.size, choice.indices, choice.section
-
-
-# Under a budget, the model's largest codebook can leave room that no larger codebook can use; more
-# refinement steps spend it. Measured on kodim23 at K~ = 1024 with 2 / 4 / 8 / 16 steps: 0.268 / 0.283 /
-# 0.296 / 0.310 bpp and 31.12 / 31.38 / 31.67 / 31.93 dB.
-MAX_ROOM_REFINE_STEPS = 16
-# ...for images up to this size: up to 4 + 8 + 16 more steps take about a minute at 2 MP on a 2-core
-# CPU, but would take over 20 minutes at 48 MP.
-ROOM_REFINE_MAX_PIXELS = 1 << 21
-
-
-def _refine_into_room(indices: np.ndarray, section: bytes, steps: int, budget: int,
-                      refined_with: Callable[[int], np.ndarray],
-                      section_of: Callable[[np.ndarray], bytes]) -> tuple[np.ndarray, bytes]:
-    """Refined indices at twice, four times... the steps (up to MAX_ROOM_REFINE_STEPS) while the file still
-    fits. Each doubling costs about as many bytes as the one before, so one that would not fit by that
-    measure is not computed (each costs a refinement of that many steps)."""
-    growth = 0
-    while steps * 2 <= MAX_ROOM_REFINE_STEPS and len(section) + growth <= budget:
-        steps *= 2
-        more = refined_with(steps)
-        more_section = section_of(more)
-        if len(more_section) > budget:
+    if first is not None and first.growth is not None and choice.size > smallest:
+        size = largest_fitting(choice.size - 1, budget - first.growth) or choice.size
+    best, targeted = error(choice.size), True
+    while size != choice.size and probe(size) is not None:
+        if error(size) >= best and not targeted:
+            break  # a rung that decodes no closer (the targeted size always leads on to the ladder)
+        best, targeted = min(best, error(size)), False
+        smaller = max(smallest, round(size * SIZE_LADDER))
+        if smaller >= size:
             break
-        growth = len(more_section) - len(section)
-        indices, section = more, more_section
-    return indices, section
+        size = smaller
+    ranked = sorted(tried)
+    i = ranked.index(min(tried, key=error))
+    for neighbour in ranked[max(0, i - 1) : i] + ranked[i + 1 : i + 2]:
+        probe(round(math.sqrt(ranked[i] * neighbour)))  # halfway (in log size) to each neighbour
+    top = tried[min(tried, key=error)]
+    if top is None:
+        return choice.size, choice.indices, choice.section
+    return top.size, top.indices, top.section
+
+
+def _best_fitting(path: RefinementPath, size: int, budget: int, section_of: SectionCoder,
+                  estimate_bits: Callable[[np.ndarray, int], int]) -> _Fit | None:
+    """The closest step of a refinement path whose section fits ``budget`` bytes, or None.
+
+    Along the steps that improve on every earlier one the error falls and the bits mostly rise. The
+    newest such step is estimated at steps 1, 2, 4, 8...; the path stops at the first that does not fit
+    (the rest would not either, and computing them costs most of the search), the last fitting one
+    between is found by bisection on the estimates (step 0, nearest neighbour, is taken to fit), and it
+    is confirmed by real encodes, stepping back while it does not fit."""
+    improving: list[tuple[np.ndarray, float]] = []
+    bits: dict[int, int] = {}  # position in ``improving`` -> estimated bits
+
+    def fits(j: int) -> bool:
+        if j not in bits:
+            bits[j] = estimate_bits(improving[j][0], size)
+        return bits[j] <= 8 * budget
+
+    for step, (indices, error) in enumerate(path):
+        if not improving or error < improving[-1][1]:
+            improving.append((indices, error))
+        if step and step & (step - 1) == 0 and not fits(len(improving) - 1):
+            break
+    lo = max([0] + [j for j in bits if fits(j)])
+    hi = min([j for j in bits if not fits(j)], default=len(improving))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    growth = (bits[hi] - estimate_bits(improving[0][0], size)) // 8 if hi in bits else None
+    for j in range(lo, max(-1, lo - CONFIRM_TRIES), -1):
+        indices, error = improving[j]
+        section = section_of(indices, size)
+        if len(section) <= budget:
+            return _Fit(error, size, indices, section, growth)
+    return None
 
 
 def encode(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,

@@ -27,7 +27,7 @@ class Order0Coder:
     def encode(self, grid: np.ndarray, codebook: Tensor) -> bytes:
         return entropy.encode_indices(grid.ravel(), codebook.shape[0])
 
-    def estimate_bits(self, grid: np.ndarray, codebook: Tensor) -> int:
+    def estimate_bits(self, grid: np.ndarray, codebook: Tensor, like: np.ndarray | None = None) -> int:
         return entropy.estimate_section_bits(np.bincount(grid.ravel(), minlength=codebook.shape[0]))
 
     def decode(self, section: bytes, shape: tuple[int, int], codebook: Tensor) -> np.ndarray:
@@ -59,8 +59,10 @@ class ContextCoder:
     def encode(self, grid: np.ndarray, codebook: Tensor) -> bytes:
         return context.encode_grid(self.model, codebook, grid, self.sharpness(grid, codebook))
 
-    def estimate_bits(self, grid: np.ndarray, codebook: Tensor) -> int:
-        sharpness = self.sharpness(grid, codebook)
+    def estimate_bits(self, grid: np.ndarray, codebook: Tensor, like: np.ndarray | None = None) -> int:
+        """Estimated section bits; with ``like`` (a similar grid, e.g. the nearest-neighbour one of the
+        same size), at the sharpness chosen for that grid instead of searching one for ``grid``."""
+        sharpness = self.sharpness(grid if like is None else like, codebook)
         return 8 + int(context.estimated_bits(self.model, codebook, grid, sharpness)) + _FLUSH_BITS
 
     def decode(self, section: bytes, shape: tuple[int, int], codebook: Tensor) -> np.ndarray:

@@ -11,10 +11,12 @@ import os
 import threading
 import zlib
 from dataclasses import asdict
+from typing import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .bitstream import ADAPTERS
@@ -27,7 +29,7 @@ from .nn.cluster import ClusterSettings, cluster_codebook
 from .nn.quantizer import nearest_indices
 from .nn.config import ModelConfig
 from .intkmeans import integer_kmeans
-from .refine import descent, refine_indices
+from .refine import descent
 from .tiling import REFINE_SHARE, Tile, decoder_radius, encoder_radius, plan_tiles, refine_halo
 
 # Smallest codebook any model codes with. Sizes below a model's trained k_min are served by integer
@@ -203,25 +205,36 @@ class CodecModel:
 
     def refined_indices(self, rows: Tensor, grid: tuple[int, int], rgb: np.ndarray, adapter: str, size: int,
                         steps: int, max_positions: int | None = None) -> np.ndarray:
-        """Indices chosen by decoder-aware refinement (``raqcodec.refine``); ``rgb`` is the unpadded image."""
+        """Indices chosen by decoder-aware refinement (``raqcodec.refine``); ``rgb`` is the unpadded image.
+        The step whose grid decodes closest wins (the first of equals; step 0 is nearest neighbour)."""
+        path = list(self.refinement_path(rows, grid, rgb, adapter, size, steps, max_positions))
+        return path[int(np.argmin([error for _, error in path]))][0].astype(np.int64)
+
+    def refinement_path(self, rows: Tensor, grid: tuple[int, int], rgb: np.ndarray, adapter: str, size: int,
+                        steps: int, max_positions: int | None = None) -> Iterator[tuple[np.ndarray, float]]:
+        """The steps of the refinement search, 0 (nearest neighbour) to ``steps``: each step's index grid
+        (h * w,) int32 and the float decoder's MSE of it against ``rgb`` (the unpadded image). Lazy on
+        images within the tile budget (a caller may stop early); larger ones run it tile by tile
+        (``_path_in_tiles``) with the same result."""
         h, w = grid
         book = self.float_codebook(adapter, size)
         if max_positions is not None:
             max_positions = max(1, max_positions // REFINE_SHARE)  # autograd: twice the decoder's memory
         tiles = self._plan(grid, max_positions, refine_halo(self.decoder_halo, steps))
-        if tiles is None:
-            latents = rows.reshape(h, w, -1).permute(2, 0, 1)
-            target = self._pixels(rgb)[0]
-            return refine_indices(self.float_decoder, latents, target, book, steps).cpu().numpy()
-        return self._refined_in_tiles(rows.view(h, w, -1), rgb, book, steps, tiles)
+        if tiles is not None:
+            yield from self._path_in_tiles(rows.view(h, w, -1), rgb, book, steps, tiles)
+            return
+        latents = rows.reshape(h, w, -1).permute(2, 0, 1)
+        target = self._pixels(rgb)[0]
+        for idx, error, _ in descent(self.float_decoder, latents, target, book, steps, F.mse_loss):
+            yield idx.cpu().numpy().astype(np.int32), float(error)
 
-    def _refined_in_tiles(self, latents: Tensor, rgb: np.ndarray, book: Tensor, steps: int,
-                          tiles: list[Tile]) -> np.ndarray:
+    def _path_in_tiles(self, latents: Tensor, rgb: np.ndarray, book: Tensor, steps: int,
+                       tiles: list[Tile]) -> list[tuple[np.ndarray, float]]:
         """The whole-image search, tile by tile. Each tile runs every step on core + halo with the loss
         of the whole image restricted to its pixels (same normalisation, so the same gradients); with
         the halo of ``refine_halo`` its core follows the same trajectory as in a whole-image search.
-        Every step's core indices and squared error are kept, and the step with the lowest total error
-        over the image wins, as in ``refine_indices``."""
+        Every step's core indices and squared error are summed over the tiles."""
         h, w, _ = latents.shape
         candidates = np.empty((steps + 1, h, w), np.int32)
         errors = np.zeros(steps + 1)
@@ -237,8 +250,7 @@ class CodecModel:
                     descent(self.float_decoder, latents[t.outer].permute(2, 0, 1), target, book, steps, loss)):
                 candidates[step][t.core] = idx.view(oh, ow)[t.inner].cpu().numpy()
                 errors[step] += _squared_error(decoded[core], target[core])
-        best = int(np.argmin(errors))  # the first lowest, like refine_indices
-        return candidates[best].reshape(-1).astype(np.int64)
+        return [(candidates[step].reshape(-1), float(errors[step] / norm)) for step in range(steps + 1)]
 
     def _tile_target(self, rgb: np.ndarray, t: Tile) -> tuple[Tensor, tuple[slice, slice, slice]]:
         """The real pixels under a tile's outer rectangle as (3, H', W') floats, and where its core lies
@@ -247,29 +259,6 @@ class CodecModel:
         target = self._pixels(rgb[f * t.oy0 : f * t.oy1, f * t.ox0 : f * t.ox1])[0]
         iy, ix = t.inner
         return target, (slice(None), slice(f * iy.start, f * iy.stop), slice(f * ix.start, f * ix.stop))
-
-    @torch.no_grad()
-    def reconstruction_error(self, indices: np.ndarray, grid: tuple[int, int], rgb: np.ndarray, adapter: str,
-                             size: int, max_positions: int | None = None) -> float:
-        """MSE of the float decoder's reconstruction against ``rgb`` (the unpadded image): how the encoder
-        compares candidate index grids (the exact decoder agrees to within rounding)."""
-        h, w = grid
-        book = self.float_codebook(adapter, size)
-        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device)
-        tiles = self._plan(grid, max_positions, self.decoder_halo)
-        if tiles is None:
-            latents = book[idx].reshape(h, w, -1).permute(2, 0, 1)[None]
-            target = self._pixels(rgb)[0]
-            decoded = self.float_decoder(latents)[0, :, : rgb.shape[0], : rgb.shape[1]]
-            return float(torch.mean((decoded - target) ** 2))
-        idx = idx.view(h, w)
-        total = 0.0
-        for t in tiles:
-            target, core = self._tile_target(rgb, t)
-            latents = book[idx[t.outer]].permute(2, 0, 1)[None]
-            decoded = self.float_decoder(latents)[0, :, : target.shape[1], : target.shape[2]]
-            total += _squared_error(decoded[core], target[core])
-        return total / (3 * rgb.shape[0] * rgb.shape[1])
 
     @torch.no_grad()
     def synthesize(self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int],

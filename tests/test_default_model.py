@@ -126,3 +126,21 @@ def test_sampled_size_estimate_is_close_on_a_photo(model, photo: Path, monkeypat
         estimate = context.estimated_bits(model.context, book, grid, 0)
         assert context.sample_step(grid.size) == 5
         assert estimate == pytest.approx(exact, rel=0.02)
+
+
+def test_refined_grids_are_estimated_at_their_sizes_sharpness(model, photo: Path) -> None:
+    """The budget search scores refined grids at the sharpness of the nearest-neighbour grid of the
+    same size (no search of their own): within 1% of the real section, which searches it."""
+    from raqcodec.indexcoder import ContextCoder
+
+    padded = pad_to_multiple(load_image(photo).rgb, model.config.downsampling)
+    grid_shape = (padded.shape[0] // model.config.downsampling, padded.shape[1] // model.config.downsampling)
+    rows = model.analyse(padded)
+    coder = ContextCoder(model.context)
+    book = model.codebook("seq2seq", 256)
+    nearest = model.indices(rows, "seq2seq", 256).reshape(grid_shape)
+    refined = model.refined_indices(rows, grid_shape, load_image(photo).rgb, "seq2seq", 256, 4).reshape(grid_shape)
+    assert not np.array_equal(refined, nearest)
+    assert coder.estimate_bits(nearest, book, like=nearest) == coder.estimate_bits(nearest, book)
+    estimate = coder.estimate_bits(refined, book, like=nearest)
+    assert estimate == pytest.approx(8 * len(coder.encode(refined, book)), rel=0.01)

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 import raqcodec
-from raqcodec import bitstream, codec
+from raqcodec import bitstream, codec, ratecontrol
 from raqcodec.cli import main
 from raqcodec.model import CodecModel
 from raqcodec.nn.quantizer import nearest_indices
@@ -67,30 +67,74 @@ def test_refine_bounds(tiny_model_path: Path) -> None:
 
 
 
-@pytest.mark.parametrize(("budget", "expected_steps", "tried"), [
-    (103, 2, [4]),             # the first doubling does not fit
-    (109, 4, [4]),             # 4 steps fit (105 bytes); 8, by the last growth (5), would not: not tried
-    (110, 4, [4, 8]),          # by the last growth it would, so it is tried, and does not (111)
-    (116, 8, [4, 8]),          # 8 fits (111); the next doubling's growth (6) would overshoot by 1
-    (117, 16, [4, 8, 16]),     # and with that byte, 16 fits (117)
-    (10**6, 16, [4, 8, 16]),   # never beyond MAX_ROOM_REFINE_STEPS
-])
-def test_room_left_at_the_largest_codebook_buys_more_refinement(budget: int, expected_steps: int,
-                                                                tried: list[int]) -> None:
-    from raqcodec.codec import MAX_ROOM_REFINE_STEPS, _refine_into_room
+def _synthetic_path(errors: list[float], consumed: list[int]):  # noqa: ANN202
+    """A refinement path whose step t has indices [t] and the given error; records the steps computed."""
+    for step, error in enumerate(errors):
+        consumed.append(step)
+        yield np.array([step], np.int32), error
 
-    section_bytes = {2: 100, 4: 105, 8: 111, 16: 117, 32: 124}
-    calls: list[int] = []
 
-    def refined_with(steps: int) -> np.ndarray:
-        calls.append(steps)
-        return np.full(3, steps)
+def test_the_closest_fitting_step_of_a_path_is_found_and_the_path_stops_early() -> None:
+    """Section bytes grow with the step (100 + 10 t); errors fall, except steps 3 and 6, which do not
+    improve on step 2 and 5 and are never candidates. Budget 155: step 5 is the last that fits."""
+    errors = [1.0, 0.9, 0.8, 0.85, 0.7, 0.6, 0.65, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02, 0.01]
+    sections = lambda indices, size: b"x" * (100 + 10 * int(indices[0]))  # noqa: E731
+    estimates: list[int] = []
 
-    indices, section = _refine_into_room(np.full(3, 2), b"x" * section_bytes[2], 2, budget, refined_with,
-                                         lambda grid: b"x" * section_bytes[int(grid[0])])
-    assert MAX_ROOM_REFINE_STEPS == 16
-    assert int(indices[0]) == expected_steps and len(section) == section_bytes[expected_steps] <= budget
-    assert calls == tried
+    def estimate_bits(indices: np.ndarray, size: int) -> int:
+        estimates.append(int(indices[0]))
+        return 8 * len(sections(indices, size))
+
+    consumed: list[int] = []
+    fit = codec._best_fitting(_synthetic_path(errors, consumed), 7, 155, sections, estimate_bits)
+    assert fit is not None and int(fit.indices[0]) == 5 and fit.error == 0.6 and len(fit.section) == 150
+    assert fit.size == 7 and consumed == list(range(9))  # step 8 is over the budget: 9..16 never computed
+    assert fit.growth == (170 - 100) // 1  # the first closer step that does not fit (7) over nearest's bytes
+    assert 3 not in estimates and 6 not in estimates
+
+    # an estimate that is too low is caught by the real encode, which steps back to a closer-to-nearest step
+    optimistic = lambda indices, size: 8 * len(sections(indices, size)) - 8 * 30  # noqa: E731
+    fit = codec._best_fitting(_synthetic_path(errors, []), 7, 155, sections, optimistic)
+    assert fit is not None and int(fit.indices[0]) == 5
+    # nothing fits: not even nearest neighbour
+    assert codec._best_fitting(_synthetic_path(errors, []), 7, 99, sections, estimate_bits) is None
+
+
+def test_the_search_trades_codebook_size_for_refinement_steps() -> None:
+    """A synthetic image where bytes grow with size and steps and the error falls with both; the
+    search must land on the best fitting (size, step) pair of the sizes it probes, never over budget."""
+    def error(size: int, step: int) -> float:
+        return 1.0 / size + 0.004 / (1 + step)
+
+    def nbytes(size: int, step: int) -> int:
+        return 2 * size + 12 * step
+
+    def path(size: int):  # noqa: ANN202
+        for step in range(17):
+            yield np.array([size, step], np.int32), error(size, step)
+
+    def section_of(indices: np.ndarray, size: int) -> bytes:
+        return b"x" * nbytes(int(indices[0]), int(indices[1]))
+
+    def estimate_bits(indices: np.ndarray, size: int) -> int:
+        return 8 * len(section_of(indices, size))
+
+    def largest_fitting(below: int, section_bytes: int) -> int | None:
+        return min(below, section_bytes // 2) if section_bytes >= 2 else None
+
+    budget = 400
+    choice = ratecontrol.RateChoice(200, np.array([200, 0], np.int32), b"x" * 400)
+    size, indices, section = codec._refine_under_budget(choice, path, budget, 2, section_of, estimate_bits,
+                                                        largest_fitting)
+    assert len(section) <= budget and size == int(indices[0])
+    best = min(error(s, t) for s in range(2, 201) for t in range(17) if nbytes(s, t) <= budget)
+    assert error(size, int(indices[1])) <= best * 1.03  # within 3% of the best pair over every size
+    assert size < 200 and int(indices[1]) > 0
+
+    # nothing refined fits: the plain choice stands
+    tight = ratecontrol.RateChoice(200, np.array([200, 0], np.int32), b"x" * 400)
+    assert codec._refine_under_budget(tight, path, 400, 200, section_of, lambda i, s: 10**9,
+                                      lambda below, n: None)[0] == 200
 
 
 def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path: Path,
@@ -112,6 +156,6 @@ def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path:
         return float(np.mean((decoded - image) ** 2))
 
     assert error(roomy) < error(two_steps)
-    # larger images than ROOM_REFINE_MAX_PIXELS keep the steps asked for (time)
-    monkeypatch.setattr(codec, "ROOM_REFINE_MAX_PIXELS", image[..., 0].size - 1)
+    # larger images than BUDGET_SEARCH_MAX_PIXELS search the steps asked for only (time)
+    monkeypatch.setattr(codec, "BUDGET_SEARCH_MAX_PIXELS", image[..., 0].size - 1)
     assert raqcodec.encode(image, bpp=bpp, model=tiny_model_path, refine=2) == two_steps
