@@ -183,7 +183,7 @@ class ContextModel:
         split = torch.cat([(feats - lo) * 2.0**-FEATURE_SPLIT, lo], 1).to(torch.float32)
         single = self.exp_lut[:self.exp_cut + 1].to(torch.float64) * float(_spare(k))  # exact, < 2^36
         tables = _SizeTables(features=split.contiguous(), bias=bias,
-                             projected=torch.cat([proj, torch.zeros(1, self.proj_dim, dtype=torch.int64)]).to(torch.float64),
+                             projected=torch.cat([proj, torch.zeros_like(proj[:1])]).to(torch.float64),
                              distance_rhs=rhs.to(torch.float64).contiguous(),
                              single_lut=single, pair_lut=(single[:, None] + single[None, :]).reshape(-1))
         if len(self._tables) > 16:

@@ -106,7 +106,8 @@ class ExactConv:
         padded = F.pad(x, (1, 1, 1, 2)).reshape(c, -1)  # one extra bottom row keeps every tap slice in range
         out = torch.empty(self.out_channels, h, w, dtype=torch.float64, device=x.device)
         for top, bottom in row_chunks(h, row, self.out_channels):
-            out[:, top:bottom] = self.outputs(padded, top * row, (bottom - top) * row, row).view(-1, bottom - top, row)[:, :, :w]
+            rows = self.outputs(padded, top * row, (bottom - top) * row, row).view(-1, bottom - top, row)
+            out[:, top:bottom] = rows[:, :, :w]
         return out
 
 
