@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Iterator
+from functools import partial
+from typing import Callable, Iterator, TypeVar
 
 import constriction
 import numpy as np
@@ -35,6 +36,7 @@ from torch import Tensor
 from .entropy import EntropyError, check_information
 from .exact import quantize_tensor, weight_frac_bits
 from .nn.context import (MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextNet, context_slots, pass_map, size_bin)
+from .workers import ordered_map
 
 PREFIX = "context."
 ACT_BITS = 12  # activation scale of the integer network
@@ -53,7 +55,13 @@ CHUNK_ELEMENTS = 1 << 20  # positions x components x K per evaluation step (boun
 # are also faster than whole passes (measured on a 6 MP grid: 2.0 s against 4.4 s), the intermediates
 # staying in cache. Each position's output depends on its own context only, so blocks change no bit.
 BLOCK_POSITIONS = 1 << 13
+# Positions per task of the worker pool (_pass_results): the network runs about as fast per position on
+# 1024 as on 8192 (3.5 against 3.0 us, one thread) and much slower on 256 (5.9 us), while the passes of a
+# 768x512 image (384 to 6144 positions) still split into tasks for every worker.
+TASK_POSITIONS = 1 << 10
 _CONSTRICTION_PRECISION = 24
+
+T = TypeVar("T")
 
 
 class ContextError(EntropyError):
@@ -163,7 +171,7 @@ class ContextModel:
         self._tables: dict[bytes, _SizeTables] = {}
 
     # -- per codebook ------------------------------------------------------------------------------
-    def _size_tables(self, codebook: Tensor) -> _SizeTables:
+    def size_tables(self, codebook: Tensor) -> _SizeTables:
         key = codebook.numpy().tobytes()
         cached = self._tables.get(key)
         if cached is not None:
@@ -209,7 +217,7 @@ class ContextModel:
                                     sharpness) for i in range(0, len(slots), BLOCK_POSITIONS)]
             return Mixtures(rows=torch.cat([b.rows for b in blocks]), offset=torch.cat([b.offset for b in blocks]),
                             tables=blocks[0].tables)
-        tb = self._size_tables(codebook)
+        tb = self.size_tables(codebook)
         k = codebook.shape[0]
         m, r = self.components, self.proj_dim
         sl = torch.from_numpy(slots)
@@ -264,6 +272,11 @@ class ContextModel:
             w = part if w is None else w.add_(part)
         assert w is not None
         return w.view(-1, k)
+
+    def coding_weights(self, mix: Mixtures) -> np.ndarray:
+        """(n, K) float64 constriction weights reproducing the integer CDF exactly (``freq * 2^(24 - P) - 1``,
+        see raqcodec.entropy)."""
+        return _normalise(self.scaled_weights(mix), unit=1 << (_CONSTRICTION_PRECISION - PRECISION)).numpy()
 
     def frequencies(self, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray, sharpness: int = 0) -> Tensor:
         """(n, K) int64 frequencies, each row >= 1 and summing to 2^PRECISION."""
@@ -321,12 +334,6 @@ def _normalise(scaled: Tensor, unit: int = 1) -> Tensor:
 # ---------------------------------------------------------------- coding
 
 
-def _coding_weights(scaled: Tensor) -> np.ndarray:
-    """constriction weights reproducing the integer CDF exactly (``freq * 2^(24 - P) - 1``, see
-    raqcodec.entropy), from ``scaled`` as ``ContextModel.scaled_weights`` returns it."""
-    return _normalise(scaled, unit=1 << (_CONSTRICTION_PRECISION - PRECISION)).numpy()
-
-
 def _passes(h: int, w: int) -> list[np.ndarray]:
     """Flat positions of each pass in coding order."""
     passes = pass_map(h, w).ravel()
@@ -339,26 +346,35 @@ def _parts(n: int, size: int, components: int) -> list[slice]:
     return [slice(i, min(n, i + per_part)) for i in range(0, n, per_part)]
 
 
-def _coding_parts(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, passes: np.ndarray,
-                  positions: np.ndarray, sharpness: int, reverse: bool = False
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray, Mixtures]]:
-    """Rows, columns and mixtures of one pass's positions, part by part (``_parts``; last part first
-    with ``reverse``, the order rANS encodes in). The network runs on blocks of whole parts of about
-    BLOCK_POSITIONS positions, so a huge pass never holds all its contexts and mixtures at once. A
-    position's context holds earlier passes only, so any block of a pass can be evaluated before the
-    rest of the pass is decoded."""
+def _pass_results(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, passes: np.ndarray, positions: np.ndarray,
+                  sharpness: int, per_part: Callable[[Mixtures, np.ndarray, np.ndarray], T], reverse: bool = False
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray, T]]:
+    """Rows, columns and ``per_part(mixtures, rows, columns)`` of one pass's positions, part by part
+    (``_parts``; last part first with ``reverse``, the order rANS encodes in).
+
+    Parts are grouped into tasks of about TASK_POSITIONS positions, each evaluating the network once for
+    its parts and then ``per_part`` on each; tasks run ahead on the worker pool (``raqcodec.workers``) and
+    their results come back in order. A position's context holds earlier passes only, so every task of a
+    pass can run before any of the pass is decoded; ``per_part`` must only read the grid."""
     w = grid.shape[1]
     k = codebook.shape[0]
     parts = _parts(len(positions), k, ctx.components)
-    per_block = max(1, BLOCK_POSITIONS // (parts[0].stop - parts[0].start)) if parts else 1
-    blocks = [parts[i : i + per_block] for i in range(0, len(parts), per_block)]
-    for block in reversed(blocks) if reverse else blocks:
-        lo, hi = block[0].start, block[-1].stop
+    per_task = max(1, TASK_POSITIONS // (parts[0].stop - parts[0].start)) if parts else 1
+    tasks = [parts[i : i + per_task] for i in range(0, len(parts), per_task)]
+    ctx.size_tables(codebook)  # built once here, not by several workers at once
+
+    def run(task: list[slice]) -> list[tuple[np.ndarray, np.ndarray, T]]:
+        lo, hi = task[0].start, task[-1].stop
         ys, xs = positions[lo:hi] // w, positions[lo:hi] % w
         mix = ctx.mixtures(codebook, context_slots(grid, passes, ys, xs, k), passes[ys, xs], sharpness)
-        for part in reversed(block) if reverse else block:
+        out = []
+        for part in reversed(task) if reverse else task:
             local = slice(part.start - lo, part.stop - lo)
-            yield ys[local], xs[local], mix[local]
+            out.append((ys[local], xs[local], per_part(mix[local], ys[local], xs[local])))
+        return out
+
+    for results in ordered_map(partial(run, task) for task in (reversed(tasks) if reverse else tasks)):
+        yield from results
 
 
 def _model() -> constriction.stream.model.Categorical:
@@ -398,8 +414,8 @@ def encode_grid(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness
     passes = pass_map(h, w)
     coder = constriction.stream.stack.AnsCoder()
     for positions in reversed(_passes(h, w)):  # rANS is a stack: last decoded goes in first
-        for ys, xs, mix in _coding_parts(ctx, codebook, grid, passes, positions, sharpness, reverse=True):
-            weights = _coding_weights(ctx.scaled_weights(mix))
+        for ys, xs, weights in _pass_results(ctx, codebook, grid, passes, positions, sharpness,
+                                             lambda mix, _ys, _xs: ctx.coding_weights(mix), reverse=True):
             coder.encode_reverse(grid[ys, xs].astype(np.int32), _model(), weights)
     return sharpness.to_bytes(1, "big", signed=True) + coder.get_compressed().astype(">u4").tobytes()
 
@@ -409,13 +425,15 @@ def _pass_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness:
     """Per pass: information of every ``sample``-th position, how many were scored, how many it has."""
     h, w = grid.shape
     passes = pass_map(h, w)
+
+    def part_bits(mix: Mixtures, ys: np.ndarray, xs: np.ndarray) -> float:
+        chosen = ctx.chosen_frequencies(mix, grid[ys, xs])
+        return float(PRECISION * len(chosen) - torch.log2(chosen.to(torch.float64)).sum())
+
     out = []
     for whole in _passes(h, w):
         positions = whole[::sample]
-        bits = 0.0
-        for ys, xs, mix in _coding_parts(ctx, codebook, grid, passes, positions, sharpness):
-            chosen = ctx.chosen_frequencies(mix, grid[ys, xs])
-            bits += float(PRECISION * len(chosen) - torch.log2(chosen.to(torch.float64)).sum())
+        bits = sum(b for _, _, b in _pass_results(ctx, codebook, grid, passes, positions, sharpness, part_bits))
         out.append((bits, len(positions), len(whole)))
     return out
 
@@ -452,8 +470,8 @@ def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: 
     try:
         coder = constriction.stream.stack.AnsCoder(words)
         for positions in _passes(h, w):
-            for ys, xs, mix in _coding_parts(ctx, codebook, grid, passes, positions, sharpness):
-                weights = _coding_weights(ctx.scaled_weights(mix))
+            for ys, xs, weights in _pass_results(ctx, codebook, grid, passes, positions, sharpness,
+                                                 lambda mix, _ys, _xs: ctx.coding_weights(mix)):
                 decoded = coder.decode(_model(), weights)
                 grid[ys, xs] = decoded
                 chosen = weights[np.arange(len(decoded)), decoded] + 1.0  # frequency * 2^(24 - P)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from raqcodec import context as C
+from raqcodec.workers import ordered_map
 from raqcodec.nn.context import (MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextConfig, ContextNet, context_slots, pass_map,
                                  pass_strides)
 
@@ -165,6 +166,20 @@ def test_roundtrip_in_small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---------------------------------------------------------------- corruption and identity
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_coding_is_the_same_inline_and_on_the_worker_pool(monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    ctx, book, grid = make_context(components=3), make_codebook(40), smooth_grid(45, 38, 40)
+    monkeypatch.setattr(C, "TASK_POSITIONS", 16)  # many tasks per pass, so the pool really interleaves them
+    monkeypatch.setattr(C, "CHUNK_ELEMENTS", 3 * 40 * 5)  # parts of 5 positions
+    runs = {}
+    for n in (1, workers):
+        monkeypatch.setattr(C, "ordered_map", lambda tasks, n=n: ordered_map(tasks, workers=n))
+        data = C.encode_grid(ctx, book, grid)  # sharpness searched: ideal_bits on the pool too
+        runs[n] = (data, C.estimated_bits(ctx, book, grid, 16), C.decode_grid(ctx, book, data, *grid.shape))
+    assert runs[1][0] == runs[workers][0] and runs[1][1] == runs[workers][1]
+    assert np.array_equal(runs[1][2], grid) and np.array_equal(runs[workers][2], grid)
 
 
 def test_corrupt_payloads_raise_context_error() -> None:
