@@ -38,6 +38,11 @@ from .exact import quantize_tensor, weight_frac_bits
 from .nn.context import (MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextNet, context_slots, pass_map, size_bin)
 from .workers import ordered_map
 
+try:  # the C kernel (raqcodec/_context_kernel.c): the torch path's rows in one pass per position
+    from . import _context_kernel as _kernel
+except ImportError:  # not built (no C compiler at install): the torch path, same bits, slower
+    _kernel = None
+
 PREFIX = "context."
 ACT_BITS = 12  # activation scale of the integer network
 ACT_LIMIT = 2**21
@@ -167,6 +172,7 @@ class ContextModel:
         # EXP_LUT is 0 from exp_cut on (e^-11.8 rounds to 0), so t is clamped there: smaller pair tables
         zero = (self.exp_lut == 0).flip(0).cumprod(0).sum()  # length of the run of zeros at the end
         self.exp_cut = min(EXP_STEPS - 1, EXP_STEPS - int(zero))
+        self._kernel_lut = self.exp_lut[:self.exp_cut + 1].numpy().copy()
         self.checksum = checksum(tensors)
         self._tables: dict[bytes, _SizeTables] = {}
 
@@ -244,13 +250,18 @@ class ContextModel:
         return Mixtures(rows=lhs.to(torch.float64).mul_(factor).view(-1, m, r + 2), offset=offset.view(-1, m, 1),
                         tables=tb)
 
+    @staticmethod
+    def _distances(mix: Mixtures) -> Tensor:
+        """(n*M, K) float64: f_m |mu_m - p_k|^2 for every component and codeword (exact, see ``mixtures``)."""
+        return mix.rows.view(-1, mix.rows.shape[2]) @ mix.tables.distance_rhs
+
     def scaled_weights(self, mix: Mixtures) -> Tensor:
         """(n, K) float64 integers: the weights w_k of the module docstring times (2^P - K), so that
-        normalising needs one division (``_normalise``)."""
+        normalising needs one division (``_normalise``). The torch path, which the C kernel reproduces."""
         tb = mix.tables
         k = tb.distance_rhs.shape[1]
         m = self.components
-        x = mix.rows.view(-1, mix.rows.shape[2]) @ tb.distance_rhs  # (n*M, K)
+        x = self._distances(mix)  # (n*M, K)
         # t = floor(x) + offset - (its minimum over (m, k)), clamped to the table, as one integer shift s
         # per row: floor(min x) = min floor(x). x is a multiple of 2^-39 (f's least bit), so x + s is exact
         # wherever it is below 2^13 and rounds to >= c wherever the exact value is (c = exp_cut <= 255,
@@ -276,16 +287,33 @@ class ContextModel:
     def coding_weights(self, mix: Mixtures) -> np.ndarray:
         """(n, K) float64 constriction weights reproducing the integer CDF exactly (``freq * 2^(24 - P) - 1``,
         see raqcodec.entropy)."""
-        return _normalise(self.scaled_weights(mix), unit=1 << (_CONSTRICTION_PRECISION - PRECISION)).numpy()
+        return self._rows(mix, 1 << (_CONSTRICTION_PRECISION - PRECISION))
 
     def frequencies(self, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray, sharpness: int = 0) -> Tensor:
         """(n, K) int64 frequencies, each row >= 1 and summing to 2^PRECISION."""
-        mix = self.mixtures(codebook, slots, pass_ids, sharpness)
-        return _normalise(self.scaled_weights(mix)).to(torch.int64)
+        rows = self._rows(self.mixtures(codebook, slots, pass_ids, sharpness), 1)
+        return torch.from_numpy(rows).to(torch.int64) + 1
+
+    def _rows(self, mix: Mixtures, unit: int) -> np.ndarray:
+        """(n, K) float64: ``unit * frequency - 1``, from the C kernel where it was built, else torch."""
+        if _kernel is None:
+            return _normalise(self.scaled_weights(mix), unit=unit).numpy()
+        n, k = len(mix.rows), mix.tables.distance_rhs.shape[1]
+        out = np.empty((n, k), np.float64)
+        _kernel.coding_weights(self._distances(mix).numpy(), mix.offset.numpy(), self._kernel_lut, out, n,
+                               self.components, k, self.exp_cut, _spare(k), unit)
+        return out
 
     def chosen_frequencies(self, mix: Mixtures, chosen: np.ndarray) -> Tensor:
         """(n,) int64: the frequencies the ``chosen`` indices get, without building the rows (what a
         size estimate needs)."""
+        if _kernel is not None:
+            n, k = len(mix.rows), mix.tables.distance_rhs.shape[1]
+            out = np.empty(n, np.int64)
+            _kernel.chosen_frequencies(self._distances(mix).numpy(), mix.offset.numpy(), self._kernel_lut,
+                                       np.ascontiguousarray(chosen, np.int64), out, n, self.components, k,
+                                       self.exp_cut, _spare(k))
+            return torch.from_numpy(out)
         scaled = self.scaled_weights(mix)
         total = scaled.sum(1).div_(_spare(scaled.shape[1]))
         picked = torch.from_numpy(chosen)
@@ -314,10 +342,10 @@ def _spare(k: int) -> int:
     return (1 << PRECISION) - k
 
 
-def _normalise(scaled: Tensor, unit: int = 1) -> Tensor:
-    """Integer frequencies (held in float64) from ``scaled`` = w * spare (w the integer weights):
-    ``1 + floor(w_k * spare / sum(w))``, the remainder to the first largest ``w_k``; consumes ``scaled``.
-    With ``unit`` u, returns ``u * frequency - 1`` in the same passes (constriction's weights, u = 16).
+def _normalise(scaled: Tensor, unit: int) -> Tensor:
+    """``unit * frequency - 1`` (held in float64; unit 16 gives constriction's weights) of the integer
+    frequencies from ``scaled`` = w * spare (w the integer weights): ``1 + floor(w_k * spare / sum(w))``,
+    the remainder to the first largest ``w_k``. Consumes ``scaled``.
 
     Exact in float64: ``w_k * spare < 2^38`` and sum(w) < 2^31, so the correctly rounded quotient (below
     2^21, rounding error < 2^-32) never crosses the integer ``floor`` lands on (a non-integer quotient
@@ -326,7 +354,7 @@ def _normalise(scaled: Tensor, unit: int = 1) -> Tensor:
     top = scaled.argmax(1)  # first of the largest
     shares = scaled.div_(scaled.sum(1, keepdim=True).div_(spare)).floor_()
     left = spare - shares.sum(1)
-    out = shares.add_(1) if unit == 1 else shares.mul_(unit).add_(unit - 1)
+    out = shares.mul_(unit).add_(unit - 1)
     out[torch.arange(len(out)), top] += unit * left
     return out
 

@@ -40,6 +40,17 @@ def smooth_grid(h: int, w: int, size: int, seed: int = 0) -> np.ndarray:
     return grid
 
 
+# Both ways of computing the rows: the C kernel (where it was built) and the torch path it reproduces.
+_ROW_PATHS = [pytest.param(None, id="torch"),
+              pytest.param(C._kernel, id="kernel",
+                           marks=pytest.mark.skipif(C._kernel is None, reason="C kernel not built (no compiler)"))]
+
+
+@pytest.fixture(params=_ROW_PATHS)
+def row_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(C, "_kernel", request.param)
+
+
 # ---------------------------------------------------------------- coding order
 
 
@@ -85,7 +96,7 @@ def test_frequencies_are_valid_integer_tables(size: int) -> None:
 
 @pytest.mark.parametrize("components", [1, 2, 3])
 @pytest.mark.parametrize("sharpness", [-64, 0, 64])
-def test_frequencies_match_a_plain_implementation(components: int, sharpness: int) -> None:
+def test_frequencies_match_a_plain_implementation(components: int, sharpness: int, row_path: None) -> None:
     """The optimised evaluation gives exactly the integers of the docstring's formula, computed plainly."""
     for size, spread in ((7, 2.0), (64, 0.3), (300, 1.0)):
         ctx, book = make_context(seed=size, components=components, spread=spread), make_codebook(size, seed=size)
@@ -144,7 +155,7 @@ def test_payload_matches_reference_rans(size: int, h: int, w: int) -> None:
 
 
 @pytest.mark.parametrize("size,h,w", [(2, 1, 1), (2, 3, 50), (16, 24, 32), (256, 20, 20), (1024, 8, 9)])
-def test_roundtrip(size: int, h: int, w: int) -> None:
+def test_roundtrip(size: int, h: int, w: int, row_path: None) -> None:
     ctx, book = make_context(), make_codebook(size)
     grid = smooth_grid(h, w, size, seed=size)
     payload = C.encode_grid(ctx, book, grid)
@@ -227,7 +238,7 @@ def test_incomplete_tensors_are_rejected() -> None:
         C.ContextModel(tensors, 16)
 
 
-def test_chosen_frequencies_match_the_full_rows() -> None:
+def test_chosen_frequencies_match_the_full_rows(row_path: None) -> None:
     ctx, book = make_context(), make_codebook(50)
     grid = smooth_grid(20, 20, 50)
     passes = pass_map(20, 20)
@@ -240,6 +251,52 @@ def test_chosen_frequencies_match_the_full_rows() -> None:
     # the remainder-bearing (argmax) entries are covered too
     top = full.argmax(1).numpy()
     assert torch.equal(ctx.chosen_frequencies(mix, top), full.max(1).values)
+
+
+@pytest.mark.skipif(C._kernel is None, reason="C kernel not built (no compiler)")
+@pytest.mark.parametrize("components", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("size", [1, 2, 5, 64, 1024])
+def test_kernel_rows_are_the_torch_rows_bit_for_bit(components: int, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wide and sharp mixtures, repeated codewords (tied weights: the remainder goes to the first), every
+    component count (pairs plus a single one): the kernel's rows and chosen frequencies are the torch path's."""
+    kernel = C._kernel
+    for spread in (0.05, 1.0, 4.0):
+        ctx = make_context(seed=size + components, components=components, spread=spread)
+        book = make_codebook(size, seed=size)
+        if size > 2:
+            book[size // 2:] = book[: size - size // 2].clone()  # ties
+        grid = smooth_grid(19, 21, size, seed=size)
+        passes = pass_map(*grid.shape)
+        ys, xs = np.divmod(np.arange(grid.size), grid.shape[1])
+        mix = ctx.mixtures(book, context_slots(grid, passes, ys, xs, size), passes[ys, xs], 32)
+        rows = {}
+        for name, path in (("kernel", kernel), ("torch", None)):
+            monkeypatch.setattr(C, "_kernel", path)
+            rows[name] = (ctx.coding_weights(mix), ctx._rows(mix, 1), ctx.chosen_frequencies(mix, grid[ys, xs]),
+                          ctx.chosen_frequencies(mix, ctx._rows(mix, 1).argmax(1)))
+        for ours, theirs in zip(rows["kernel"], rows["torch"]):
+            assert np.array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+@pytest.mark.skipif(C._kernel is None, reason="C kernel not built (no compiler)")
+def test_kernel_checks_its_buffers() -> None:
+    kernel = C._kernel
+    x, offset, lut = np.zeros((2, 3, 4)), np.zeros((2, 3)), np.ones(10, np.int64)
+    out = np.empty((2, 4))
+    kernel.coding_weights(x, offset, lut, out, 2, 3, 4, 9, 100, 16)  # consistent: accepted
+    assert (out >= 0).all()
+    with pytest.raises(ValueError, match="lengths"):
+        kernel.coding_weights(x, offset, lut, out, 3, 3, 4, 9, 100, 16)
+    with pytest.raises(ValueError, match="output"):
+        kernel.coding_weights(x, offset, lut, np.empty((2, 3)), 2, 3, 4, 9, 100, 16)
+    with pytest.raises(ValueError, match="range"):
+        kernel.coding_weights(x, offset, -lut, out, 2, 3, 4, 9, 100, 16)
+    with pytest.raises(ValueError, match="chosen index"):
+        kernel.chosen_frequencies(x, offset, lut, np.array([0, 4]), np.empty(2, np.int64), 2, 3, 4, 9, 100)
+    with pytest.raises(TypeError, match="read-write"):
+        kernel.coding_weights(x, offset, lut, np.empty((4, 2)).T, 2, 3, 4, 9, 100, 16)  # not contiguous
+    with pytest.raises(ValueError, match="contiguous"):
+        kernel.coding_weights(np.zeros((2, 3, 8))[:, :, ::2], offset, lut, out, 2, 3, 4, 9, 100, 16)
 
 
 def test_sharpness_is_chosen_by_the_encoder_and_changes_the_model() -> None:
