@@ -40,4 +40,4 @@ test: install-test
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info
+	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info raqcodec/*.so
