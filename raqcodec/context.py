@@ -36,7 +36,7 @@ from torch import Tensor
 from .entropy import EntropyError, check_information
 from .exact import quantize_tensor, weight_frac_bits
 from .nn.context import (MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextNet, context_slots, pass_map, size_bin)
-from .workers import ordered_map
+from .workers import default_workers, ordered_map
 
 try:  # the C kernel (raqcodec/_context_kernel.c): the torch path's rows in one pass per position
     from . import _context_kernel as _kernel
@@ -64,6 +64,7 @@ BLOCK_POSITIONS = 1 << 13
 # 1024 as on 8192 (3.5 against 3.0 us, one thread) and much slower on 256 (5.9 us), while the passes of a
 # 768x512 image (384 to 6144 positions) still split into tasks for every worker.
 TASK_POSITIONS = 1 << 10
+MIN_SHARED_TASK = 1 << 6  # passes smaller than this per worker are not worth sharing out
 _CONSTRICTION_PRECISION = 24
 
 T = TypeVar("T")
@@ -368,27 +369,43 @@ def _passes(h: int, w: int) -> list[np.ndarray]:
     return [np.flatnonzero(passes == p) for p in range(NUM_PASSES)]
 
 
-def _parts(n: int, size: int, components: int) -> list[slice]:
-    """Consecutive slices of a pass's n positions that bound the (positions x M x K) work arrays."""
+def _tasks(n: int, size: int, components: int, workers: int) -> list[list[slice]]:
+    """A pass's n positions as tasks for the worker pool, each a list of parts (consecutive slices).
+
+    A part bounds the (positions x M x K) work arrays to about CHUNK_ELEMENTS; a task is about
+    TASK_POSITIONS positions or one part, whichever is larger, and a pass of at least MIN_SHARED_TASK
+    positions per worker is split into at least one task per worker. Tasks and the parts in them are
+    cut into equal lengths, so the workers get even shares. How a pass is cut changes no bit: rANS codes
+    the same symbols in the same order."""
+    if n == 0:
+        return []
     per_part = max(1, CHUNK_ELEMENTS // (components * size))
-    return [slice(i, min(n, i + per_part)) for i in range(0, n, per_part)]
+    count = max(-(-n // max(TASK_POSITIONS, per_part)), min(workers, n // MIN_SHARED_TASK))
+    tasks = []
+    for lo, hi in _even_cuts(0, n, count):
+        tasks.append([slice(a, b) for a, b in _even_cuts(lo, hi, -(-(hi - lo) // per_part))])
+    return tasks
+
+
+def _even_cuts(lo: int, hi: int, count: int) -> list[tuple[int, int]]:
+    """``lo..hi`` in ``count`` consecutive runs whose lengths differ by at most one."""
+    bounds = [lo + (hi - lo) * i // count for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _pass_results(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, passes: np.ndarray, positions: np.ndarray,
                   sharpness: int, per_part: Callable[[Mixtures, np.ndarray, np.ndarray], T], reverse: bool = False
                   ) -> Iterator[tuple[np.ndarray, np.ndarray, T]]:
     """Rows, columns and ``per_part(mixtures, rows, columns)`` of one pass's positions, part by part
-    (``_parts``; last part first with ``reverse``, the order rANS encodes in).
+    (``_tasks``; last part first with ``reverse``, the order rANS encodes in).
 
-    Parts are grouped into tasks of about TASK_POSITIONS positions, each evaluating the network once for
-    its parts and then ``per_part`` on each; tasks run ahead on the worker pool (``raqcodec.workers``) and
-    their results come back in order. A position's context holds earlier passes only, so every task of a
-    pass can run before any of the pass is decoded; ``per_part`` must only read the grid."""
+    Each task evaluates the network once for its parts and then ``per_part`` on each; tasks run ahead on
+    the worker pool (``raqcodec.workers``) and their results come back in order. A position's context
+    holds earlier passes only, so every task of a pass can run before any of the pass is decoded;
+    ``per_part`` must only read the grid."""
     w = grid.shape[1]
     k = codebook.shape[0]
-    parts = _parts(len(positions), k, ctx.components)
-    per_task = max(1, TASK_POSITIONS // (parts[0].stop - parts[0].start)) if parts else 1
-    tasks = [parts[i : i + per_task] for i in range(0, len(parts), per_task)]
+    tasks = _tasks(len(positions), k, ctx.components, default_workers())
     ctx.size_tables(codebook)  # built once here, not by several workers at once
 
     def run(task: list[slice]) -> list[tuple[np.ndarray, np.ndarray, T]]:

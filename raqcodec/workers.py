@@ -51,12 +51,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pools)
 
 
+def default_workers() -> int:
+    """Workers ``ordered_map`` uses by default: the calling thread's torch thread count."""
+    return torch.get_num_threads()
+
+
 def ordered_map(tasks: Iterable[Callable[[], T]], workers: int | None = None) -> Iterator[T]:
     """Each task's result, in the order of ``tasks``, computed ahead on ``workers`` threads (default: the
     calling thread's torch thread count; 1 runs everything inline). ``tasks`` is consumed lazily, at most
     LOOKAHEAD x workers ahead of what has been yielded. A task's exception is raised where its result would
     have been yielded; tasks not yet started are then cancelled."""
-    n = torch.get_num_threads() if workers is None else workers
+    n = default_workers() if workers is None else workers
     if n <= 1:
         for task in tasks:
             yield task()

@@ -179,6 +179,23 @@ def test_roundtrip_in_small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------- corruption and identity
 
 
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 127, 128, 384, 1536, 6144, 100_000])
+@pytest.mark.parametrize("size,workers", [(1024, 2), (1024, 1), (16, 2), (300, 3)])
+def test_tasks_cover_a_pass_in_order_in_even_shares(n: int, size: int, workers: int) -> None:
+    tasks = C._tasks(n, size, 3, workers)
+    parts = [part for task in tasks for part in task]
+    if n == 0:
+        assert tasks == []
+        return
+    assert [p.start for p in parts] == [0] + [p.stop for p in parts[:-1]] and parts[-1].stop == n
+    assert all(part.stop > part.start for part in parts)
+    assert all((part.stop - part.start) * 3 * size <= max(C.CHUNK_ELEMENTS, 3 * size) for part in parts)
+    lengths = [task[-1].stop - task[0].start for task in tasks]
+    assert max(lengths) - min(lengths) <= 1
+    if n >= workers * C.MIN_SHARED_TASK:
+        assert len(tasks) >= workers  # every worker gets a share
+
+
 @pytest.mark.parametrize("workers", [2, 3])
 def test_coding_is_the_same_inline_and_on_the_worker_pool(monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
     ctx, book, grid = make_context(components=3), make_codebook(40), smooth_grid(45, 38, 40)
