@@ -32,6 +32,7 @@ typedef struct {
     double spare;
     const int64_t *lut;  /* cut + 1 entries in 0..2^16 */
     int64_t *pair;       /* (cut + 1)^2 entries: lut[i] + lut[j] at i * (cut + 1) + j */
+    double *w;           /* k entries: one row's weights (scratch) */
 } Tables;
 
 static double min_of(const double *x, Py_ssize_t k) {
@@ -113,7 +114,15 @@ static void release(Buffers *b) {
         if (all[i]->obj) PyBuffer_Release(all[i]);
 }
 
-/* Checks the shared arguments and builds the tables; 0 with an exception set on failure. */
+/* Frees what prepare allocated and releases the buffers; returns ``result`` (NULL: an exception is set). */
+static PyObject *finish(Tables *tb, Buffers *b, PyObject *result) {
+    free(tb->pair);
+    free(tb->w);
+    release(b);
+    return result;
+}
+
+/* Checks the shared arguments and builds the tables; 0 with an exception set on failure (call finish). */
 static int prepare(Tables *tb, Buffers *b, Py_ssize_t n, Py_ssize_t m, Py_ssize_t k, int cut, long long spare) {
     if (n < 0 || m < 1 || m > MAX_COMPONENTS || k < 1 || k > MAX_SIZE || cut < 0 || cut > MAX_CUT || spare < 1 ||
         spare > (1LL << 24)) {
@@ -134,7 +143,8 @@ static int prepare(Tables *tb, Buffers *b, Py_ssize_t n, Py_ssize_t m, Py_ssize_
     }
     Py_ssize_t width = cut + 1;
     tb->pair = malloc(width * width * sizeof(int64_t));
-    if (!tb->pair) {
+    tb->w = malloc(k * sizeof(double));
+    if (!tb->pair || !tb->w) {
         PyErr_NoMemory();
         return 0;
     }
@@ -155,16 +165,12 @@ static PyObject *coding_weights(PyObject *self, PyObject *args) {
     long long spare, unit;
     if (!PyArg_ParseTuple(args, "y*y*y*w*nnniLL", &b.x, &b.offset, &b.lut, &b.out, &n, &m, &k, &cut, &spare, &unit))
         return NULL;
-    if (!prepare(&tb, &b, n, m, k, cut, spare)) goto fail;
+    if (!prepare(&tb, &b, n, m, k, cut, spare)) return finish(&tb, &b, NULL);
     if (unit < 1 || unit > (1 << 8) || b.out.len != n * k * (Py_ssize_t)sizeof(double)) {
         PyErr_SetString(PyExc_ValueError, "context kernel: bad output buffer or unit");
-        goto fail;
+        return finish(&tb, &b, NULL);
     }
-    double *w = malloc(k * sizeof(double));
-    if (!w) {
-        PyErr_NoMemory();
-        goto fail;
-    }
+    double *w = tb.w;
     const double *x = b.x.buf, *offset = b.offset.buf;
     double *out = b.out.buf;
     const double du = (double)unit;
@@ -190,14 +196,7 @@ static PyObject *coding_weights(PyObject *self, PyObject *args) {
         row[top] += du * (tb.spare - (sums[0] + sums[1] + sums[2] + sums[3]));
     }
     Py_END_ALLOW_THREADS
-    free(w);
-    free(tb.pair);
-    release(&b);
-    Py_RETURN_NONE;
-fail:
-    free(tb.pair);
-    release(&b);
-    return NULL;
+    return finish(&tb, &b, Py_NewRef(Py_None));
 }
 
 /* chosen_frequencies(x, offset, lut, chosen, out, n, m, k, cut, spare): out[i] = the frequency (int64) of
@@ -212,23 +211,19 @@ static PyObject *chosen_frequencies(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*y*y*w*nnniL", &b.x, &b.offset, &b.lut, &b.chosen, &b.out, &n, &m, &k, &cut,
                           &spare))
         return NULL;
-    if (!prepare(&tb, &b, n, m, k, cut, spare)) goto fail;
+    if (!prepare(&tb, &b, n, m, k, cut, spare)) return finish(&tb, &b, NULL);
     if (b.chosen.len != n * (Py_ssize_t)sizeof(int64_t) || b.out.len != n * (Py_ssize_t)sizeof(int64_t)) {
         PyErr_SetString(PyExc_ValueError, "context kernel: bad chosen or output buffer");
-        goto fail;
+        return finish(&tb, &b, NULL);
     }
     const int64_t *chosen = b.chosen.buf;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (chosen[i] < 0 || chosen[i] >= k) {
             PyErr_SetString(PyExc_ValueError, "context kernel: chosen index out of range");
-            goto fail;
+            return finish(&tb, &b, NULL);
         }
     }
-    double *w = malloc(k * sizeof(double));
-    if (!w) {
-        PyErr_NoMemory();
-        goto fail;
-    }
+    double *w = tb.w;
     const double *x = b.x.buf, *offset = b.offset.buf;
     int64_t *out = b.out.buf;
     Py_BEGIN_ALLOW_THREADS
@@ -245,14 +240,7 @@ static PyObject *chosen_frequencies(PyObject *self, PyObject *args) {
         out[i] = (int64_t)frequency;
     }
     Py_END_ALLOW_THREADS
-    free(w);
-    free(tb.pair);
-    release(&b);
-    Py_RETURN_NONE;
-fail:
-    free(tb.pair);
-    release(&b);
-    return NULL;
+    return finish(&tb, &b, Py_NewRef(Py_None));
 }
 
 static PyMethodDef methods[] = {
