@@ -183,7 +183,8 @@ class ExactDecoder:
         def conv(name: str, layer: nn.Conv2d) -> ExactConv:
             return ExactConv(layer, act_frac_bits, weight_bits[name])
 
-        self.stem = StemTable(conv("stem", decoder.stem))
+        self.stem_conv = conv("stem", decoder.stem)  # for latent grids that are not codewords (refinement)
+        self.stem = StemTable(self.stem_conv)
         self.blocks = [
             ExactBlock(conv(f"blocks.{i}.conv3", b.conv3), conv(f"blocks.{i}.conv1", b.conv1))
             for i, b in enumerate(decoder.blocks)
@@ -192,7 +193,7 @@ class ExactDecoder:
         self.factor = decoder.shuffle.upscale_factor
 
     def to(self, device: torch.device) -> "ExactDecoder":
-        for layer in [self.stem, self.head, *[c for b in self.blocks for c in (b.conv3, b.conv1)]]:
+        for layer in [self.stem, self.stem_conv, self.head, *[c for b in self.blocks for c in (b.conv3, b.conv1)]]:
             layer.to(device)
         return self
 
@@ -203,11 +204,20 @@ class ExactDecoder:
         The activations live in one zero-padded buffer (``ExactConv``'s layout), updated in place, and
         every layer runs in runs of rows whose accumulators stay in cache: no padding copies, and the
         residual block's two layers run back to back on each run."""
-        h, w = indices.shape
+        return self._trunk(self.stem(codebook, indices))
+
+    @torch.no_grad()
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """latents (d, h, w) integer-valued float64 at scale 2^-F -> (3, 4h, 4w) uint8 (refined streams)."""
+        return self._trunk(self.stem_conv(latents.clamp(-ACT_LIMIT, ACT_LIMIT)))
+
+    def _trunk(self, stem_out: Tensor) -> Tensor:
+        """Everything after the stem: residual blocks, head, pixel shuffle, rounding to pixels."""
+        _, h, w = stem_out.shape
         row = w + 2
-        x = torch.zeros(self.stem.out_channels, (h + 3) * row, dtype=torch.float64, device=codebook.device)
+        x = torch.zeros(stem_out.shape[0], (h + 3) * row, dtype=torch.float64, device=stem_out.device)
         padded = x.view(-1, h + 3, row)
-        padded[:, 1 : h + 1, 1 : w + 1] = self.stem(codebook, indices)
+        padded[:, 1 : h + 1, 1 : w + 1] = stem_out
         # output q (row i, column j < w + 2) of a 3x3 layer over x belongs at q + row + 1 of x; j = w, w + 1
         # are junk and land on the border, which is zeroed again after each block
         inner = x[:, row + 1 : row + 1 + h * row]
