@@ -30,6 +30,7 @@ from .nn.quantizer import nearest_indices
 from .nn.config import ModelConfig
 from .intkmeans import integer_kmeans
 from .refine import descent
+from .refinement import ExactRefinement, load_refinement
 from .tiling import REFINE_SHARE, Tile, decoder_radius, encoder_radius, plan_tiles, refine_halo
 
 # Smallest codebook any model codes with. Sizes below a model's trained k_min are served by integer
@@ -82,6 +83,10 @@ class CodecModel:
             self.sequence = t["frozen.sequence"].to(torch.int64)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"model {self.name} is incomplete or inconsistent ({exc})") from None
+        try:  # optional: a model v2 refines the base stage with scalar-quantized residuals (format 3)
+            self.refinement = load_refinement(t, cfg.latent_dim, self.act_frac_bits)
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise ModelFileError(f"model {self.name}: refinement stage is inconsistent ({exc})") from None
         try:  # optional: models without one code their indices with the order-0 coder
             has_context = any(k.startswith(CONTEXT_PREFIX) for k in t)
             self.context = ContextModel(t, self.act_frac_bits) if has_context else None

@@ -28,6 +28,7 @@ PREFIX = "refine."
 FROZEN = "frozen.refine."
 STEP_LEVELS = 32  # step[level] = STEP_MAX * 2^(-level / 4): 1.0 down to 0.0046
 STEP_MAX = 1.0
+GROUP_CHANNELS = 8  # channels per refinement section: the unit a stream is trimmed by
 LOG_SCALE_OFFSET = 2.0  # the prior's raw output is ln(sigma) + 2 (nn.stages.ScalarRefinement.mean_scale)
 
 
@@ -56,6 +57,18 @@ def _convs(stage: nn.Module) -> list[nn.Conv2d]:
     return [m for m in stage.prior if isinstance(m, nn.Conv2d)]  # type: ignore[attr-defined]
 
 
+def load_refinement(tensors: dict[str, Tensor], latent_dim: int, act_frac_bits: int) -> "ExactRefinement | None":
+    """The exact refinement stage of a model file, or None for a model without one (format 1-2 models)."""
+    weights = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}
+    if not weights:
+        return None
+    from .nn.stages import ScalarRefinement
+
+    stage = ScalarRefinement(latent_dim, hidden=int(weights["prior.0.weight"].shape[0]))
+    stage.load_state_dict(weights)
+    return ExactRefinement(stage.eval().requires_grad_(False), tensors, act_frac_bits)
+
+
 @dataclass
 class Prior:
     mean: Tensor  # (d, h, w) integer-valued float64 at 2^-F
@@ -67,6 +80,7 @@ class ExactRefinement:
 
     def __init__(self, stage: nn.Module, tensors: dict[str, Tensor], act_frac_bits: int) -> None:
         f = self.frac_bits = act_frac_bits
+        self.float_stage = stage  # the encoder's float twin (rate estimates while searching)
         convs = _convs(stage)
         self.layers = [ExactConv(c, f, int(tensors[f"{FROZEN}weight_bits.{i}"])) for i, c in enumerate(convs)]
         self.log_steps = tensors[f"{FROZEN}log_steps"].to(torch.int64)
@@ -112,3 +126,32 @@ class ExactRefinement:
         target = z.double() * 2.0**self.frac_bits - q1 - prior.mean
         step = self.steps[level][:, None, None].to(torch.float64)
         return torch.round(target / step).to(torch.int64)
+
+    @property
+    def groups(self) -> int:
+        return self.latent_dim // GROUP_CHANNELS
+
+    def encode_groups(self, symbols: Tensor, prior: Prior, level: int, groups: int) -> list[bytes]:
+        """One section per leading channel group: each an independent rANS payload, so trailing ones
+        can be dropped from a file without touching the others."""
+        tables = self.table_index(prior, level)
+        values = symbols.numpy()
+        return [self.tables.encode(values[_group(g)], tables[_group(g)]) for g in range(groups)]
+
+    def decode_groups(self, sections: list[bytes], prior: Prior, level: int) -> Tensor:
+        """Symbols (d, h, w) int64 of the given leading groups, zero in the channels of the others."""
+        tables = self.table_index(prior, level)
+        out = np.zeros(tables.shape, dtype=np.int64)
+        for g, section in enumerate(sections):
+            out[_group(g)] = self.tables.decode(section, tables[_group(g)])
+        return torch.from_numpy(out)
+
+    def group_bits(self, symbols: Tensor, prior: Prior, level: int) -> list[float]:
+        """Ideal bits of every group's section (rate control's estimate)."""
+        tables = self.table_index(prior, level)
+        values = symbols.numpy()
+        return [self.tables.ideal_bits(values[_group(g)], tables[_group(g)]) for g in range(self.groups)]
+
+
+def _group(g: int) -> slice:
+    return slice(g * GROUP_CHANNELS, (g + 1) * GROUP_CHANNELS)

@@ -67,3 +67,33 @@ def test_exact_decoder_latent_path_equals_codeword_path() -> None:
     indices = torch.from_numpy(np.random.default_rng(3).integers(0, 64, (12, 17)))
     latents = book[indices].permute(2, 0, 1).contiguous()
     assert torch.equal(model.decoder.decode_latents(latents), model.decoder(book, indices))
+
+
+def test_exact_refinement_round_trip_on_a_random_stage() -> None:
+    from raqcodec.nn.stages import ScalarRefinement
+    from raqcodec.refinement import GROUP_CHANNELS, ExactRefinement, freeze
+
+    torch.manual_seed(4)
+    stage = ScalarRefinement(64, hidden=16)
+    for p in stage.prior.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    frac = 16
+    exact = ExactRefinement(stage.eval(), {**freeze(stage, frac)}, frac)
+    q1 = torch.round(torch.randn(64, 9, 11, dtype=torch.float64) * 0.3 * 2**frac)
+    prior = exact.prior(q1)
+    assert torch.equal(prior.mean, torch.round(prior.mean))  # integers at 2^-F
+    z = (q1 / 2**frac + torch.randn(64, 9, 11, dtype=torch.float64) * 0.1).float()
+    level, groups = 10, 3
+    symbols = exact.quantize(z, q1, prior, level)
+    sections = exact.encode_groups(symbols, prior, level, groups)
+    assert len(sections) == groups
+    decoded = exact.decode_groups(sections, prior, level)
+    kept = groups * GROUP_CHANNELS
+    assert torch.equal(decoded[:kept], symbols[:kept]) and not decoded[kept:].any()
+    y = exact.reconstruct(q1, prior, decoded, level, kept)
+    expected = q1 + prior.mean
+    expected[:kept] += symbols[:kept].double() * exact.steps[level][:kept, None, None].double()
+    assert torch.equal(y, expected)
+    # the refined latents are within half a step of the target in the refined channels
+    error = (z.double() * 2**frac - y)[:kept].abs() / exact.steps[level][:kept, None, None]
+    assert float(error.max()) <= 0.5 + 1e-9

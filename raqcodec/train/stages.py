@@ -27,13 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..modelfile import read_model_file
+from ..exact import ACT_TARGET, calibrate_act_frac_bits, decoder_weight_bits
+from ..modelfile import read_model_file, write_model_file
+from ..refinement import PREFIX as REFINE_PREFIX
+from ..refinement import STEP_LEVELS, step_value
+from ..refinement import freeze as freeze_refinement
 from ..nn.quantizer import from_rows, nearest_indices, to_rows
 from ..nn.raq import RAQModel
 from ..nn.stages import ResidualVQ, ScalarRefinement
 from ..registry import resolve
 from .data import FolderSource, center_crops, list_images, load_rgb
-from .state import load_training_state, save_training_state
+from .state import load_training_state, read_info, save_training_state
 
 HOLDOUT_EVERY = 50  # the same held-out photos as the base model's training (raqcodec.train.build_sources)
 
@@ -197,17 +201,67 @@ def validate(trainer: StageTrainer, crops: Tensor) -> dict[str, float]:
     return out
 
 
+@torch.no_grad()
+def export_model(run: Path, name: str, out_dir: Path, calibration: Tensor) -> str:
+    """Freeze a scalar-design run into a model file (base model's adapter, codebooks and context model,
+    the run's encoder, decoder and refinement stage); returns the fingerprint."""
+    trainer = StageTrainer(StageRecipe(**read_info(run / "state.safetensors")["recipe"]))
+    trainer.load(run / "state.safetensors")
+    if not isinstance(trainer.stage, ScalarRefinement):
+        raise ValueError("only the scalar design exports to a model file")
+    trainer.modules().eval()
+    source = read_model_file(resolve(trainer.r.base_model))
+    stage, decoder = trainer.stage, trainer.model.decoder
+    z = trainer.model.encoder(calibration)
+    # latents the decoder will see: base stages of small and large codebooks, and fine refinements
+    probes = []
+    for size in (8, 64, 1024):
+        q1 = trainer.quantize_base(z, size)
+        probes.append(stage(z, q1, None)[0])
+        probes.append(stage(z, q1, torch.full((z.shape[0],), step_value(STEP_LEVELS - 1)))[0])
+    frac = min(calibrate_act_frac_bits(decoder, p) for p in probes)
+    prior_peak = max(float(a.abs().max()) for a in _prior_activations(stage, trainer.quantize_base(z, 1024)))
+    while frac > 0 and prior_peak * 2.0**frac > ACT_TARGET:
+        frac -= 1
+    tensors = {k: v for k, v in source.tensors.items() if k.startswith(("codebook.", "adapter.", "context."))}
+    tensors.update({f"encoder.{k}": v.clone() for k, v in trainer.model.encoder.state_dict().items()})
+    tensors.update({f"decoder.{k}": v.clone() for k, v in decoder.state_dict().items()})
+    tensors.update({f"{REFINE_PREFIX}{k}": v.clone() for k, v in stage.state_dict().items()})
+    tensors["frozen.sequence"] = torch.round(trainer.sequence.double() * 2.0**frac).to(torch.int32)
+    tensors["frozen.act_frac_bits"] = torch.tensor(frac, dtype=torch.int32)
+    for layer, bits in decoder_weight_bits(decoder).items():
+        tensors[f"frozen.weight_bits.{layer}"] = torch.tensor(bits, dtype=torch.int32)
+    tensors.update(freeze_refinement(stage, frac))
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    return write_model_file(out_dir / f"{name}.safetensors", name, source.config, tensors)
+
+
+def _prior_activations(stage: ScalarRefinement, q1: Tensor) -> list[Tensor]:
+    out, x = [q1], q1
+    for layer in stage.prior:
+        x = layer(x)
+        out.append(x)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--design", choices=["scalar", "rvq"], required=True)
+    p.add_argument("--export", metavar="NAME", help="freeze the run in --out into models/NAME.safetensors")
+    p.add_argument("--models-dir", type=Path, default=Path("models"), help="where --export writes")
+    p.add_argument("--design", choices=["scalar", "rvq"], default="scalar")
     p.add_argument("--data", type=Path, nargs="+", required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this invocation")
+    p.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget of this invocation")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--planned-steps", type=int, default=None)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.export:
+        files = list_images(args.data)
+        calibration = center_crops([load_rgb(q, 512) for q in files[:: max(1, len(files) // 16)][:16]], 256)
+        print(export_model(args.out, args.export, args.models_dir, calibration))
+        return
     recipe = StageRecipe(design=args.design)
     if args.planned_steps:
         recipe.planned_steps = args.planned_steps
