@@ -31,7 +31,8 @@ def straight_round(x: Tensor) -> Tensor:
 
 
 def gaussian_bits(symbols: Tensor, scale: Tensor) -> Tensor:
-    """-log2 P(symbol) for integer-valued symbols under N(0, scale^2) integrated over [s-1/2, s+1/2]."""
+    """-log2 of the mass of N(0, scale^2) on [s-1/2, s+1/2]: the bits of integer symbols s, and for
+    non-integer s the smooth relaxation used in training."""
     scale = scale.clamp(min=0.11) * math.sqrt(2)
     magnitude = symbols.abs()
     # symmetric: evaluate the upper tail, where the difference of two erfc keeps its precision
@@ -68,11 +69,15 @@ class ScalarRefinement(nn.Module):
         if step is None:
             return base, torch.zeros(z.shape[0], device=z.device)
         steps = step[:, None, None, None] * torch.exp(self.log_channel_step)[None, :, None, None]
-        symbols = straight_round((z - base) / steps)
+        scaled = (z - base) / steps
+        symbols = straight_round(scaled)
+        # rate of the noisy value while training (a smooth bound on the coded rate, Balle et al. 2018);
+        # the decoder sees the rounded symbols either way
+        noisy = scaled + torch.rand_like(scaled) - 0.5 if self.training else torch.round(scaled)
         if channels is not None:
             keep = torch.arange(z.shape[1], device=z.device)[None, :] < channels[:, None]
             symbols = symbols * keep[:, :, None, None]
-        bits = gaussian_bits(symbols, scale / steps)
+        bits = gaussian_bits(noisy, scale / steps)
         if channels is not None:
             bits = bits * keep[:, :, None, None]
         return base + symbols * steps, bits.flatten(1).sum(1)
