@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "FORMAT_VERSION", "READ_VERSIONS", "CODERS", "MAGIC", "HEADER_SIZE", "header_size", "CRC_SIZE", "MIN_FILE_SIZE", "ADAPTERS", "MODES",
+    "FORMAT_VERSION", "REFINED_VERSION", "READ_VERSIONS", "CODERS", "MAGIC", "HEADER_SIZE", "header_size", "CRC_SIZE", "MIN_FILE_SIZE", "ADAPTERS", "MODES",
     "BIT_DEPTHS", "FormatError", "Header", "Stream", "pack", "unpack", "read_header",
 ]
 
-FORMAT_VERSION = 2
-READ_VERSIONS = (1, 2)
+FORMAT_VERSION = 2  # what a model without a refinement stage writes (byte-identical to earlier releases)
+REFINED_VERSION = 3  # what a model with a refinement stage (model v2) writes
+READ_VERSIONS = (1, 2, 3)
 # Entropy coder of the index section: order-0 table (the only one in version 1) or the model's context model.
 CODERS = ("order0", "context")
 MAGIC = b"\x89RAQ"
@@ -39,6 +40,13 @@ _HEADER = struct.Struct(">4sBB8sBHIHHBBII")
 # version 2 appends: entropy coder id, context model checksum
 _HEADER_V2_TAIL = struct.Struct(">BI")
 HEADER_SIZE = _HEADER.size + _HEADER_V2_TAIL.size  # 40, the size of the header this version writes
+# version 3 appends: refinement step level (NO_REFINEMENT: none) and the number G of refinement sections,
+# then G section lengths (uint32)
+_HEADER_V3_TAIL = struct.Struct(">BB")
+_SECTION_LENGTH = struct.Struct(">I")
+NO_REFINEMENT = 255
+MAX_REFINE_LEVEL = 31
+MAX_REFINE_SECTIONS = 32
 CRC_SIZE = 4
 MIN_FILE_SIZE = _HEADER.size + CRC_SIZE  # the smallest possible (version 1) file
 _U16_MAX = 0xFFFF
@@ -65,6 +73,7 @@ class Header:
     has_alpha: bool
     coder: str = "order0"
     context_checksum: int = 0  # CRC-32 of the context model (``raqcodec.context.checksum``); 0 for order0
+    refine_level: int | None = None  # version 3: step level of the refinement sections, None: none
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly fields (fingerprint and codebook CRC as hex strings)."""
@@ -81,6 +90,7 @@ class Header:
             "has_alpha": self.has_alpha,
             "coder": self.coder,
             "context_checksum": f"{self.context_checksum:08x}",
+            **({"refine_level": self.refine_level} if self.version >= REFINED_VERSION else {}),
         }
 
 
@@ -89,6 +99,7 @@ class Stream:
     header: Header
     indices_section: bytes
     alpha_section: bytes
+    refinement_sections: tuple[bytes, ...] = ()  # version 3: one per leading channel group, in order
 
 
 # ---------------------------------------------------------------- pack
@@ -101,8 +112,18 @@ def _require_int(name: str, value: object, lo: int, hi: int) -> None:
 
 def _validate(stream: Stream) -> None:
     h = stream.header
-    if h.version != FORMAT_VERSION:
-        raise ValueError(f"this raqcodec writes format version {FORMAT_VERSION}, not {h.version!r}")
+    if h.version not in (FORMAT_VERSION, REFINED_VERSION):
+        raise ValueError(f"this raqcodec writes format versions {FORMAT_VERSION} and {REFINED_VERSION}, "
+                         f"not {h.version!r}")
+    sections = stream.refinement_sections
+    if h.version == FORMAT_VERSION and (h.refine_level is not None or sections):
+        raise ValueError(f"refinement needs format version {REFINED_VERSION}")
+    if h.refine_level is None and sections:
+        raise ValueError("refinement sections need a refinement level")
+    if h.refine_level is not None:
+        _require_int("refine_level", h.refine_level, 0, MAX_REFINE_LEVEL)
+    if len(sections) > MAX_REFINE_SECTIONS or not all(isinstance(x, bytes) and len(x) <= _U32_MAX for x in sections):
+        raise ValueError(f"at most {MAX_REFINE_SECTIONS} refinement sections of bytes")
     if h.coder not in CODERS:
         raise ValueError(f"coder must be one of {CODERS}, got {h.coder!r}")
     _require_int("context_checksum", h.context_checksum, 0, _U32_MAX)
@@ -141,7 +162,11 @@ def pack(stream: Stream) -> bytes:
         h.codebook_size, h.codebook_crc, h.width, h.height, MODES.index(h.mode), h.bit_depth,
         len(stream.indices_section), len(stream.alpha_section),
     ) + _HEADER_V2_TAIL.pack(CODERS.index(h.coder), h.context_checksum)
-    body = b"".join((head, stream.indices_section, stream.alpha_section))
+    if h.version >= REFINED_VERSION:
+        level = NO_REFINEMENT if h.refine_level is None else h.refine_level
+        head += _HEADER_V3_TAIL.pack(level, len(stream.refinement_sections))
+        head += b"".join(_SECTION_LENGTH.pack(len(x)) for x in stream.refinement_sections)
+    body = b"".join((head, stream.indices_section, *stream.refinement_sections, stream.alpha_section))
     return body + struct.pack(">I", zlib.crc32(body))
 
 
@@ -157,11 +182,16 @@ def _check_envelope(data: bytes) -> None:
     if data[4] not in READ_VERSIONS:
         raise FormatError(f"unsupported .raq format version {data[4]} (this raqcodec reads versions "
                           f"{', '.join(map(str, READ_VERSIONS))})")
-    minimum = header_size(data[4]) + CRC_SIZE
+    version = data[4]
+    minimum = header_size(version) + CRC_SIZE
+    if len(data) < minimum:
+        raise FormatError(f"truncated .raq file: expected at least {minimum} bytes, got {len(data)}")
+    sections = _section_count(data)
+    minimum += sections * _SECTION_LENGTH.size  # at most 255 lengths: bounded before it is trusted
     if len(data) < minimum:
         raise FormatError(f"truncated .raq file: expected at least {minimum} bytes, got {len(data)}")
     index_len, alpha_len = struct.unpack_from(">II", data, _LENGTHS_OFFSET)
-    expected = minimum + index_len + alpha_len  # Python ints: no overflow
+    expected = minimum + index_len + alpha_len + sum(_section_lengths(data, sections))  # Python ints
     (stored,) = struct.unpack_from(">I", data, len(data) - CRC_SIZE)
     intact = zlib.crc32(memoryview(data)[:-CRC_SIZE]) == stored
     if len(data) < expected:
@@ -174,13 +204,28 @@ def _check_envelope(data: bytes) -> None:
         raise FormatError("corrupt .raq file: CRC mismatch")
 
 
-def header_size(version: int) -> int:
-    """Bytes of header in a file of this format version."""
-    return _HEADER.size if version == 1 else HEADER_SIZE
+def header_size(version: int, sections: int = 0) -> int:
+    """Bytes of header in a file of this format version (version 3: with ``sections`` refinement sections)."""
+    if version == 1:
+        return _HEADER.size
+    if version == 2:
+        return HEADER_SIZE
+    return HEADER_SIZE + _HEADER_V3_TAIL.size + sections * _SECTION_LENGTH.size
 
 
-def _parse_header(data: bytes) -> tuple[Header, int, int]:
-    """Fields of an envelope-checked file, each range-checked; returns (header, index_len, alpha_len)."""
+def _section_count(data: bytes) -> int:
+    """G of a version 3 file whose fixed header is present; 0 for earlier versions."""
+    return data[HEADER_SIZE + 1] if data[4] >= REFINED_VERSION else 0
+
+
+def _section_lengths(data: bytes, sections: int) -> list[int]:
+    start = HEADER_SIZE + _HEADER_V3_TAIL.size
+    return [_SECTION_LENGTH.unpack_from(data, start + i * _SECTION_LENGTH.size)[0] for i in range(sections)]
+
+
+def _parse_header(data: bytes) -> tuple[Header, int, int, list[int]]:
+    """Fields of an envelope-checked file, each range-checked; returns (header, index_len, alpha_len,
+    refinement section lengths)."""
     (_, version, flags, fingerprint, adapter_id, size, book_crc, width, height, mode_id, depth,
      index_len, alpha_len) = _HEADER.unpack_from(data)
     coder_id, context_checksum = _HEADER_V2_TAIL.unpack_from(data, _HEADER.size) if version >= 2 else (0, 0)
@@ -205,24 +250,40 @@ def _parse_header(data: bytes) -> tuple[Header, int, int]:
         raise FormatError("corrupt .raq file: alpha flag and alpha section length disagree")
     if index_len < 1:
         raise FormatError("corrupt .raq file: empty index section")
-    expected = header_size(version) + CRC_SIZE + index_len + alpha_len
+    refine_level: int | None = None
+    sections = _section_count(data)
+    if version >= REFINED_VERSION:
+        level = data[HEADER_SIZE]
+        if level != NO_REFINEMENT and level > MAX_REFINE_LEVEL:
+            raise FormatError(f"corrupt .raq file: refinement level {level} is above {MAX_REFINE_LEVEL}")
+        if sections > MAX_REFINE_SECTIONS or (level == NO_REFINEMENT and sections):
+            raise FormatError(f"corrupt .raq file: {sections} refinement sections")
+        refine_level = None if level == NO_REFINEMENT else level
+    lengths = _section_lengths(data, sections)
+    expected = header_size(version, sections) + CRC_SIZE + index_len + alpha_len + sum(lengths)
     if len(data) != expected:
         raise FormatError(f"corrupt .raq file: {len(data) - expected} bytes of trailing data after the sections")
     header = Header(version=version, model_fingerprint=fingerprint, adapter=ADAPTERS[adapter_id],
                     codebook_size=size, codebook_crc=book_crc, width=width, height=height,
                     mode=MODES[mode_id], bit_depth=depth, has_alpha=has_alpha, coder=CODERS[coder_id],
-                    context_checksum=context_checksum)
-    return header, index_len, alpha_len
+                    context_checksum=context_checksum, refine_level=refine_level)
+    return header, index_len, alpha_len, lengths
 
 
 def unpack(data: bytes) -> Stream:
     """Parse and fully validate a ``.raq`` file; raises FormatError on any defect."""
     data = bytes(data)
     _check_envelope(data)
-    header, index_len, alpha_len = _parse_header(data)
-    start = header_size(header.version)
-    return Stream(header=header, indices_section=data[start:start + index_len],
-                  alpha_section=data[start + index_len:start + index_len + alpha_len])
+    header, index_len, alpha_len, lengths = _parse_header(data)
+    start = header_size(header.version, len(lengths))
+    indices = data[start:start + index_len]
+    start += index_len
+    sections = []
+    for length in lengths:
+        sections.append(data[start:start + length])
+        start += length
+    return Stream(header=header, indices_section=indices, alpha_section=data[start:start + alpha_len],
+                  refinement_sections=tuple(sections))
 
 
 def read_header(data: bytes) -> Header:

@@ -45,9 +45,11 @@ def patched(data: bytes, offset: int, fmt: str, value: int) -> bytes:
 def test_constants() -> None:
     assert B.MAGIC == b"\x89RAQ"
     assert B.FORMAT_VERSION == 2
-    assert B.READ_VERSIONS == (1, 2)
+    assert B.REFINED_VERSION == 3
+    assert B.READ_VERSIONS == (1, 2, 3)
     assert B.HEADER_SIZE == 40
     assert B.header_size(1) == 35 and B.header_size(2) == 40
+    assert B.header_size(3) == 42 and B.header_size(3, 5) == 62
     assert B.CODERS == ("order0", "context")
     assert B.ADAPTERS == ("seq2seq", "cluster")
     assert B.MODES == ("L", "RGB")
@@ -132,7 +134,7 @@ def test_bad_magic() -> None:
 
 def test_unsupported_version() -> None:
     data = patched(pack(make_stream()), 4, ">B", 7)
-    with pytest.raises(FormatError, match=r"unsupported \.raq format version 7 \(this raqcodec reads versions 1, 2\)"):
+    with pytest.raises(FormatError, match=r"unsupported \.raq format version 7 \(this raqcodec reads versions 1, 2, 3\)"):
         unpack(data)
     with pytest.raises(FormatError, match="version 0"):
         read_header(patched(data, 4, ">B", 0))
@@ -232,7 +234,7 @@ def test_section_lengths_must_add_up() -> None:
 
 
 @pytest.mark.parametrize("changes", [
-    dict(version=3), dict(model_fingerprint=b"short"), dict(model_fingerprint="0123456789abcdef"),
+    dict(version=4), dict(model_fingerprint=b"short"), dict(model_fingerprint="0123456789abcdef"),
     dict(adapter="vq"), dict(codebook_size=1), dict(codebook_size=65536), dict(codebook_size=True),
     dict(codebook_crc=-1), dict(codebook_crc=1 << 32), dict(width=0), dict(width=65536), dict(height=0),
     dict(height=70000), dict(mode="RGBA"), dict(bit_depth=12), dict(has_alpha=1), dict(width=3.0),
@@ -290,3 +292,61 @@ def test_version1_files_still_read() -> None:
     assert read_header(data).version == 1
     with pytest.raises(FormatError, match="truncated"):
         unpack(data[:-3])
+
+
+# ---------------------------------------------------------------- version 3 (refinement sections)
+
+
+def _refined(sections: tuple[bytes, ...], level: int | None = 7, alpha: bytes = b"") -> Stream:
+    base = make_stream(alpha)
+    return dataclasses.replace(base, header=dataclasses.replace(base.header, version=3, refine_level=level),
+                               refinement_sections=sections)
+
+
+@pytest.mark.parametrize("alpha", [b"", b"\x78\x9c-alpha"])
+def test_version3_round_trip(alpha: bytes) -> None:
+    stream = _refined((b"\x01\x02\x03\x04", b"", b"\x05" * 8), alpha=alpha)
+    data = pack(stream)
+    assert data[4] == 3 and data[40] == 7 and data[41] == 3
+    assert len(data) == 42 + 3 * 4 + len(stream.indices_section) + 12 + len(alpha) + 4
+    assert unpack(data) == stream
+    assert read_header(data).to_dict()["refine_level"] == 7
+
+
+def test_version3_without_refinement() -> None:
+    stream = _refined((), level=None)
+    data = pack(stream)
+    assert data[40] == 255 and data[41] == 0 and unpack(data) == stream
+
+
+def _recrc(body: bytes) -> bytes:
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def test_version3_damaged_fields() -> None:
+    data = pack(_refined((b"abcd", b"efgh")))
+    body = bytearray(data[:-4])
+    body[40] = 32  # level above 31
+    with pytest.raises(FormatError, match="refinement level 32"):
+        unpack(_recrc(bytes(body)))
+    body = bytearray(data[:-4])
+    body[40] = 255  # no refinement, yet two sections
+    with pytest.raises(FormatError, match="2 refinement sections"):
+        unpack(_recrc(bytes(body)))
+    body = bytearray(data[:-4])
+    body[42:46] = struct.pack(">I", 5)  # a section length that does not add up
+    with pytest.raises(FormatError, match="corrupt"):
+        unpack(_recrc(bytes(body)))
+    for cut in (41, 43, len(data) - 5):
+        with pytest.raises(FormatError, match="truncated"):
+            unpack(data[:cut])
+
+
+def test_version3_is_only_for_refinement_fields() -> None:
+    base = make_stream()
+    with pytest.raises(ValueError, match="format version 3"):
+        pack(dataclasses.replace(base, header=dataclasses.replace(base.header, refine_level=3)))
+    with pytest.raises(ValueError, match="refinement level"):
+        pack(_refined((b"x",), level=None))
+    with pytest.raises(ValueError, match="refine_level"):
+        pack(_refined((b"x",), level=32))
