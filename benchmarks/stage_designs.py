@@ -38,7 +38,7 @@ from raqcodec.train.state import read_info
 
 BASE_SIZES = [8, 16, 32, 64, 128, 256, 512, 1024]
 REFINED_SIZES = [64, 256, 1024]
-SCALAR_STEPS = [1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05]
+SCALAR_LEVELS = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
 RVQ_CONFIGS = [[16], [64], [256], [1024], [1024, 64], [1024, 256], [1024, 1024]]
 WEBP_QUALITIES = [2, 5, 10, 20, 30, 45, 60, 75, 85, 92]
 
@@ -62,21 +62,18 @@ def design_points(trainer: StageTrainer, image: np.ndarray, base_bits: dict[int,
     out: dict[str, tuple[float, float]] = {}
     settings: list[tuple[str, int, object]] = [(f"k{k}", k, None) for k in BASE_SIZES]
     if isinstance(trainer.stage, ScalarRefinement):
-        settings += [(f"k{k}_s{s}", k, s) for k in REFINED_SIZES for s in SCALAR_STEPS]
+        settings += [(f"k{k}_l{level}", k, level) for k in REFINED_SIZES for level in SCALAR_LEVELS]
     else:
         settings += [(f"k{k}_r{'x'.join(map(str, c))}", k, c) for k in REFINED_SIZES for c in RVQ_CONFIGS]
     for name, size, extra in settings:
-        q1 = trainer.quantize_base(z, size)
         if size not in base_bits:
             book = trainer.sequence[:size]
             grid = nearest_indices(to_rows(z), book).reshape(z.shape[2], z.shape[3]).numpy()
             base_bits[size] = estimated_bits(codec.context, codec.sequence[:size], grid)
-        if isinstance(trainer.stage, ScalarRefinement):
-            step = None if extra is None else torch.full((1,), float(extra))  # type: ignore[arg-type]
-            y, bits = trainer.stage(z, q1, step)
-        else:
-            y, bits, _ = trainer.stage(z, q1, list(extra) if extra else [])  # type: ignore[call-overload]
-        decoded = to_uint8(trainer.model.decoder(y))
+        level = None if not isinstance(extra, int) else torch.tensor([extra])
+        sizes = list(extra) if isinstance(extra, list) else None
+        x_hat, bits, _, _ = trainer.reconstruct_latents(z, size, level, sizes)
+        decoded = to_uint8(x_hat)
         out[name] = ((base_bits[size] + float(bits[0])) / pixels, psnr(decoded, image))
     return out
 

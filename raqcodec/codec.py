@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 import PIL.Image
@@ -20,20 +21,17 @@ import torch
 
 from . import bitstream, imageio, registry, tiling
 from .entropy import empirical_entropy_bits
+from .errors import CodecError
 from .indexcoder import ENTROPY_CHOICES, ContextCoder, IndexCoder, Order0Coder
 from .model import CodecModel, codebook_crc
 from .ratecontrol import BudgetError, RateChoice, SectionCoder, SectionEstimate, choose_size
 
-ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
+ImageInput = imageio.ImageSource  # a path, image file bytes, a binary file object, a PIL image or an array
+StreamInput = bytes | bytearray | memoryview | str | os.PathLike | IO[bytes]  # .raq bytes, a path or a file object
 ModelRef = str | os.PathLike | CodecModel | None
 MAX_SIDE = bitstream.MAX_SIDE
 # Streams declaring more pixels than Pillow would open are refused before anything is allocated for them.
 MAX_PIXELS = PIL.Image.MAX_IMAGE_PIXELS or 2**28
-
-
-class CodecError(ValueError):
-    """A stream cannot be decoded with the models at hand (wrong model, codebook mismatch), or a request
-    cannot be served here (no CUDA device, image too large for the format)."""
 
 
 @dataclass
@@ -47,6 +45,8 @@ class EncodeResult:
     coder: str
     seconds: float
     notes: list[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage of the encode, in order
+    budget_unused: str | None = None  # under bpp: why the file is well under the budget (the model's limit)
 
     @property
     def bpp(self) -> float:
@@ -59,13 +59,57 @@ DEFAULT_REFINE_STEPS = 2
 MAX_REFINE_STEPS = 50
 
 
+DEVICE_TYPES = ("cpu", "cuda")
+
+
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
+    """"auto" (CUDA when present), "cpu", "cuda" or "cuda:N" (or such a torch.device); CodecError otherwise."""
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES:
+        raise CodecError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CodecError("device cuda was asked for, but no CUDA device is available")
     return dev
+
+
+class _Stages:
+    """Wall time per stage of one encode or decode (``raqcodec encode -v`` prints them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+
+def _check_encode_arguments(bpp: object, codebook_size: object, adapter: object, refine: object, entropy: object,
+                            max_tile_pixels: object) -> None:
+    """Every argument checked before any work, each failure one of the documented errors."""
+    if (bpp is None) == (codebook_size is None):
+        raise BudgetError("give exactly one of bpp and codebook_size")
+    if codebook_size is not None and (isinstance(codebook_size, bool) or not isinstance(codebook_size, numbers.Integral)):
+        raise BudgetError(f"codebook_size must be an integer, got {codebook_size!r}")
+    if bpp is not None and (isinstance(bpp, bool) or not isinstance(bpp, numbers.Real)
+                            or not (math.isfinite(bpp) and bpp > 0)):
+        raise BudgetError(f"bpp must be a positive number, got {bpp!r}")
+    if adapter not in bitstream.ADAPTERS:
+        raise CodecError(f"adapter must be one of {', '.join(bitstream.ADAPTERS)}, got {adapter!r}")
+    if entropy not in ENTROPY_CHOICES:
+        raise CodecError(f"entropy must be one of {', '.join(ENTROPY_CHOICES)}, got {entropy!r}")
+    if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= MAX_REFINE_STEPS:
+        raise CodecError(f"refine must be an integer in 0..{MAX_REFINE_STEPS}, got {refine!r}")
+    try:
+        tiling.tile_pixels(max_tile_pixels)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise CodecError(str(exc)) from None
 
 
 def _model(ref: ModelRef, device: str | torch.device) -> CodecModel:
@@ -77,7 +121,7 @@ def index_coder(model: CodecModel, entropy: str = "auto") -> IndexCoder:
     """The index coder for ``entropy``: "context" (the model's context model), "order0", or "auto"
     (context when the model has one)."""
     if entropy not in ENTROPY_CHOICES:
-        raise ValueError(f"entropy must be one of {', '.join(ENTROPY_CHOICES)}, got {entropy!r}")
+        raise CodecError(f"entropy must be one of {', '.join(ENTROPY_CHOICES)}, got {entropy!r}")
     if entropy == "order0" or (entropy == "auto" and model.context is None):
         return Order0Coder()
     if model.context is None:
@@ -99,21 +143,22 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     at most this many pixels (``raqcodec.tiling``; default $RAQCODEC_TILE_PIXELS or 2 MP): memory stays
     bounded, the stream format is the same.
     """
-    if (bpp is None) == (codebook_size is None):
-        raise ValueError("give exactly one of bpp and codebook_size")
+    _check_encode_arguments(bpp, codebook_size, adapter, refine, entropy, max_tile_pixels)
     started = time.perf_counter()
+    stages = _Stages()
     m = _model(model, device)
     coder = index_coder(m, entropy)
     positions = tiling.tile_positions(max_tile_pixels, m.config.downsampling)
+    stages.done("model")
     src = imageio.load_image(image)
     if max(src.width, src.height) > MAX_SIDE:
         raise CodecError(f"{src.width}x{src.height} is too large: .raq version {bitstream.FORMAT_VERSION} "
                          f"stores sides up to {MAX_SIDE} pixels")
-    if not (isinstance(refine, int) and 0 <= refine <= MAX_REFINE_STEPS):
-        raise ValueError(f"refine must be an integer in 0..{MAX_REFINE_STEPS}, got {refine!r}")
+    stages.done("read")
     padded = imageio.pad_to_multiple(src.rgb, m.config.downsampling)
     grid = (padded.shape[0] // m.config.downsampling, padded.shape[1] // m.config.downsampling)
     rows = m.analyse(padded, positions)
+    stages.done("analysis")
     del padded  # a copy when the image was padded; src.rgb stays for refinement's targets
     notes = list(src.notes)
 
@@ -135,18 +180,19 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     def estimate(indices: np.ndarray, size: int) -> int:
         return estimated_bits(size)
 
+    budget_unused = None
     if codebook_size is not None:
         lo, hi = m.size_range
         if not lo <= codebook_size <= hi:
             raise BudgetError(f"codebook size {codebook_size} is outside model {m.name}'s range {lo}..{hi}")
-        size = codebook_size
+        size = int(codebook_size)
         indices = (m.refined_indices(rows, grid, src.rgb, adapter, size, refine, positions).astype(np.int32)
                    if refine else quantize(size))
+        stages.done("refinement" if refine else "quantization")
         section = section_of(indices, size)
+        stages.done("entropy coding")
     else:
         assert bpp is not None
-        if not (math.isfinite(bpp) and bpp > 0):
-            raise BudgetError(f"--bpp must be a positive number, got {bpp}")
         pixels = src.width * src.height
         overhead = bitstream.HEADER_SIZE + 4 + len(alpha)
         budget = int(bpp * pixels // 8) - overhead
@@ -158,6 +204,9 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
 
         choice = choose_size(quantize, m.size_range, budget, describe, section_of, estimate)
         size, indices, section = choice.size, choice.indices, choice.section
+        stages.done("rate control")
+        steps = 0
+        limited = size == m.size_range[1]  # the largest codebook fits: only refinement can use more
         if refine:
             # small images search a long refinement path (its extra steps take minutes on large ones)
             steps = max(refine, BUDGET_REFINE_STEPS) if pixels <= BUDGET_SEARCH_MAX_PIXELS else refine
@@ -179,8 +228,15 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
                 except BudgetError:
                     return None
 
-            size, indices, section = _refine_under_budget(choice, path, budget, m.size_range[0], section_of,
-                                                          grid_bits, largest_fitting)
+            size, indices, section, limited = _refine_under_budget(choice, path, budget, m.size_range, section_of,
+                                                                   grid_bits, largest_fitting)
+            stages.done("refinement search")
+        used = (len(section) + overhead) * 8 / pixels
+        if limited and used < UNUSED_BUDGET_SHARE * bpp:
+            with_steps = f" with {steps} refinement steps" if steps else " (no refinement)"
+            budget_unused = (f"--bpp {bpp:g} is more than model {m.name} can use for this image, so the budget "
+                             f"is not used up: its largest codebook (K~={size}){with_steps} takes {used:.3f} bpp")
+            notes.append(budget_unused)
     header = bitstream.Header(
         version=bitstream.FORMAT_VERSION, model_fingerprint=m.fingerprint_bytes, adapter=adapter,
         codebook_size=size, codebook_crc=codebook_crc(m.codebook(adapter, size)), width=src.width,
@@ -188,8 +244,10 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         coder=coder.name, context_checksum=coder.checksum,
     )
     data = bitstream.pack(bitstream.Stream(header=header, indices_section=section, alpha_section=alpha))
+    stages.done("container")
     return EncodeResult(data=data, width=src.width, height=src.height, codebook_size=size, adapter=adapter,
-                        model=m.name, coder=coder.name, seconds=time.perf_counter() - started, notes=notes)
+                        model=m.name, coder=coder.name, seconds=time.perf_counter() - started, notes=notes,
+                        stages=stages.seconds, budget_unused=budget_unused)
 
 
 # Under a budget, refinement and the codebook size compete for the same bytes: refined indices decode
@@ -203,6 +261,9 @@ SIZE_LADDER = 2**-0.25
 # about 1.3 us per pixel on a 2-core CPU, so half a dozen probes of 8 steps take about 2 minutes at 2 MP
 # and most of an hour at 48 MP).
 BUDGET_SEARCH_MAX_PIXELS = 1 << 21
+# A budget the model cannot use is reported (``EncodeResult.budget_unused``) when the file takes less than
+# this share of it: near the top of the model's range a file a few percent under is no news.
+UNUSED_BUDGET_SHARE = 0.95
 CONFIRM_TRIES = 3  # real encodes per size before its candidates are given up
 
 RefinementPath = Iterator[tuple[np.ndarray, float]]  # a refinement path's (indices, MSE) per step, step 0 first
@@ -219,16 +280,19 @@ class _Fit:
     growth: int | None  # estimated bytes of the first closer step that does not fit, over nearest neighbour's
 
 
-def _refine_under_budget(choice: RateChoice, path: Callable[[int], RefinementPath], budget: int, smallest: int,
-                         section_of: SectionCoder, estimate_bits: Callable[[np.ndarray, int], int],
-                         largest_fitting: Callable[[int, int], int | None]) -> tuple[int, np.ndarray, bytes]:
-    """The refined grid that decodes closest among those whose section fits ``budget`` bytes.
+def _refine_under_budget(choice: RateChoice, path: Callable[[int], RefinementPath], budget: int,
+                         size_range: tuple[int, int], section_of: SectionCoder,
+                         estimate_bits: Callable[[np.ndarray, int], int],
+                         largest_fitting: Callable[[int, int], int | None]) -> tuple[int, np.ndarray, bytes, bool]:
+    """The refined grid that decodes closest among those whose section fits ``budget`` bytes, and whether
+    the model rather than the budget was the limit (the largest size won with every step of its path).
 
     Probed sizes: ``choice.size`` (the largest whose nearest-neighbour grid fits); then the largest
     smaller size that leaves room for the bytes the first step that did not fit there would add
     (``largest_fitting(below, section_bytes)``); from there sizes SIZE_LADDER times smaller until one
     decodes no closer than the best so far; then halfway (in log size) between the best and each probed
     neighbour. The plain choice stands if nothing refined fits."""
+    smallest = size_range[0]
     tried: dict[int, _Fit | None] = {}
 
     def probe(size: int) -> _Fit | None:
@@ -259,8 +323,8 @@ def _refine_under_budget(choice: RateChoice, path: Callable[[int], RefinementPat
         probe(round(math.sqrt(ranked[i] * neighbour)))  # halfway (in log size) to each neighbour
     top = tried[min(tried, key=error)]
     if top is None:
-        return choice.size, choice.indices, choice.section
-    return top.size, top.indices, top.section
+        return choice.size, choice.indices, choice.section, False
+    return top.size, top.indices, top.section, top.size == size_range[1] and top.growth is None
 
 
 def _best_fitting(path: RefinementPath, size: int, budget: int, section_of: SectionCoder,
@@ -302,12 +366,15 @@ def _best_fitting(path: RefinementPath, size: int, budget: int, section_of: Sect
 def encode(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,
            model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto",
            refine: int = DEFAULT_REFINE_STEPS, entropy: str = "auto", max_tile_pixels: int | None = None) -> bytes:
-    """Encode ``image`` (path, PIL image or array) to ``.raq`` bytes.
+    """Encode ``image`` (a path, image file bytes, a binary file object, a PIL image or an array) to
+    ``.raq`` bytes.
 
     Exactly one of ``bpp`` (a budget on the whole file: bytes x 8 / pixels <= bpp) and ``codebook_size``
     (an explicit K~) is given. Raises ``imageio.ImageError`` for unreadable input,
-    ``ratecontrol.BudgetError`` for an unreachable budget or size, and ``CodecError`` for an image too
-    large for the format or a device that is not there. ``max_tile_pixels``: see ``encode_detailed``.
+    ``ratecontrol.BudgetError`` for a bad or unreachable budget or size, ``ModelFileError`` for a model
+    that cannot be found, and ``CodecError`` for any other bad argument (``device``, ``adapter``,
+    ``entropy``, ``refine``, ``max_tile_pixels``), an image too large for the format or a device that is
+    not there. ``max_tile_pixels``: see ``encode_detailed``.
     """
     return encode_detailed(image, bpp=bpp, codebook_size=codebook_size, model=model, adapter=adapter,
                            device=device, refine=refine, entropy=entropy, max_tile_pixels=max_tile_pixels).data
@@ -322,7 +389,7 @@ class Decoded:
     alpha: np.ndarray | None  # (H, W) uint8
 
 
-def _open(data: bytes, model: ModelRef) -> Decoded:
+def _open(data: bytes, model: ModelRef, stages: _Stages | None = None) -> Decoded:
     stream = bitstream.unpack(data)
     h = stream.header
     if h.width * h.height > MAX_PIXELS:
@@ -330,15 +397,26 @@ def _open(data: bytes, model: ModelRef) -> Decoded:
                          f"limit of {MAX_PIXELS}; refusing to decode it")
     candidates = [model] if isinstance(model, (str, os.PathLike)) else []
     m = model if isinstance(model, CodecModel) else registry.find_by_fingerprint(h.model_fingerprint, candidates)
+    if stages is not None:
+        stages.done("model")
     if not m.fingerprint_bytes == h.model_fingerprint:
         raise CodecError(f"stream was made with model {h.model_fingerprint.hex()}, not with {m.name}")
+    refined = h.version >= bitstream.REFINED_VERSION
+    if refined != (m.refinement is not None):
+        raise CodecError(f"a format {h.version} stream cannot come from model {m.name}, which "
+                         f"{'has' if m.refinement is not None else 'has no'} refinement stage")
+    if m.refinement is not None and len(stream.refinement_sections) > m.refinement.groups:
+        raise CodecError(f"stream has {len(stream.refinement_sections)} refinement sections, model {m.name} "
+                         f"codes at most {m.refinement.groups}")
     lo, hi = m.size_range
     if not lo <= h.codebook_size <= hi:
         raise CodecError(f"stream codebook size {h.codebook_size} is outside model {m.name}'s range {lo}..{hi}")
     book = m.codebook(h.adapter, h.codebook_size)
     if codebook_crc(book) != h.codebook_crc:
-        raise CodecError("codebook checksum mismatch: this machine computes a different codebook than the "
-                         "encoder did (cluster adapter codebooks are recomputed in floating point)")
+        why = ("cluster adapter codebooks are recomputed in floating point, and this machine computes a different "
+               "one than the encoder did" if h.adapter == "cluster" else
+               f"the stream's header is damaged, or model {m.name}'s file differs from the one that encoded it")
+        raise CodecError(f"codebook checksum mismatch for {h.adapter} K~={h.codebook_size}: {why}")
     f = m.config.downsampling  # pixels per index along each axis
     grid = ((h.height + f - 1) // f, (h.width + f - 1) // f)
     indices = _stream_coder(m, h).decode(stream.indices_section, grid, book)
@@ -373,29 +451,48 @@ def _inflate_alpha(stream: bitstream.Stream) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
 
 
-def decode(data: bytes, *, model: ModelRef = None, device: str | torch.device = "auto",
-           max_tile_pixels: int | None = None) -> PIL.Image.Image:
-    """Decode ``.raq`` bytes to a PIL image (mode L or RGB, plus alpha and 16-bit when the source had them).
+def decode(data: StreamInput, *, model: ModelRef = None, device: str | torch.device = "auto",
+           max_tile_pixels: int | None = None, stages: dict[str, float] | None = None) -> PIL.Image.Image:
+    """Decode a ``.raq`` stream (bytes, a path or a binary file object) to a PIL image (mode L or RGB,
+    plus alpha and 16-bit when the source had them).
 
     The stream names its model by fingerprint; installed models are searched (``model`` is tried first).
     Raises ``bitstream.FormatError`` / ``entropy.EntropyError`` for corrupt input, ``CodecError`` when the
-    model is missing or disagrees. ``max_tile_pixels``: images larger than this are synthesised in tiles
-    of at most this many pixels (default $RAQCODEC_TILE_PIXELS or 2 MP); the pixels are the same.
+    model is missing or disagrees or an argument is bad, ``ModelFileError`` when ``model`` cannot be found.
+    ``max_tile_pixels``: images larger than this are synthesised in tiles of at most this many pixels
+    (default $RAQCODEC_TILE_PIXELS or 2 MP); the pixels are the same. ``stages``: filled with the seconds
+    of each stage.
     """
-    budget = tiling.tile_pixels(max_tile_pixels)  # a bad budget is refused before any decoding work
-    dec = _open(data, model)
+    try:
+        budget = tiling.tile_pixels(max_tile_pixels)  # bad arguments are refused before any decoding work
+    except ValueError as exc:
+        raise CodecError(str(exc)) from None
+    where = pick_device(device)
+    timer = _Stages()
+    dec = _open(bitstream.read_stream(data), model, timer)
+    timer.done("entropy decoding")
     h = dec.stream.header
-    dec.model.to(pick_device(device))
+    dec.model.to(where)
     positions = tiling.tile_positions(budget, dec.model.config.downsampling)
-    rgb = dec.model.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape, positions)
+    if h.version >= bitstream.REFINED_VERSION:
+        latents = dec.model.refined_latents(dec.indices, dec.codebook, dec.indices.shape, h.refine_level,
+                                            list(dec.stream.refinement_sections))
+        rgb = dec.model.synthesize_latents(latents, positions)
+    else:
+        rgb = dec.model.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape, positions)
     rgb = imageio.crop(rgb, h.height, h.width)
-    return imageio.to_pil(rgb, h.mode, dec.alpha, h.bit_depth)
+    image = imageio.to_pil(rgb, h.mode, dec.alpha, h.bit_depth)
+    timer.done("synthesis")
+    if stages is not None:
+        stages.update(timer.seconds)
+    return image
 
 
-def inspect(data: bytes, *, model: ModelRef = None) -> dict[str, Any]:
-    """Header fields of a stream plus its VQ tokens: ``indices`` (h x w int64) and ``codebook`` (K~ x d
-    float32), the index section's size ``payload_bits`` and, for comparison, ``order0_entropy_bits``: the
-    order-0 empirical entropy of the index grid times its size."""
+def inspect(data: StreamInput, *, model: ModelRef = None) -> dict[str, Any]:
+    """Header fields of a stream (bytes, a path or a binary file object) plus its VQ tokens: ``indices``
+    (h x w int64) and ``codebook`` (K~ x d float32), the index section's size ``payload_bits`` and, for
+    comparison, ``order0_entropy_bits``: the order-0 empirical entropy of the index grid times its size."""
+    data = bitstream.read_stream(data)
     dec = _open(data, model)
     info = bitstream.summary(dec.stream.header, len(data))  # already unpacked and CRC-checked
     info.update(model=dec.model.name, payload_bits=8 * len(dec.stream.indices_section),

@@ -30,7 +30,7 @@ from .nn.quantizer import nearest_indices
 from .nn.config import ModelConfig
 from .intkmeans import integer_kmeans
 from .refine import descent
-from .refinement import ExactRefinement, load_refinement
+from .refinement import GROUP_CHANNELS, ExactRefinement, load_refinement
 from .tiling import REFINE_SHARE, Tile, decoder_radius, encoder_radius, plan_tiles, refine_halo
 
 # Smallest codebook any model codes with. Sizes below a model's trained k_min are served by integer
@@ -280,6 +280,42 @@ class CodecModel:
         out = np.empty((f * h, f * w, 3), np.uint8)
         for t in tiles:
             pixels = self.decoder(book, idx[t.outer])
+            iy, ix = t.inner
+            core = pixels[:, f * iy.start : f * iy.stop, f * ix.start : f * ix.stop]
+            out[f * t.y0 : f * t.y1, f * t.x0 : f * t.x1] = core.permute(1, 2, 0).cpu().numpy()
+        return out
+
+
+    @torch.no_grad()
+    def refined_latents(self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int], level: int | None,
+                        sections: list[bytes]) -> Tensor:
+        """The refined latent grid (d, h, w), integers at 2^-F, of a format 3 stream: base codewords, the
+        prior's mean, and the decoded symbols of the leading channel groups in ``sections``."""
+        if self.refinement is None:
+            raise ValueError(f"model {self.name} has no refinement stage")
+        h, w = grid
+        book = codebook.to(torch.float64)
+        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).view(h, w)
+        q1 = book[idx].permute(2, 0, 1).contiguous()
+        prior = self.refinement.prior(q1)
+        if level is None or not sections:
+            return self.refinement.reconstruct(q1, prior, None, 0, 0)
+        symbols = self.refinement.decode_groups(sections, prior, level)
+        return self.refinement.reconstruct(q1, prior, symbols, level, len(sections) * GROUP_CHANNELS)
+
+    @torch.no_grad()
+    def synthesize_latents(self, latents: Tensor, max_positions: int | None = None) -> np.ndarray:
+        """Integer latent grid (d, h, w) -> (4h, 4w, 3) uint8 with the exact decoder, tiled like
+        ``synthesize`` (same pixels whole or in tiles)."""
+        _, h, w = latents.shape
+        y = latents.to(self.device, torch.float64)
+        tiles = self._plan((h, w), max_positions, self.decoder_halo)
+        if tiles is None:
+            return self.decoder.decode_latents(y).permute(1, 2, 0).cpu().numpy()
+        f = self.config.downsampling
+        out = np.empty((f * h, f * w, 3), np.uint8)
+        for t in tiles:
+            pixels = self.decoder.decode_latents(y[(slice(None), *t.outer)])
             iy, ix = t.inner
             core = pixels[:, f * iy.start : f * iy.stop, f * ix.start : f * ix.stop]
             out[f * t.y0 : f * t.y1, f * t.x0 : f * t.x1] = core.permute(1, 2, 0).cpu().numpy()

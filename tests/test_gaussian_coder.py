@@ -97,3 +97,30 @@ def test_exact_refinement_round_trip_on_a_random_stage() -> None:
     # the refined latents are within half a step of the target in the refined channels
     error = (z.double() * 2**frac - y)[:kept].abs() / exact.steps[level][:kept, None, None]
     assert float(error.max()) <= 0.5 + 1e-9
+
+
+def test_conditioned_exact_decoder_follows_its_float_twin() -> None:
+    from raqcodec.exact import ExactDecoder, calibrate_act_frac_bits, decoder_weight_bits
+    from raqcodec.nn.autoencoder import Decoder
+    from raqcodec.nn.config import ModelConfig
+
+    torch.manual_seed(5)
+    decoder = Decoder(ModelConfig(decoder_conditions=4)).eval()
+    with torch.no_grad():
+        decoder.level_bias.weight.normal_(0, 0.2)  # type: ignore[union-attr]
+        decoder.group_bias.weight.normal_(0, 0.2)  # type: ignore[union-attr]
+    z = torch.randn(1, 64, 6, 7) * 0.3
+    frac = calibrate_act_frac_bits(decoder, z)
+    exact = ExactDecoder(decoder, frac, decoder_weight_bits(decoder))
+    latents = torch.round(z[0].double() * 2**frac)
+    outputs = []
+    for level, groups in ((0, 0), (3, 8), (4, 2)):
+        with torch.no_grad():
+            float_pixels = decoder(latents[None].float() / 2**frac, torch.tensor([level]), torch.tensor([groups]))
+        expected = (float_pixels[0].clamp(0, 1) * 255).round()
+        got = exact.decode_latents(latents, level, groups).double()
+        assert float((got - expected).abs().max()) <= 1.0
+        outputs.append(got)
+    assert not torch.equal(outputs[0], outputs[1])  # the condition changes the image
+    with pytest.raises(ValueError, match="out of range"):
+        exact.decode_latents(latents, 5, 0)

@@ -21,7 +21,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ from torch import Tensor
 from ..exact import ACT_TARGET, calibrate_act_frac_bits, decoder_weight_bits
 from ..modelfile import read_model_file, write_model_file
 from ..refinement import PREFIX as REFINE_PREFIX
-from ..refinement import STEP_LEVELS, step_value
+from ..refinement import GROUP_CHANNELS, STEP_LEVELS, STEP_MAX, step_value
 from ..refinement import freeze as freeze_refinement
 from ..nn.quantizer import from_rows, nearest_indices, to_rows
 from ..nn.raq import RAQModel
@@ -61,18 +61,18 @@ class StageRecipe:
     drop_refinement: float = 0.25  # share of batches trained on the base stage alone
     channel_group: int = 8  # scalar design: refinement is stored (and trimmed) in groups of this many channels
     truncate_groups: float = 0.5  # scalar design: share of refined images that keep only a prefix of groups
-    step_min: float = 0.05  # scalar design: global quantization step range (latent units)
-    step_max: float = 1.0
+    level_max: int = 20  # scalar design: step levels 0..level_max are trained (step 1.0 down to 0.03)
     rvq_stages: int = 2
     rvq_size: int = 1024
     rvq_size_min: int = 16
     seed: int = 0
 
 
-def base_sequence(model_name: str) -> tuple[RAQModel, Tensor]:
-    """Float model warm-started from the file, and the file's frozen sequence as floats (what the codec uses)."""
+def base_sequence(model_name: str, conditioned: bool) -> tuple[RAQModel, Tensor]:
+    """Float model warm-started from the file, and the file's frozen sequence as floats (what the codec uses).
+    ``conditioned``: the decoder gets (zero-initialised) refinement condition biases."""
     source = read_model_file(resolve(model_name))
-    model = RAQModel(source.config)
+    model = RAQModel(replace(source.config, decoder_conditions=STEP_LEVELS if conditioned else None))
     weights = {k: v for k, v in source.tensors.items() if not k.startswith(("frozen.", "context."))}
     model.load_state_dict(weights, strict=False)
     frac = int(source.tensors["frozen.act_frac_bits"])
@@ -86,7 +86,7 @@ def log_uniform_int(lo: int, hi: int, g: torch.Generator) -> int:
 class StageTrainer:
     def __init__(self, recipe: StageRecipe) -> None:
         self.r = recipe
-        self.model, self.sequence = base_sequence(recipe.base_model)
+        self.model, self.sequence = base_sequence(recipe.base_model, conditioned=recipe.design == "scalar")
         self.model.adapter.requires_grad_(False)
         self.model.codebook.requires_grad_(False)
         d = self.model.cfg.latent_dim
@@ -116,29 +116,40 @@ class StageTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * warm * (0.05 + 0.95 * cosine)
 
-    def reconstruct(self, x: Tensor, size: int, step: Tensor | None, sizes: list[int] | None = None,
+    def reconstruct(self, x: Tensor, size: int, level: Tensor | None, sizes: list[int] | None = None,
                     channels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(reconstruction, refinement bits per image, commitment, extra loss)."""
-        z = self.model.encoder(x)
+        """(reconstruction, refinement bits per image, commitment, extra loss). ``level`` (N,): the scalar
+        design's step level per image, None for the base stage alone; ``channels``: refined channels."""
+        return self.reconstruct_latents(self.model.encoder(x), size, level, sizes, channels)
+
+    def reconstruct_latents(self, z: Tensor, size: int, level: Tensor | None, sizes: list[int] | None = None,
+                            channels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``reconstruct`` from the encoder's latents."""
         q1 = self.quantize_base(z, size)
         commitment = F.mse_loss(z, q1)
+        n = z.shape[0]
+        none = torch.zeros(n, dtype=torch.long)
         if isinstance(self.stage, ScalarRefinement):
+            step = None if level is None else STEP_MAX * torch.pow(2.0, -level.float() / 4)
+            if level is not None and channels is None:
+                channels = torch.full((n,), z.shape[1], dtype=torch.long)
             y, bits = self.stage(z, q1, step, channels)
             extra = z.new_zeros(())
-        else:
-            y, bits, extra = self.stage(z, q1, sizes or [])
-        return self.model.decoder(y), bits, commitment, extra
+            if level is None or channels is None:
+                return self.model.decoder(y, none, none), bits, commitment, extra
+            return (self.model.decoder(y, level + 1, channels // GROUP_CHANNELS), bits, commitment, extra)
+        y, bits, extra = self.stage(z, q1, sizes or [])
+        return self.model.decoder(y, none, none), bits, commitment, extra
 
     def train_step(self, x: Tensor) -> dict[str, float]:
         r, g = self.r, self.generator
         size = log_uniform_int(r.k_min, r.k_max, g)
         refine = float(torch.rand((), generator=g)) >= r.drop_refinement
-        step, sizes, channels = None, None, None
+        level, sizes, channels = None, None, None
         if isinstance(self.stage, ScalarRefinement):
             if refine:
                 n, d = x.shape[0], self.model.cfg.latent_dim
-                u = torch.rand(n, generator=g)
-                step = torch.exp(math.log(r.step_min) + (math.log(r.step_max) - math.log(r.step_min)) * u)
+                level = torch.randint(0, r.level_max + 1, (n,), generator=g)
                 groups = d // r.channel_group
                 prefix = torch.randint(1, groups, (n,), generator=g)
                 truncate = torch.rand(n, generator=g) < r.truncate_groups
@@ -147,7 +158,7 @@ class StageTrainer:
             count = 1 + int(torch.randint(r.rvq_stages, (1,), generator=g))
             sizes = [log_uniform_int(r.rvq_size_min, r.rvq_size, g) for _ in range(count)]
         self.set_lr()
-        x_hat, bits, commitment, extra = self.reconstruct(x, size, step, sizes, channels)
+        x_hat, bits, commitment, extra = self.reconstruct(x, size, level, sizes, channels)
         mse = ((x_hat - x) ** 2).flatten(1).mean(1)
         pixels = x.shape[2] * x.shape[3]
         bpp = bits / pixels
@@ -189,12 +200,12 @@ def validate(trainer: StageTrainer, crops: Tensor) -> dict[str, float]:
     pixels = crops.shape[2] * crops.shape[3]
     points: list[tuple[str, int, Tensor | None, list[int] | None]] = [("k64", 64, None, None), ("k1024", 1024, None, None)]
     if isinstance(trainer.stage, ScalarRefinement):
-        for s in (0.5, 0.15, 0.05):
-            points.append((f"k256_step{s}", 256, torch.full((crops.shape[0],), s), None))
+        for level in (4, 10, 16):
+            points.append((f"k256_level{level}", 256, torch.full((crops.shape[0],), level), None))
     else:
         points += [("k256_r256", 256, None, [256]), ("k1024_r1024x2", 1024, None, [1024, 1024])]
-    for name, size, step, sizes in points:
-        x_hat, bits, _, _ = trainer.reconstruct(crops, size, step, sizes)
+    for name, size, level, sizes in points:
+        x_hat, bits, _, _ = trainer.reconstruct(crops, size, level, sizes)
         mse = ((x_hat.clamp(0, 1) - crops) ** 2).flatten(1).mean(1)
         out[f"{name}_psnr"] = float((-10 * torch.log10(mse)).mean())
         out[f"{name}_bpp"] = float((bits / pixels).mean())
@@ -219,7 +230,7 @@ def export_model(run: Path, name: str, out_dir: Path, calibration: Tensor) -> st
     for size in (8, 64, 1024):
         q1 = trainer.quantize_base(z, size)
         probes.append(stage(z, q1, None)[0])
-        probes.append(stage(z, q1, torch.full((z.shape[0],), step_value(STEP_LEVELS - 1)))[0])
+        probes.append(stage(z, q1, torch.full((z.shape[0],), step_value(trainer.r.level_max)))[0])
     frac = min(calibrate_act_frac_bits(decoder, p) for p in probes)
     prior_peak = max(float(a.abs().max()) for a in _prior_activations(stage, trainer.quantize_base(z, 1024)))
     while frac > 0 and prior_peak * 2.0**frac > ACT_TARGET:
@@ -234,7 +245,7 @@ def export_model(run: Path, name: str, out_dir: Path, calibration: Tensor) -> st
         tensors[f"frozen.weight_bits.{layer}"] = torch.tensor(bits, dtype=torch.int32)
     tensors.update(freeze_refinement(stage, frac))
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    return write_model_file(out_dir / f"{name}.safetensors", name, source.config, tensors)
+    return write_model_file(out_dir / f"{name}.safetensors", name, trainer.model.cfg, tensors)
 
 
 def _prior_activations(stage: ScalarRefinement, q1: Tensor) -> list[Tensor]:
