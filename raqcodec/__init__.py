@@ -2,45 +2,49 @@
 
     >>> import raqcodec
     >>> data = raqcodec.encode("photo.png", bpp=0.3)          # bytes of a .raq file, at most 0.3 bpp
-    >>> image = raqcodec.decode(data)                          # PIL.Image
+    >>> image = raqcodec.decode(data)                          # PIL.Image (also from a path or file object)
     >>> tokens = raqcodec.inspect(data)["indices"]             # the h x w VQ index grid
 
-The names that need torch are imported on first use, so ``import raqcodec`` (and ``raqcodec info``)
-stays fast.
+Every name is imported on first use, so ``import raqcodec`` costs nothing: ``python -m raqcodec``
+installs its signal handling before anything else is imported, and ``raqcodec info`` never loads torch.
+Errors are ``ImageError``, ``BudgetError``, ``FormatError``, ``EntropyError``, ``CodecError`` and
+``ModelFileError``, all ``ValueError``s.
 """
 
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from .bitstream import FormatError
-from .entropy import EntropyError
-from .imageio import ImageError
-from .ratecontrol import BudgetError
-
-try:
-    __version__ = version("raqcodec")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
-
-_LAZY = {
+_LAZY: dict[str, str | tuple[str, str]] = {
     "encode": "codec", "decode": "codec", "inspect": "codec", "encode_detailed": "codec",
-    "header_summary": ("bitstream", "describe"), "EncodeResult": "codec", "CodecError": "codec",
+    "header_summary": ("bitstream", "describe"), "EncodeResult": "codec",
     "load_model": ("registry", "load"), "available_models": "registry", "DEFAULT_MODEL": "registry",
-    "ModelFileError": "modelfile",
+    "FormatError": "bitstream", "EntropyError": "entropy", "ImageError": "imageio", "BudgetError": "ratecontrol",
+    "CodecError": "errors", "ModelFileError": "errors",
 }
 
-__all__ = ["FormatError", "EntropyError", "ImageError", "BudgetError", "__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("raqcodec")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0+unknown"
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
+    if name == "__version__":
+        value: Any = _version()
+    elif name in _LAZY:
+        target = _LAZY[name]
+        module_name, attr = target if isinstance(target, tuple) else (target, name)
+        value = getattr(importlib.import_module(f".{module_name}", __name__), attr)
+    else:
         raise AttributeError(f"module 'raqcodec' has no attribute {name!r}")
-    target = _LAZY[name]
-    module_name, attr = target if isinstance(target, tuple) else (target, name)
-    value = getattr(importlib.import_module(f".{module_name}", __name__), attr)
     globals()[name] = value
     return value
 

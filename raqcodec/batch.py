@@ -3,9 +3,10 @@ glob patterns in, one output per input (beside it, or at the mirrored path under
 processes that each load the model once.
 
 A run is: ``plan`` (find the inputs, map each to its output, refuse collisions and escapes) ->
-``select_shard`` (a stable 1/N of the plan) -> ``run`` (sweep stale temporary files, skip complete
-outputs, do the rest here or in worker processes, report each file as it finishes). docs/DESIGN.md,
-"Batch runs", states the policies: what is skipped, the shard hash, temporary files and symbolic links.
+``select_shard`` (a stable 1/N of the plan) -> ``run`` (sweep stale temporary files, sort existing outputs
+into raqcodec's own and anything else, check the output folders can be written, do the rest here or in
+worker processes, report each file as it finishes). docs/DESIGN.md, "Batch runs" and "Existing outputs",
+states the policies: what is skipped, redone or refused, the shard hash, temporary files and symbolic links.
 
 This module imports neither torch nor the model: a rerun that skips everything never loads them, and
 worker processes import it cheaply before they load the model.
@@ -26,25 +27,25 @@ import time
 import traceback
 import unicodedata
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_any
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .fileio import atomic_path
+from . import formats, interrupts
+from .bitstream import MAGIC, MAX_STREAM_BYTES, read_header, read_stream
+from .errors import user_errors
+from .fileio import atomic_path, check_writable, nearest_existing
+from .interrupts import Interrupted, interruptible
 
 ENCODE, DECODE = "encode", "decode"
-SUFFIX = {ENCODE: ".raq", DECODE: ".png"}
+SUFFIX = {ENCODE: formats.RAQ_EXTENSION, DECODE: formats.DEFAULT_OUTPUT}
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
-# The image files a directory search finds (``raqcodec rd`` uses the same set).
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"})
-FOUND_BY_EXTENSION = {ENCODE: IMAGE_EXTENSIONS, DECODE: frozenset({".raq"})}
-MAX_STREAM_BYTES = 1 << 30  # no .raq file of a decodable image comes near this
+FOUND_BY_EXTENSION = {ENCODE: formats.READABLE_EXTENSIONS, DECODE: frozenset({formats.RAQ_EXTENSION})}
+STDIO = "-"  # as an input: stdin; as -o: stdout
 # A temporary file of a dead process is removed only once it has not been written for this long: a pid
 # is only meaningful on this host, and shards on other hosts (or containers) may share the output tree.
 STALE_AFTER_S = 60.0
-PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # every complete PNG ends with this IEND chunk
 GLOB_MAGIC = re.compile(r"[*?[]")
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")  # fileio.atomic_path's names
 STOP_TIMEOUT_S = 10.0  # how long an interrupted worker gets to remove its temporary file
@@ -58,21 +59,23 @@ class BatchFatal(RuntimeError):
     """A failure that stops the whole run (the model cannot be loaded, workers die on start-up)."""
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM, raised where the program is, so that every ``finally`` (``atomic_path``'s
-    removal of its temporary file) runs on the way out."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 @dataclass(frozen=True)
 class Job:
     source: Path
     output: Path
     key: str  # the input's path relative to its root, posix, NFC: the shard hash key
     root: Path | None  # the output directory (-o DIR) the output must stay inside; None: beside the input
+    named: bool = False  # the output was named with -o FILE (so --force may replace anything there)
+    stdin: bool = False  # the input is standard input (``-``)
+    stdout: bool = False  # the output is standard output (``-o -``)
+
+    @property
+    def shown_source(self) -> str:
+        return "<stdin>" if self.stdin else str(self.source)
+
+    @property
+    def shown_output(self) -> str:
+        return "<stdout>" if self.stdout else str(self.output)
 
 
 @dataclass
@@ -80,7 +83,7 @@ class Plan:
     jobs: list[Job]
     notes: list[str] = field(default_factory=list)  # symbolic links not followed, empty directories
     errors: list[str] = field(default_factory=list)  # unreadable directories: count as failures
-    is_batch: bool = False  # several files, a directory or a pattern: worth a closing summary
+    is_batch: bool = False  # several files, a directory or a pattern: resumable, worth a closing summary
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class Settings:
     adapter: str = "seq2seq"
     refine: int | None = None  # None: the codec's default
     entropy: str = "auto"
+    quality: int = formats.DEFAULT_JPEG_QUALITY  # decode to .jpg/.jpeg
 
 
 @dataclass
@@ -144,8 +148,10 @@ def plan_key(rel: PurePosixPath) -> str:
 
 def _walk(root: Path, extensions: frozenset[str], notes: list[str], errors: list[str]) -> list[PurePosixPath]:
     """Files under ``root`` with one of ``extensions``, relative to it, sorted. Hidden files and folders
-    are skipped; symbolic links to files are read; symbolic links to folders are not followed."""
+    are skipped; symbolic links to files are read; symbolic links to folders are not followed. Files of
+    other types are counted in a note."""
     found: list[PurePosixPath] = []
+    other_types: dict[str, int] = {}
 
     def unreadable(exc: OSError) -> None:
         errors.append(f"{exc.filename}: cannot list directory ({exc.strerror})")
@@ -163,12 +169,21 @@ def _walk(root: Path, extensions: frozenset[str], notes: list[str], errors: list
         dirnames[:] = keep
         for name in filenames:
             path = here / name
-            if name.startswith(".") or path.suffix.lower() not in extensions:
+            if name.startswith("."):
+                continue
+            if path.suffix.lower() not in extensions:
+                kind = path.suffix.lower() or "no extension"
+                other_types[kind] = other_types.get(kind, 0) + 1
                 continue
             if not path.is_file():  # a dangling link, a fifo: reading it would fail or block
                 notes.append(f"{path}: not a regular file, left out")
                 continue
             found.append(PurePosixPath(path.relative_to(root).as_posix()))
+    if other_types:
+        count = sum(other_types.values())
+        what = "not a readable image type" if extensions is formats.READABLE_EXTENSIONS else "not .raq files"
+        notes.append(f"{root}: {count} {'file' if count == 1 else 'files'} skipped, {what} "
+                     f"({', '.join(sorted(other_types))})")
     return sorted(found, key=lambda p: p.as_posix())
 
 
@@ -204,9 +219,13 @@ def find_inputs(args: Sequence[str], kind: str) -> tuple[list[tuple[Path, PurePo
             plan.notes.append(f"no {', '.join(sorted(extensions))} files under {shown}")
         found.extend((root, prefix / rel, False) for rel in files)
 
+    if STDIO in args and len(args) > 1:
+        raise BatchError("- (standard input) must be the only input")
     for arg in args:
         path = Path(arg)
-        if path.is_dir():
+        if arg == STDIO:
+            found.append((Path(STDIO), PurePosixPath(STDIO), True))
+        elif path.is_dir():
             plan.is_batch = True
             add_dir(path, PurePosixPath(), arg)
         elif os.path.lexists(arg):
@@ -234,31 +253,67 @@ def find_inputs(args: Sequence[str], kind: str) -> tuple[list[tuple[Path, PurePo
 
 
 def plan(args: Sequence[str], kind: str, output: str | None) -> Plan:
-    """Every input and its output. ``output``: None (beside each input), a file (one input named
-    explicitly), or a directory under which the inputs' trees are mirrored."""
+    """Every input and its output. ``output``: None (beside each input), ``-`` (stdout, one input), a
+    file (one input named explicitly), or a directory under which the inputs' trees are mirrored.
+    Raises BatchError (a usage error) for requests that cannot be right: several inputs with a file
+    name for -o, stdin without -o, a decoded image's extension that names no format."""
     found, result = find_inputs(args, kind)
     suffix = SUFFIX[kind]
     single_file = len(args) == 1 and len(found) == 1 and found[0][2]
-    to_file = (output is not None and single_file and not Path(output).is_dir()
-               and not output.endswith(("/", os.sep)))
+    stdin = single_file and args[0] == STDIO
+    if output == STDIO and not single_file:
+        raise BatchError("-o - (standard output) takes exactly one input file")
+    if stdin and output is None:
+        raise BatchError("reading standard input (-) needs -o FILE, or -o - for standard output")
+    named_dir = output is not None and output != STDIO and (Path(output).is_dir() or output.endswith(("/", os.sep)))
+    if output is not None and output != STDIO and not single_file and not named_dir:
+        _check_output_directory(output, kind)
+    to_dir = named_dir or (output is not None and output != STDIO and not single_file)
+    if stdin and to_dir:
+        raise BatchError("reading standard input (-) needs -o FILE or -o -, not a directory")
+    if single_file and output is not None and output != STDIO and not to_dir and kind == DECODE:
+        try:
+            formats.output_format(output)
+        except ValueError as exc:
+            raise BatchError(str(exc)) from None
     seen_sources: set[str] = set()
     for root, rel, _ in found:
         source = root.joinpath(*rel.parts)
+        if stdin:
+            out = Path(output) if output != STDIO else Path(STDIO)
+            result.jobs.append(Job(source, out, STDIO, None, named=output != STDIO, stdin=True,
+                                   stdout=output == STDIO))
+            continue
         if os.path.abspath(source) in seen_sources:  # the same file named twice (a folder and a file in it)
             continue
         seen_sources.add(os.path.abspath(source))
         if output is None:
             result.jobs.append(Job(source, source.with_suffix(suffix), plan_key(rel), None))
-        elif to_file:
-            result.jobs.append(Job(source, Path(output), plan_key(rel), None))
+        elif output == STDIO:
+            result.jobs.append(Job(source, Path(STDIO), plan_key(rel), None, stdout=True))
+        elif not to_dir:
+            result.jobs.append(Job(source, Path(output), plan_key(rel), None, named=True))
         else:
             out = Path(output)
             result.jobs.append(Job(source, out.joinpath(*rel.with_suffix(suffix).parts), plan_key(rel), out))
     if not result.jobs and not result.errors:
         shown = ", ".join(args)
         raise BatchError(f"no input files ({', '.join(sorted(FOUND_BY_EXTENSION[kind]))}) under {shown}")
-    check_collisions(result.jobs)
+    check_collisions([job for job in result.jobs if not (job.stdin or job.stdout)])
     return result
+
+
+def _check_output_directory(output: str, kind: str) -> None:
+    """Several inputs (or a directory or a pattern) need a directory for -o: refuse an existing file, and a
+    new name that reads as an output file (the user meant one file, and would get a directory of that name)."""
+    if os.path.lexists(output):
+        raise BatchError(f"-o {output}: several inputs (or a directory, or a pattern) need an output directory, "
+                         f"and {output} is a file")
+    looks_like_file = (Path(output).suffix.lower() == formats.RAQ_EXTENSION if kind == ENCODE
+                       else Path(output).suffix.lower() in formats.OUTPUT_FORMATS)
+    if looks_like_file:
+        raise BatchError(f"-o {output}: several inputs (or a directory, or a pattern) need an output directory, "
+                         f"not a file name (end it with / to make a directory of that name)")
 
 
 def check_collisions(jobs: Sequence[Job]) -> None:
@@ -296,36 +351,45 @@ def select_shard(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
     return [job for job in jobs if shard_of(job.key, count) == index - 1]
 
 
-# -- outputs: complete or not, inside the tree, stale temporary files --------------------------------------
+# -- outputs: raqcodec's own or not, complete or not, inside the tree, stale temporary files --------------
 
-def existing_output(kind: str, path: Path) -> tuple[bool, str | None]:
-    """(complete, why not): (False, None) when nothing is there. Encode: the .raq parses (header, sizes
-    and CRC; no decoding). Decode: the PNG passes Pillow's verify() and ends with its IEND chunk."""
+@dataclass(frozen=True)
+class Existing:
+    """A file already at an output path."""
+
+    ours: bool  # raqcodec wrote it (formats: the .raq magic, or the Software marker of a decoded image)
+    problem: str | None = None  # ours but incomplete: why
+
+    @property
+    def complete(self) -> bool:
+        return self.ours and self.problem is None
+
+
+def existing_output(kind: str, path: Path) -> Existing | None:
+    """What is at an output path: None when nothing is. Encode: a .raq file starts with the magic, and is
+    complete when its container parses (header, sizes and CRC; no decoding). Decode: the image carries
+    raqcodec's marker, and is complete when it decodes (a PNG: verify() and its closing IEND chunk)."""
     if not os.path.lexists(path):
-        return False, None
+        return None
     if not path.is_file():
-        return False, "not a regular file"
+        return Existing(ours=False)
+    if kind == DECODE:
+        from .imageio import written_by_raqcodec
+
+        ours, problem = written_by_raqcodec(path)
+        return Existing(ours, problem)
     try:
-        if kind == ENCODE:
-            from .bitstream import read_header
-
-            if path.stat().st_size > MAX_STREAM_BYTES:
-                return False, "larger than any .raq file"
-            read_header(path.read_bytes())
-            return True, None
-        from PIL import Image
-
-        with Image.open(path) as image:
-            if image.format != "PNG":
-                return False, f"a {image.format} file, not a PNG"
-            image.verify()
         with open(path, "rb") as fh:
-            fh.seek(-len(PNG_END), os.SEEK_END)
-            if fh.read() != PNG_END:
-                return False, "truncated PNG file (no IEND chunk at its end)"
-        return True, None
-    except Exception as exc:  # noqa: BLE001 - any defect means: not complete, redo it
-        return False, str(exc) or type(exc).__name__
+            if fh.read(len(MAGIC)) != MAGIC:
+                return Existing(ours=False)
+        if path.stat().st_size > MAX_STREAM_BYTES:
+            return Existing(True, "larger than any .raq file")
+        read_header(path.read_bytes())
+        return Existing(True)
+    except OSError as exc:
+        return Existing(ours=False) if not os.path.exists(path) else Existing(True, exc.strerror or str(exc))
+    except Exception as exc:  # noqa: BLE001 - any defect of our own file means: not complete, redo it
+        return Existing(True, str(exc) or type(exc).__name__)
 
 
 def ensure_inside(path: Path, root: Path) -> None:
@@ -374,7 +438,7 @@ def sweep_stale_temps(jobs: Sequence[Job], suffix: str, now: float | None = None
     where an output goes."""
     now = time.time() if now is None else now
     roots = {job.root for job in jobs if job.root is not None and job.root.is_dir()}
-    beside = {job.output.parent for job in jobs if job.root is None}
+    beside = {job.output.parent for job in jobs if job.root is None and not job.stdout}
     removed = []
     for recursive, dirs in ((True, roots), (False, beside)):
         for path, pid in temp_files(sorted(dirs), suffix, recursive):
@@ -400,42 +464,35 @@ _state: dict[str, Any] = {}
 
 
 def init_worker(settings: Settings, single_thread: bool) -> None:
-    """Load the model once per process and check what holds for every file (a codebook size in the
-    model's range); with several processes each gets one torch thread, so N processes use N cores."""
-    import math
-
+    """Load the model once per process (option values were checked by the command line before any heavy
+    import); with several processes each gets one torch thread, so N processes use N cores."""
     import torch
 
     from . import registry
     from .codec import pick_device
-    from .ratecontrol import BudgetError
 
+    started = time.perf_counter()
     if single_thread:
         torch.set_num_threads(1)
     device = pick_device(settings.device)
     if settings.kind == ENCODE:
         model = registry.load(settings.model).to(device)
         if settings.codebook_size is not None:
+            from .ratecontrol import BudgetError
+
             lo, hi = model.size_range
             if not lo <= settings.codebook_size <= hi:
                 raise BudgetError(f"codebook size {settings.codebook_size} is outside model {model.name}'s "
                                   f"range {lo}..{hi}")
-        if settings.bpp is not None and not (math.isfinite(settings.bpp) and settings.bpp > 0):
-            raise BudgetError(f"--bpp must be a positive number, got {settings.bpp}")
         _state["model"] = model
     elif settings.model is not None:
         registry.load(settings.model).to(device)  # cached: decode finds it by name, first
     _state["settings"] = settings
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from . import BudgetError, CodecError, EntropyError, FormatError, ImageError, ModelFileError
-
-    return (BudgetError, CodecError, EntropyError, FormatError, ImageError, ModelFileError, OSError)
+    _state["load_seconds"] = time.perf_counter() - started  # reported with the first file's stages
 
 
 def describe(exc: BaseException) -> str:
-    if isinstance(exc, _user_errors()):
+    if isinstance(exc, user_errors()):
         return str(exc)
     text = f"internal error ({type(exc).__name__}: {exc})"
     if os.environ.get("RAQCODEC_DEBUG"):
@@ -448,53 +505,74 @@ def _require_file(path: Path) -> None:
         raise OSError(f"{path} is not a regular file")
 
 
-def read_stream(path: Path) -> bytes:
-    """A .raq file's bytes, refusing non-files and absurd sizes before reading them."""
-    _require_file(path)
-    if path.stat().st_size > MAX_STREAM_BYTES:
-        raise OSError(f"{path} is {path.stat().st_size} bytes, larger than any .raq file; refusing to read it")
-    return path.read_bytes()
-
-
-def write_output(job: Job, write: Callable[[Path], None]) -> None:
-    """Write through a temporary name in the destination folder, synced, then renamed: the real name
-    only ever holds a complete file. Checked inside the output tree before and after making folders."""
+def write_output(job: Job, write: Callable[[Any], None]) -> None:
+    """Write through ``fileio.atomic_path`` (a temporary name in the destination folder, synced, then
+    renamed: the real name only ever holds a complete file), or to stdout for ``-o -``. Checked inside
+    the output tree before and after making folders."""
+    if job.stdout:
+        write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
     if job.root is not None:
         ensure_inside(job.output, job.root)
     job.output.parent.mkdir(parents=True, exist_ok=True)
     if job.root is not None:
         ensure_inside(job.output, job.root)  # a link made meanwhile
-    with atomic_path(job.output) as tmp:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the rename must not outrun the data
-        finally:
-            os.close(fd)
+    write(job.output)
+
+
+def _stages(measured: dict[str, float], write_seconds: float) -> dict[str, float]:
+    stages = {"model load": _state.pop("load_seconds")} if _state.get("load_seconds") else {}
+    stages.update(measured)
+    stages["write"] = write_seconds
+    return {name: round(seconds, 4) for name, seconds in stages.items()}
 
 
 def _encode(job: Job, settings: Settings) -> tuple[dict[str, Any], list[str]]:
     from . import codec
 
-    _require_file(job.source)
+    if job.stdin:
+        source: Any = sys.stdin.buffer.read()
+    else:
+        _require_file(job.source)
+        source = job.source
     refine = codec.DEFAULT_REFINE_STEPS if settings.refine is None else settings.refine
-    result = codec.encode_detailed(job.source, bpp=settings.bpp, codebook_size=settings.codebook_size,
+    result = codec.encode_detailed(source, bpp=settings.bpp, codebook_size=settings.codebook_size,
                                    model=_state["model"], adapter=settings.adapter, device=settings.device,
                                    entropy=settings.entropy, refine=refine)
-    write_output(job, lambda tmp: tmp.write_bytes(result.data))
-    return {"width": result.width, "height": result.height, "bytes": len(result.data),
-            "bpp": round(result.bpp, 6), "codebook_size": result.codebook_size, "adapter": result.adapter,
-            "coder": result.coder, "model": result.model, "seconds": round(result.seconds, 4)}, result.notes
+
+    def write(target: Any) -> None:
+        if isinstance(target, Path):
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(result.data)
+        else:
+            target.write(result.data)
+
+    started = time.perf_counter()
+    write_output(job, write)
+    fields = {"width": result.width, "height": result.height, "bytes": len(result.data),
+              "bpp": round(result.bpp, 6), "codebook_size": result.codebook_size, "adapter": result.adapter,
+              "coder": result.coder, "model": result.model, "seconds": round(result.seconds, 4)}
+    if settings.bpp is not None:
+        fields["budget_unused"] = result.budget_unused
+    fields["stages"] = _stages(result.stages, time.perf_counter() - started)
+    return fields, result.notes
 
 
 def _decode(job: Job, settings: Settings) -> tuple[dict[str, Any], list[str]]:
-    from . import codec
+    from . import codec, imageio
 
     started = time.perf_counter()
-    image = codec.decode(read_stream(job.source), model=settings.model, device=settings.device)
-    write_output(job, lambda tmp: image.save(tmp, format="PNG"))
-    return {"width": image.width, "height": image.height, "mode": image.mode,
-            "seconds": round(time.perf_counter() - started, 4)}, []
+    data = read_stream(sys.stdin.buffer if job.stdin else job.source)
+    measured: dict[str, float] = {"read": time.perf_counter() - started}
+    image = codec.decode(data, model=settings.model, device=settings.device, stages=measured)
+    fmt = formats.output_format(job.output) if not job.stdout else formats.OUTPUT_FORMATS[formats.DEFAULT_OUTPUT]
+    notes: list[str] = []
+    written = time.perf_counter()
+    write_output(job, lambda target: notes.extend(imageio.save_image(image, target, fmt, settings.quality)))
+    return {"width": image.width, "height": image.height, "mode": image.mode, "format": fmt.name,
+            "seconds": round(time.perf_counter() - started, 4),
+            "stages": _stages(measured, time.perf_counter() - written)}, notes
 
 
 def run_job(job: Job) -> dict[str, Any]:
@@ -502,38 +580,14 @@ def run_job(job: Job) -> dict[str, Any]:
     settings: Settings = _state["settings"]
     try:
         fields, notes = (_encode if settings.kind == ENCODE else _decode)(job, settings)
-        return {"status": DONE, "fields": fields, "notes": notes, "bytes_in": job.source.stat().st_size,
-                "bytes_out": job.output.stat().st_size}
+        size_in = job.source.stat().st_size if not job.stdin else 0
+        size_out = job.output.stat().st_size if not job.stdout else fields.get("bytes", 0)
+        return {"status": DONE, "fields": fields, "notes": notes, "bytes_in": size_in, "bytes_out": size_out}
     except Exception as exc:  # noqa: BLE001 - one file's failure must not lose the others
         return {"status": FAILED, "error": describe(exc)}
 
 
 # -- signals ------------------------------------------------------------------------------------------------
-
-_interrupting = {"signum": 0}
-
-
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    if _interrupting["signum"]:  # already unwinding: a second signal must not cut the clean-up short
-        return
-    _interrupting["signum"] = signum
-    raise Interrupted(signum)
-
-
-@contextmanager
-def interruptible() -> Iterator[None]:
-    """SIGINT and SIGTERM raise Interrupted here (main thread only: elsewhere signals are not ours)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _interrupting["signum"] = 0
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
 
 def _die_with_parent(parent: int) -> None:
     """SIGTERM this worker when the parent dies, even by SIGKILL: prctl on Linux, a watcher elsewhere."""
@@ -557,8 +611,7 @@ def _die_with_parent(parent: int) -> None:
 def worker_main(conn: Any, settings: Settings, parent: int) -> None:
     """A worker process: load, say ready, then one job at a time until told to stop (None).
     SIGINT is the parent's to handle; SIGTERM unwinds the job in hand, then the process exits 128+15."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    interrupts.raise_on_signals(signum_ignore=(signal.SIGINT,))
     try:
         _die_with_parent(parent)
         try:
@@ -573,7 +626,7 @@ def worker_main(conn: Any, settings: Settings, parent: int) -> None:
                 return
             conn.send(("result", run_job(job)))
     except Interrupted as exc:
-        os._exit(128 + exc.signum)
+        os._exit(128 + exc.signum)  # no interpreter shutdown: torch may be half imported
     except (EOFError, OSError):  # the parent is gone
         os._exit(1)
 
@@ -679,7 +732,7 @@ class _Pool:
         code = worker.process.exitcode
         for signum in (signal.SIGTERM, signal.SIGINT):  # someone is stopping us: stop everything
             if code in (-signum, 128 + signum):
-                _interrupting["signum"] = signum
+                interrupts.note_interrupted(signum)
                 raise Interrupted(signum)
         how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
         if not worker.ready:
@@ -718,19 +771,43 @@ class _Pool:
 def _run_here(todo: list[Job], settings: Settings, report: Callable[[Outcome], None]) -> None:
     try:
         init_worker(settings, single_thread=False)
-    except _user_errors() as exc:
+    except user_errors() as exc:
         raise BatchFatal(describe(exc)) from None
     for job in todo:
         report(_outcome(job, run_job(job)))
 
 
-def classify(jobs: Sequence[Job], kind: str, force: bool, note: Callable[[str], None]
+def refusal(job: Job, kind: str, force: bool, batch: bool, existing: Existing | None = None) -> str | None:
+    """Why the file at ``job.output`` must not be replaced, or None. raqcodec replaces a file it did not
+    write only when that file was named with -o FILE and --force was given: a derived name (beside the
+    input, or mirrored under -o DIR) can be the user's original, e.g. photo.png beside photo.raq."""
+    if job.stdout:
+        return None
+    existing = existing if existing is not None else existing_output(kind, job.output)
+    if existing is None or existing.ours or (job.named and force):
+        return None
+    head = f"{job.output} exists and was not written by raqcodec"
+    if job.named:
+        return f"{head}; pass --force (-f) to replace it"
+    way_out = "choose another output directory with -o DIR" if batch else "name another output with -o FILE"
+    forced = " (--force replaces only what raqcodec wrote, or a file named with -o)" if force else ""
+    return f"{head} and may be an original; not replacing it{forced}: {way_out}"
+
+
+def classify(jobs: Sequence[Job], kind: str, force: bool, note: Callable[[str], None], resume: bool = True
              ) -> tuple[list[Job], list[Outcome]]:
-    """Jobs to do, and the outcomes decided without doing them: complete outputs skipped (unless
-    --force), outputs that cannot be written there failed."""
+    """Jobs to do, and the outcomes decided without doing them: in a resumable run (a batch) raqcodec's
+    own complete outputs are skipped unless --force; its incomplete ones are redone with a note; files
+    raqcodec did not write are refused (``refusal``); outputs whose folder cannot be written fail before
+    any work. Raises BatchFatal when one unwritable folder stops every output."""
     todo: list[Job] = []
     decided: list[Outcome] = []
+    obstacles: dict[Path, str | None] = {}  # nearest existing folder -> why files cannot be made there
+    unwritable: list[str] = []
     for job in jobs:
+        if job.stdout:
+            todo.append(job)
+            continue
         try:
             if job.root is not None:
                 ensure_inside(job.output, job.root)
@@ -739,25 +816,44 @@ def classify(jobs: Sequence[Job], kind: str, force: bool, note: Callable[[str], 
         except OSError as exc:
             decided.append(Outcome(job=job, status=FAILED, error=str(exc)))
             continue
-        if force:
-            todo.append(job)
+        where = nearest_existing(job.output.parent)
+        if where not in obstacles:
+            try:
+                check_writable(job.output.parent)
+                obstacles[where] = None
+            except OSError as exc:
+                obstacles[where] = str(exc)
+        if obstacles[where] is not None:
+            unwritable.append(obstacles[where] or "")
+            decided.append(Outcome(job=job, status=FAILED, error=obstacles[where]))
             continue
-        complete, problem = existing_output(kind, job.output)
-        if complete:
+        existing = existing_output(kind, job.output)
+        refused = refusal(job, kind, force, resume, existing)
+        if refused is not None:
+            decided.append(Outcome(job=job, status=FAILED, error=refused))
+            continue
+        if existing is not None and existing.complete and resume and not force:
             decided.append(Outcome(job=job, status=SKIPPED, reason="exists and is complete; --force redoes it"))
             continue
-        if problem is not None:
-            note(f"{job.output}: the existing output is incomplete ({problem}); redoing it")
+        if existing is not None and existing.ours and existing.problem is not None:
+            note(f"{job.output}: the existing output is incomplete ({existing.problem}); redoing it")
         todo.append(job)
+    if len(jobs) > 1 and len(unwritable) == len(jobs) and len(set(unwritable)) == 1:
+        raise BatchFatal(unwritable[0])  # one line, not one per file
     return todo, decided
 
 
-def run(jobs: Sequence[Job], settings: Settings, *, force: bool = False, workers: int = 1,
+def run(jobs: Sequence[Job], settings: Settings, *, force: bool = False, workers: int = 1, resume: bool = True,
         report: Callable[[Outcome], None] = lambda o: None, note: Callable[[str], None] = lambda s: None,
         start: Callable[[int], None] = lambda n: None) -> Summary:
     """Do ``jobs``: ``report`` gets every outcome (skipped ones first), ``start`` the number of files to
-    do. Returns the summary, with ``interrupted`` set when SIGINT/SIGTERM stopped the run (every output
-    written is complete; no temporary file is left). Raises BatchFatal when nothing can be done."""
+    do. ``resume``: skip raqcodec's complete outputs (batch runs; a single named file is redone). Returns
+    the summary, with ``interrupted`` set when SIGINT/SIGTERM stopped worker processes (every output
+    written is complete; no temporary file is left). Raises BatchFatal when nothing can be done.
+
+    Working here (-j 1), a signal is ``raqcodec.interrupts``' business: the command line exits at once,
+    removing the temporary file in hand. Worker processes must be stopped and swept, so while they run
+    SIGINT and SIGTERM unwind this process instead (``interrupts.interruptible``)."""
     started = time.perf_counter()
     summary = Summary(kind=settings.kind, total=len(jobs))
 
@@ -765,16 +861,17 @@ def run(jobs: Sequence[Job], settings: Settings, *, force: bool = False, workers
         summary.add(outcome)
         report(outcome)
 
-    with interruptible():
-        try:
-            removed = sweep_stale_temps(jobs, SUFFIX[settings.kind])
-            if removed:
-                note(f"removed {len(removed)} temporary file(s) left by a killed run (e.g. {removed[0]})")
-            todo, decided = classify(jobs, settings.kind, force, note)
-            for outcome in decided:
-                tally(outcome)
-            start(len(todo))
-            if todo and workers > 1 and len(todo) > 1:
+    suffixes = {SUFFIX[settings.kind]} | {job.output.suffix for job in jobs if job.output.suffix}
+    removed = [path for suffix in sorted(suffixes) for path in sweep_stale_temps(jobs, suffix)]
+    if removed:
+        note(f"removed {len(removed)} temporary file(s) left by a killed run (e.g. {removed[0]})")
+    todo, decided = classify(jobs, settings.kind, force, note, resume)
+    for outcome in decided:
+        tally(outcome)
+    start(len(todo))
+    if todo and workers > 1 and len(todo) > 1:
+        with interruptible():
+            try:
                 pool = _Pool(settings)
                 try:
                     pool.spawn(min(workers, len(todo)))
@@ -784,10 +881,10 @@ def run(jobs: Sequence[Job], settings: Settings, *, force: bool = False, workers
                     raise
                 finally:
                     pool.close()
-            elif todo:
-                _run_here(todo, settings, tally)
-        except Interrupted as exc:
-            summary.interrupted = exc.signum
+            except Interrupted as exc:
+                summary.interrupted = exc.signum
+    elif todo:
+        _run_here(todo, settings, tally)
     summary.seconds = time.perf_counter() - started
     return summary
 

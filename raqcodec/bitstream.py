@@ -14,14 +14,16 @@ a field before it is checked.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 __all__ = [
     "FORMAT_VERSION", "REFINED_VERSION", "READ_VERSIONS", "CODERS", "MAGIC", "HEADER_SIZE", "header_size", "CRC_SIZE", "MIN_FILE_SIZE", "ADAPTERS", "MODES",
-    "BIT_DEPTHS", "FormatError", "Header", "Stream", "pack", "unpack", "read_header",
+    "BIT_DEPTHS", "FormatError", "Header", "Stream", "pack", "unpack", "read_header", "read_stream",
 ]
 
 FORMAT_VERSION = 2  # what a model without a refinement stage writes (byte-identical to earlier releases)
@@ -201,6 +203,10 @@ def _check_envelope(data: bytes) -> None:
         raise FormatError(f"truncated .raq file: expected {expected} bytes, got {len(data)} "
                           "(or a corrupt length field)")
     if not intact:
+        if len(data) > expected and zlib.crc32(memoryview(data)[:expected - CRC_SIZE]) == struct.unpack_from(
+                ">I", data, expected - CRC_SIZE)[0]:  # an intact stream with something appended to it
+            raise FormatError(f"corrupt .raq file: {len(data) - expected} bytes of trailing data after the end "
+                              "of the stream (the stream before them is intact)")
         raise FormatError("corrupt .raq file: CRC mismatch")
 
 
@@ -291,6 +297,37 @@ def read_header(data: bytes) -> Header:
     data = bytes(data)
     _check_envelope(data)
     return _parse_header(data)[0]
+
+
+MAX_STREAM_BYTES = 1 << 30  # no .raq file of a decodable image comes near this
+
+
+def read_stream(source: bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]) -> bytes:
+    """The bytes of a stream given as bytes, a path or a binary file object (read to its end); FormatError
+    for anything else, a file that cannot be read, or an absurd size (refused before reading it)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    raise FormatError(f"{os.fspath(source)} is not a regular file")
+                return _read_limited(fh, os.fspath(source))
+        except OSError as exc:
+            raise FormatError(f"cannot read {os.fspath(source)}: {exc.strerror or exc}") from None
+    if callable(getattr(source, "read", None)):
+        return _read_limited(source, getattr(source, "name", "the file object"))
+    raise FormatError(f"cannot read a .raq stream from {type(source).__name__}: give bytes, a path or a binary "
+                      "file object")
+
+
+def _read_limited(fh: Any, name: object) -> bytes:
+    data = fh.read(MAX_STREAM_BYTES + 1)
+    if not isinstance(data, (bytes, bytearray)):
+        raise FormatError(f"{name} is not open in binary mode")
+    if len(data) > MAX_STREAM_BYTES:
+        raise FormatError(f"{name} is larger than any .raq file ({MAX_STREAM_BYTES} bytes); refusing to read it")
+    return bytes(data)
 
 
 def describe(data: bytes) -> dict[str, Any]:

@@ -1,12 +1,17 @@
-"""The ``raqcodec`` command line: a thin layer over the library (``raqcodec.codec``, ``raqcodec.train``).
+"""The ``raqcodec`` command line: a thin layer over the library (``raqcodec.codec``, ``raqcodec.batch``,
+``raqcodec.train``).
 
 Errors a user can cause (bad input, unreachable budget, missing model) print one line on stderr and exit
-non-zero; set RAQCODEC_DEBUG=1 to see tracebacks of unexpected errors.
+non-zero; set RAQCODEC_DEBUG=1 to see tracebacks of unexpected errors. Option values are checked before
+anything heavy is imported: ``--help``, ``--version``, ``info``, ``models`` and every usage error answer
+without loading torch. Signals are handled from the first line of the entry point
+(``raqcodec.__main__``, ``raqcodec.interrupts``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -15,11 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .bitstream import FORMAT_VERSION, READ_VERSIONS, REFINED_VERSION
+from .errors import user_errors
+from .formats import DEFAULT_JPEG_QUALITY, output_extensions
+
 if TYPE_CHECKING:
-    from .batch import Outcome, Settings
+    from .batch import Outcome, Plan, Settings
 
 EXIT_FAILED = 1  # at least one input could not be processed
+EXIT_USAGE = 2  # a request that cannot be right (click's usage errors too)
 EXIT_INTERNAL = 70  # a bug: unexpected exception
+EXIT_PIPE = 128 + 13  # stdout was closed by its reader (`| head -1`), as if killed by SIGPIPE
 
 
 def _say_error(message: str) -> None:
@@ -30,22 +41,31 @@ def _note(message: str) -> None:
     click.echo(f"raqcodec: note: {message}", err=True)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from . import BudgetError, CodecError, EntropyError, FormatError, ImageError, ModelFileError
-
-    return (BudgetError, CodecError, EntropyError, FormatError, ImageError, ModelFileError, OSError)
+def _stdout_closed() -> None:
+    """The reader of stdout went away: stop quietly. stdout now points at /dev/null so that the flush at
+    interpreter exit cannot complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_PIPE)
 
 
 class _Group(click.Group):
     """Every failure is one line on stderr: click's usage errors (exit 2), user errors (exit 1) and
-    unexpected exceptions (exit 70, no traceback unless RAQCODEC_DEBUG is set)."""
+    unexpected exceptions (exit 70, no traceback unless RAQCODEC_DEBUG is set). A closed stdout is silent."""
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            result = super().main(args, prog_name or "raqcodec", complete_var, standalone_mode=False, **extra)
+            sys.stdout.flush()  # a closed pipe shows here rather than at interpreter exit
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `raqcodec`: the help, as it is written
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+            sys.exit(EXIT_USAGE)
         except click.ClickException as exc:
             hint = " (see --help)" if isinstance(exc, click.UsageError) else ""
             _say_error(exc.format_message().replace("\n", " ") + hint)
@@ -53,6 +73,8 @@ class _Group(click.Group):
         except click.Abort:
             _say_error("aborted")
             sys.exit(1)
+        except BrokenPipeError:
+            _stdout_closed()
         sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -60,6 +82,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
+        except BrokenPipeError:
+            _stdout_closed()
         except KeyboardInterrupt:
             _say_error("interrupted")
             sys.exit(130)
@@ -70,44 +94,78 @@ class _Group(click.Group):
             sys.exit(EXIT_INTERNAL)
 
 
+_VERSION = (f"raqcodec %(version)s (.raq format: writes version {FORMAT_VERSION}, or {REFINED_VERSION} with a "
+            f"model that has a refinement stage; reads versions {', '.join(map(str, READ_VERSIONS))})")
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="raqcodec")
+@click.version_option(package_name="raqcodec", message=_VERSION)
 def main() -> None:
     """raqcodec: one VQ-VAE model, any bitrate (Rate-Adaptive Quantization + rANS).
 
     \b
     raqcodec encode --bpp 0.3 photo.png        # -> photo.raq, at most 0.3 bits per pixel
-    raqcodec decode photo.raq                  # -> photo.png
+    raqcodec decode photo.raq -o photo-raq.png # -> photo-raq.png (photo.png is the original)
     raqcodec info photo.raq                    # header, size, bpp
     """
 
 
-# -- helpers -------------------------------------------------------------------------------------------
+# -- option values: checked before anything heavy is imported ---------------------------------------------
 
-MAX_STREAM_BYTES = 1 << 30  # no .raq file of a decodable image comes near this
-
-
-def _read_stream(path: Path) -> bytes:
-    """A .raq file's bytes, refusing non-files and absurd sizes before reading them."""
-    if not path.is_file():
-        raise OSError(f"{path} is not a regular file")
-    if path.stat().st_size > MAX_STREAM_BYTES:
-        raise OSError(f"{path} is {path.stat().st_size} bytes, larger than any .raq file; refusing to read it")
-    return path.read_bytes()
+def _positive_number(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a positive number of bits per pixel, got {value}")
+    return value
 
 
-def _emit(as_json: bool, record: dict[str, Any], line: str) -> None:
-    click.echo(json.dumps(record) if as_json else line)
+def _check_model(model: str | None) -> None:
+    """An unknown --model is a usage error (exit 2), found without loading anything."""
+    from . import registry
 
+    try:
+        registry.resolve(model)
+    except user_errors() as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from None
+
+
+def _check_codebook_size(size: int, model: str | None) -> None:
+    from . import registry
+
+    try:
+        lo, hi = registry.coding_range(model)
+    except user_errors() as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from None
+    if not lo <= size <= hi:
+        name = model or registry.DEFAULT_MODEL
+        raise click.BadParameter(f"{size} is outside model {name}'s codebook sizes {lo}..{hi}",
+                                 param_hint="'-k' / '--codebook-size'")
+
+
+def _check_quiet_verbose(quiet: bool, verbose: bool) -> None:
+    if quiet and verbose:
+        raise click.UsageError("-q and -v do not go together")
+
+
+def _check_stdout(output: str | None, as_json: bool) -> None:
+    if output != "-":
+        return
+    if as_json:
+        raise click.UsageError("--json and -o - would both write to standard output")
+    if sys.stdout.isatty():
+        raise click.UsageError("not writing binary data to a terminal; redirect standard output, or use -o FILE")
+
+
+# -- shared options --------------------------------------------------------------------------------------
 
 _device = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                        help="Where the networks run; every device decodes to the same pixels.")
-_force = click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-_json = click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file on stdout.")
+_force = click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+_json_per_file = click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file on stdout.")
 
 
 class _InputPath(click.Path):
-    """An existing path, or a glob pattern (* ? [) the shell left unexpanded: raqcodec.batch expands it."""
+    """An existing path, ``-`` (stdin), or a glob pattern (* ? [) the shell left unexpanded: raqcodec.batch
+    expands it."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         from .batch import GLOB_MAGIC
@@ -128,22 +186,24 @@ def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
         raise click.BadParameter(str(exc)) from None
 
 
-_tree_inputs = click.argument("inputs", nargs=-1, required=True, type=_InputPath(exists=True))
-_batch_force = click.option("--force", is_flag=True,
-                            help="Redo outputs that exist and are complete (skipped otherwise; incomplete ones "
-                                 "are always redone).")
+_tree_inputs = click.argument("inputs", nargs=-1, required=True, type=_InputPath(exists=True, allow_dash=True))
+_batch_force = click.option("-f", "--force", is_flag=True,
+                            help="Redo raqcodec's own complete outputs in a batch (skipped otherwise), and "
+                                 "replace a file raqcodec did not write when -o FILE names it.")
 _jobs = click.option("-j", "--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
                      help="Worker processes (each loads the model once and uses one torch thread).")
 _shard_option = click.option("--shard", metavar="I/N", callback=_shard,
                              help="Do only part I of N (1-based) of the inputs, chosen by a hash of each "
                                   "input's path relative to its folder: N machines, one part each.")
-_quiet = click.option("-q", "--quiet", is_flag=True, help="No progress bar and no closing summary.")
+_quiet = click.option("-q", "--quiet", is_flag=True,
+                      help="No per-file lines, notes, progress bar or summary; errors still print.")
+_verbose = click.option("-v", "--verbose", is_flag=True, help="Also print the seconds of each stage per file.")
 
 
 def _outcome_record(outcome: Outcome) -> tuple[dict[str, Any], str | None]:
     """The --json record and the text line (None: a failure, reported on stderr only) of one file."""
-    src, dst = outcome.job.source, outcome.job.output
-    record: dict[str, Any] = {"input": str(src), "output": str(dst), "status": outcome.status}
+    src, dst = outcome.job.shown_source, outcome.job.shown_output
+    record: dict[str, Any] = {"input": src, "output": dst, "status": outcome.status}
     if outcome.status == "skipped":
         record["reason"] = outcome.reason
         return record, f"{src} -> {dst}  skipped ({outcome.reason})"
@@ -159,8 +219,14 @@ def _outcome_record(outcome: Outcome) -> tuple[dict[str, Any], str | None]:
 
 
 def _failure_line(outcome: Outcome) -> str:
-    src, error = str(outcome.job.source), outcome.error or "failed"
+    src, error = outcome.job.shown_source, outcome.error or "failed"
     return error if src in error else f"{src}: {error}"
+
+
+def _stage_line(outcome: Outcome) -> str:
+    stages = outcome.fields.get("stages") or {}
+    timing = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in stages.items())
+    return f"raqcodec: {outcome.job.shown_source}: {timing}"
 
 
 def _progress(quiet: bool) -> Any:
@@ -182,10 +248,10 @@ def _progress(quiet: bool) -> Any:
                     disable=not show, redirect_stdout=show and sys.stdout.isatty())
 
 
-def _run_batch(settings: Settings, inputs: tuple[str, ...], output: str | None, force: bool, as_json: bool,
-               jobs: int, shard: tuple[int, int] | None, quiet: bool) -> None:
-    """Plan, run and report a batch (raqcodec.batch); exits 1 when any file failed, 128+signal when
-    interrupted."""
+def _plan(settings: Settings, inputs: tuple[str, ...], output: str | None, force: bool) -> Plan:
+    """The batch plan, with every request that cannot be right refused as a usage error (exit 2): bad
+    paths, several inputs with a file name for -o, an output format nobody writes, and, for one named
+    file, an existing output raqcodec did not write."""
     from . import batch, tiling
 
     try:
@@ -193,8 +259,24 @@ def _run_batch(settings: Settings, inputs: tuple[str, ...], output: str | None, 
         plan = batch.plan(inputs, settings.kind, output)
     except (batch.BatchError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
-    for message in plan.notes:
-        _note(message)
+    if not plan.is_batch:
+        refused = batch.refusal(plan.jobs[0], settings.kind, force, batch=False)
+        if refused is not None:
+            raise click.UsageError(refused)
+    return plan
+
+
+def _run_batch(settings: Settings, inputs: tuple[str, ...], output: str | None, force: bool, as_json: bool,
+               jobs: int, shard: tuple[int, int] | None, quiet: bool, verbose: bool) -> None:
+    """Plan, run and report a batch (raqcodec.batch); exits 1 when any file failed, 128+signal when
+    interrupted."""
+    from . import batch
+
+    _check_stdout(output, as_json)
+    plan = _plan(settings, inputs, output, force)
+    if not quiet:
+        for message in plan.notes:
+            _note(message)
     for message in plan.errors:
         _say_error(message)
     todo = batch.select_shard(plan.jobs, *shard) if shard else plan.jobs
@@ -206,31 +288,37 @@ def _run_batch(settings: Settings, inputs: tuple[str, ...], output: str | None, 
 
     def report(outcome: Outcome) -> None:
         record, line = _outcome_record(outcome)
-        for message in outcome.notes:
-            _note(f"{outcome.job.source}: {message}")
+        if not quiet:
+            for message in outcome.notes:
+                _note(f"{outcome.job.shown_source}: {message}")
         if outcome.status == "failed":
             _say_error(_failure_line(outcome))
+        if verbose and outcome.status == "done":
+            click.echo(_stage_line(outcome), err=True)
         if as_json:
             click.echo(json.dumps(record))
-        elif line is not None:
-            click.echo(line)
+        elif line is not None and not quiet:
+            click.echo(line, err=outcome.job.stdout)  # stdout carries the data itself there
         if outcome.status != "skipped" and progress.tasks:
             progress.advance(progress.tasks[0].id)
 
     try:
         with progress:
-            summary = batch.run(todo, settings, force=force, workers=jobs, report=report, note=_note, start=start)
+            summary = batch.run(todo, settings, force=force, workers=jobs, resume=plan.is_batch, report=report,
+                                note=(lambda message: None) if quiet else _note, start=start)
     except batch.BatchFatal as exc:
         _say_error(str(exc))
         sys.exit(EXIT_FAILED)
     summary.failed += len(plan.errors)
-    if plan.is_batch and not quiet:
+    summarized = plan.is_batch and not quiet
+    if summarized:
         shard_text = f" (shard {shard[0]}/{shard[1]} of {len(plan.jobs)})" if shard else ""
         click.echo(f"raqcodec: {batch.summary_line(summary)}{shard_text}", err=True)
     if summary.interrupted:
-        name = signal.Signals(summary.interrupted).name
-        _say_error("interrupted" if name == "SIGINT" else f"terminated ({name}); every output written is complete, "
-                   "rerun to finish")
+        if not summarized:  # the summary line already says so: one line either way
+            name = signal.Signals(summary.interrupted).name
+            _say_error("interrupted" if name == "SIGINT" else f"terminated ({name}); every output written is "
+                       "complete, rerun to finish")
         sys.exit(128 + summary.interrupted)
     if summary.failed:
         sys.exit(EXIT_FAILED)
@@ -238,29 +326,40 @@ def _run_batch(settings: Settings, inputs: tuple[str, ...], output: str | None, 
 
 # -- commands ------------------------------------------------------------------------------------------
 
-_OUTPUT_HELP = ("Output {what} (one input file) or directory (several inputs, a directory or a pattern, an "
-                "existing directory, or ending in /): the input trees are mirrored under it. Default: beside "
-                "each input.")
+_OUTPUT_HELP = ("Output {what} (one input file; - for standard output) or directory (several inputs, a "
+                "directory or a pattern: an existing directory, or a new name without a {what} extension, or "
+                "ending in /): the input trees are mirrored under it. Default: beside each input.")
 _BATCH_HELP = """
 
-    INPUTS are files, directories (searched recursively for {found}; hidden files skipped) and glob
-    patterns (quoted, e.g. 'photos/**/*.png'). An output that exists and is complete is skipped (--force
-    redoes it); nothing partial is ever left under an output's name, even when interrupted. Exits 1 if
-    any file failed (each is listed), 0 otherwise. Images over $RAQCODEC_TILE_PIXELS (default 2 MP) are
-    processed in tiles, in bounded memory (decoded pixels are the same bit for bit).
+    INPUTS are files, - (standard input, with -o FILE or -o -), directories (searched recursively for
+    {found}; hidden files skipped, other files counted in a note) and glob patterns (quoted, e.g.
+    {pattern}). Exits 1 if any file failed (each is listed), 2 for a request that cannot be right, 0
+    otherwise. Images over $RAQCODEC_TILE_PIXELS (default 2 MP) are processed in tiles, in bounded memory
+    (decoded pixels are the same bit for bit).
+
+    Existing outputs: raqcodec redoes a file it wrote itself (a .raq; an image that carries its
+    'Software: raqcodec' mark), as cwebp and ffmpeg -y would; a batch (several inputs, a directory or a
+    pattern) skips its complete outputs instead, so that a rerun resumes (--force redoes them). Any other
+    file is left alone: one named with -o FILE is replaced only with --force, one at a derived name
+    (photo.png beside photo.raq: maybe the original) never. Nothing partial is ever left under an
+    output's name, even when interrupted.
 """
 
 
 @main.command(help="Encode images to .raq files (photo.png -> photo.raq)." + _BATCH_HELP.format(
-    found="image files by extension") + """
+    found="image files by extension (.png .jpg .jpeg .jpe .jfif .webp .avif .gif .bmp .tif .tiff .ppm .pgm "
+          ".pbm .pnm .apng)", pattern="'photos/**/*.jpg'") + """
     \b
     raqcodec encode --bpp 0.3 photo.png
     raqcodec encode --bpp 0.2 photos/ -o out/ -j 4        # out/a/b.raq for photos/a/b.png
     raqcodec encode -k 256 'photos/**/*.jpg' -o out/ --shard 2/3
+    cat a.png | raqcodec encode - -o - --bpp 0.2 > a.raq
 """)
 @_tree_inputs
-@click.option("-o", "--output", type=click.Path(), help=_OUTPUT_HELP.format(what=".raq file"))
-@click.option("--bpp", type=float, help="Budget for the whole file in bits per pixel; picks the best K~ that fits.")
+@click.option("-o", "--output", type=click.Path(allow_dash=True), help=_OUTPUT_HELP.format(what=".raq"))
+@click.option("--bpp", type=float, callback=_positive_number,
+              help="Budget for the whole file in bits per pixel; picks the best K~ that fits. A budget above what "
+                   "the model can use is noted (and in --json as budget_unused).")
 @click.option("--codebook-size", "-k", type=int, help="Encode at this codebook size K~ instead.")
 @click.option("--model", default=None, help="Model name or .safetensors path (default: the bundled default).")
 @click.option("--adapter", type=click.Choice(["seq2seq", "cluster"]), default="seq2seq", show_default=True,
@@ -277,85 +376,113 @@ _BATCH_HELP = """
 @_jobs
 @_shard_option
 @_quiet
+@_verbose
 @_batch_force
-@_json
+@_json_per_file
 def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, codebook_size: int | None,
            model: str | None, adapter: str, refine: int | None, entropy: str, device: str, jobs: int,
-           shard: tuple[int, int] | None, quiet: bool, force: bool, as_json: bool) -> None:
+           shard: tuple[int, int] | None, quiet: bool, verbose: bool, force: bool, as_json: bool) -> None:
     from .batch import ENCODE, Settings
 
+    _check_quiet_verbose(quiet, verbose)
     if (bpp is None) == (codebook_size is None):
         raise click.UsageError("give exactly one of --bpp and --codebook-size")
+    _check_model(model)
+    if codebook_size is not None:
+        _check_codebook_size(codebook_size, model)
     settings = Settings(kind=ENCODE, model=model, device=device, bpp=bpp, codebook_size=codebook_size,
                         adapter=adapter, refine=refine, entropy=entropy)
-    _run_batch(settings, inputs, output, force, as_json, jobs, shard, quiet)
+    _run_batch(settings, inputs, output, force, as_json, jobs, shard, quiet, verbose)
 
 
-@main.command(help="Decode .raq files to PNG (photo.raq -> photo.png)." + _BATCH_HELP.format(
-    found=".raq files") + """
+@main.command(help="Decode .raq files to images (photo.raq -> photo.png)." + _BATCH_HELP.format(
+    found=".raq files", pattern="'out/**/*.raq'") + f"""
+    -o FILE writes the format its extension names: {output_extensions()} (.webp lossless, .jpg/.jpeg at
+    --quality); any other extension is refused. Directories of outputs get PNG files, and so does -o -.
+
     \b
-    raqcodec decode photo.raq
+    raqcodec decode photo.raq -o photo-raq.png            # photo.png beside it is never replaced
+    raqcodec decode photo.raq -o photo-raq.webp
     raqcodec decode out/ -o decoded/ -j 4                 # decoded/a/b.png for out/a/b.raq
+    raqcodec decode - -o - < a.raq > a.png
 """)
 @_tree_inputs
-@click.option("-o", "--output", type=click.Path(), help=_OUTPUT_HELP.format(what="PNG"))
+@click.option("-o", "--output", type=click.Path(allow_dash=True), help=_OUTPUT_HELP.format(what="image"))
+@click.option("--quality", type=click.IntRange(1, 100), default=DEFAULT_JPEG_QUALITY, show_default=True,
+              help="JPEG quality when -o names a .jpg or .jpeg file.")
 @click.option("--model", default=None, help="Model name or path to try first (found by fingerprint otherwise).")
 @_device
 @_jobs
 @_shard_option
 @_quiet
+@_verbose
 @_batch_force
-@_json
-def decode(inputs: tuple[str, ...], output: str | None, model: str | None, device: str, jobs: int,
-           shard: tuple[int, int] | None, quiet: bool, force: bool, as_json: bool) -> None:
+@_json_per_file
+def decode(inputs: tuple[str, ...], output: str | None, quality: int, model: str | None, device: str, jobs: int,
+           shard: tuple[int, int] | None, quiet: bool, verbose: bool, force: bool, as_json: bool) -> None:
     from .batch import DECODE, Settings
 
-    _run_batch(Settings(kind=DECODE, model=model, device=device), inputs, output, force, as_json, jobs, shard,
-               quiet)
+    _check_quiet_verbose(quiet, verbose)
+    if model is not None:
+        _check_model(model)
+    _run_batch(Settings(kind=DECODE, model=model, device=device, quality=quality), inputs, output, force, as_json,
+               jobs, shard, quiet, verbose)
 
 
 @main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--model", default=None, help="Model name or path to try first (found by fingerprint otherwise).")
-@_json
-def info(file: Path, model: str | None, as_json: bool) -> None:
-    """Show the header of a .raq file, its size and bits per pixel, and (when its model is installed) the
-    index payload in bits beside the order-0 empirical entropy of the index grid."""
-    from .bitstream import summary as header_summary, unpack
-    from . import ModelFileError
-    from .codec import CodecError, inspect
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--grid", is_flag=True, help="Also decode the index grid (loads the model and torch: slower) to "
+              "report its order-0 entropy beside the payload.")
+@click.option("--model", default=None, help="With --grid: model name or path to try first (found by fingerprint "
+              "otherwise).")
+@_json_per_file
+def info(files: tuple[Path, ...], grid: bool, model: str | None, as_json: bool) -> None:
+    """Show the header of .raq files, their size, bits per pixel and index payload in bits.
 
-    try:
-        data = _read_stream(file)
-        stream = unpack(data)
-        summary = {"file": str(file), **header_summary(stream.header, len(data)),
+    With --grid, also the order-0 empirical entropy of each index grid (the model must be installed).
+    Exits 1 if any file could not be read (each is listed).
+    """
+    from . import bitstream
+
+    failed = False
+    for number, file in enumerate(files):
+        try:
+            data = bitstream.read_stream(file)
+            stream = bitstream.unpack(data)
+        except user_errors() as exc:
+            message = str(exc)
+            _say_error(message if str(file) in message else f"{file}: {message}")
+            failed = True
+            continue
+        summary = {"file": str(file), **bitstream.summary(stream.header, len(data)),
                    "payload_bits": 8 * len(stream.indices_section), "order0_entropy_bits": None}
-        try:  # the index grid needs the stream's model; the header alone does not
-            details = inspect(data, model=model)
-            summary.update(model=details["model"], order0_entropy_bits=round(details["order0_entropy_bits"], 1))
-        except (CodecError, ModelFileError) as exc:
-            _note(f"{file}: index grid not decoded ({exc})")
-    except _user_errors() as exc:
-        _say_error(f"{file}: {exc}")
-        sys.exit(EXIT_FAILED)
-    if as_json:
-        click.echo(json.dumps(summary))
-        return
-    from rich.console import Console
-    from rich.table import Table
+        if grid:
+            from .codec import inspect
 
-    table = Table(show_header=False, box=None)
-    for key, value in summary.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+            try:  # the index grid needs the stream's model; the header alone does not
+                details = inspect(data, model=model)
+                summary.update(model=details["model"], order0_entropy_bits=round(details["order0_entropy_bits"], 1))
+            except user_errors() as exc:
+                _note(f"{file}: index grid not decoded ({exc})")
+        if as_json:
+            click.echo(json.dumps(summary))
+            continue
+        if number:
+            click.echo()
+        width = max(len(key) for key in summary)
+        for key, value in summary.items():
+            if value is None and key == "order0_entropy_bits":
+                continue  # not asked for (--grid)
+            click.echo(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    if failed:
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()
-@_json
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per model on stdout.")
 def models(as_json: bool) -> None:
     """List installed models: names, codebook-size range and reachable bitrates."""
     from . import registry
-    from .model import MIN_CODEBOOK_SIZE
 
     entries = registry.available_models()
     rows = []
@@ -363,7 +490,7 @@ def models(as_json: bool) -> None:
         card = e.card
         rows.append({"name": e.name, "default": e.name == registry.DEFAULT_MODEL, "path": str(e.path),
                      "k_range": card.get("k_range"),  # trained range; coding goes down to MIN_CODEBOOK_SIZE
-                     "coding_range": [min(MIN_CODEBOOK_SIZE, card["k_range"][0]), card["k_range"][1]]
+                     "coding_range": [min(registry.MIN_CODEBOOK_SIZE, card["k_range"][0]), card["k_range"][1]]
                      if card.get("k_range") else None,
                      "bpp_range_kodak": card.get("bpp_range_kodak"),
                      "fingerprint": card.get("fingerprint"), "description": card.get("description", "")})
@@ -383,27 +510,71 @@ def models(as_json: bool) -> None:
     Console().print(table)
 
 
+def _compared(path: Path, model: str | None) -> Any:
+    """An image file, or a .raq file decoded, as ``imageio.SourceImage`` (8-bit RGB plus alpha)."""
+    from . import imageio
+    from .bitstream import MAGIC
+
+    with open(path, "rb") as fh:
+        is_stream = fh.read(len(MAGIC)) == MAGIC
+    if not is_stream:
+        return imageio.load_image(path)
+    from . import codec
+
+    return imageio.load_image(codec.decode(path, model=model), name=str(path))
+
+
 @main.command()
 @click.argument("reference", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("distorted", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_json
-def compare(reference: Path, distorted: Path, as_json: bool) -> None:
-    """RGB PSNR (8-bit) of DISTORTED against REFERENCE."""
-    from . import imageio
+@click.option("--model", default=None, help="For a .raq file: model name or path to try first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout.")
+def compare(reference: Path, distorted: Path, model: str | None, as_json: bool) -> None:
+    """Compare DISTORTED with REFERENCE on every channel: RGB PSNR (8-bit), MS-SSIM (both sides at least
+    161 pixels), and the alpha channel's PSNR separately (a missing alpha is opaque). Either file may be a
+    .raq file: it is decoded first."""
+    import numpy as np
+
+    from . import imageio, metrics
 
     try:
-        a, b = imageio.load_image(reference), imageio.load_image(distorted)
-    except _user_errors() as exc:
+        a, b = _compared(reference, model), _compared(distorted, model)
+    except user_errors() as exc:
         _say_error(str(exc))
         sys.exit(EXIT_FAILED)
     if a.rgb.shape != b.rgb.shape:
         _say_error(f"sizes differ: {a.width}x{a.height} and {b.width}x{b.height}")
         sys.exit(EXIT_FAILED)
-    value = imageio.psnr(a.rgb, b.rgb)
-    identical = value == float("inf")
-    _emit(as_json, {"reference": str(reference), "distorted": str(distorted),
-                    "psnr": None if identical else round(value, 4), "identical": identical},  # JSON has no inf
-          "identical pixels (PSNR infinite)" if identical else f"PSNR {value:.2f} dB")
+    rgb = imageio.psnr(a.rgb, b.rgb)
+    has_alpha = a.alpha is not None or b.alpha is not None
+    opaque = np.full(a.rgb.shape[:2], 255, np.uint8)
+    alpha = imageio.psnr(opaque if a.alpha is None else a.alpha, opaque if b.alpha is None else b.alpha)
+    ms_ssim = None
+    if min(a.width, a.height) >= metrics.ms_ssim_min_side():
+        ms_ssim = float(metrics.ms_ssim(a.rgb.transpose(2, 0, 1)[None], b.rgb.transpose(2, 0, 1)[None])[0])
+    record = {"reference": str(reference), "distorted": str(distorted),
+              "psnr": None if rgb == math.inf else round(rgb, 4),  # RGB; JSON has no inf: null when identical
+              "alpha_psnr": None if alpha == math.inf else round(alpha, 4), "has_alpha": has_alpha,
+              "ms_ssim": None if ms_ssim is None else round(ms_ssim, 6),
+              "ms_ssim_db": None if ms_ssim is None or ms_ssim >= 1 else round(metrics.ms_ssim_db(ms_ssim), 4),
+              "rgb_identical": rgb == math.inf, "alpha_identical": alpha == math.inf,
+              "identical": rgb == math.inf and alpha == math.inf}
+    if as_json:
+        click.echo(json.dumps(record))
+        return
+    if record["identical"]:
+        click.echo("identical pixels (RGB" + (" and alpha)" if has_alpha else ")"))
+        return
+    parts = ["RGB identical" if rgb == math.inf else f"RGB PSNR {rgb:.2f} dB"]
+    if ms_ssim is not None:
+        parts.append(f"MS-SSIM {ms_ssim:.4f}" + (f" ({record['ms_ssim_db']:.2f} dB)" if record["ms_ssim_db"] else ""))
+    else:
+        parts.append(f"MS-SSIM n/a (a side under {metrics.ms_ssim_min_side()} pixels)")
+    if has_alpha:
+        parts.append("alpha identical" if alpha == math.inf else f"alpha PSNR {alpha:.2f} dB")
+    else:
+        parts.append("no alpha")
+    click.echo(", ".join(parts))
 
 
 @main.command()
@@ -514,7 +685,7 @@ def train_context(model: str | None, data: tuple[Path, ...], out_dir: Path, step
     try:
         codec_model = registry.load(model)
         train_grids, valid_grids = prepare_grids(codec_model, list(data), out_dir, cfg)
-    except _user_errors() + (ValueError,) as exc:
+    except user_errors() + (ValueError,) as exc:
         _say_error(str(exc))
         sys.exit(EXIT_FAILED)
     net = fit(codec_model, train_grids, valid_grids, cfg, out_dir, log=lambda line: click.echo(line, err=True))
@@ -637,7 +808,7 @@ def rd(inputs: tuple[Path, ...], bpp_list: str | None, size_list: str | None, ba
             results = engine.run(config, progress)
     except (engine.RDError, BaselineUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
-    except _user_errors() as exc:
+    except user_errors() as exc:
         _say_error(str(exc))
         sys.exit(EXIT_FAILED)
     params = click.get_current_context().params  # as parsed: sys.argv is not ours when called as a library

@@ -17,17 +17,21 @@ we fall back to Pillow's truncated samples and say so in a note.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import re
-import secrets
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
+
+from . import formats
+from .fileio import atomic_path
 
 __all__ = [
     "ImageError",
@@ -36,11 +40,14 @@ __all__ = [
     "load_image",
     "pad_to_multiple",
     "psnr",
+    "save_image",
     "save_png",
     "to_pil",
+    "written_by_raqcodec",
 ]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # every complete PNG ends with this IEND chunk
 # Rawmodes Pillow 13 uses for the 16-bit PNG colour types it truncates to 8 bits.
 _PNG_GRAY_ALPHA, _PNG_RGB, _PNG_RGBA = 4, 2, 6
 _PNG_WIDE_RAWMODES = {_PNG_RGB: "RGB;16B", _PNG_RGBA: "RGBA;16B", _PNG_GRAY_ALPHA: "LA;16B"}
@@ -52,6 +59,12 @@ _SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N")
 
 class ImageError(ValueError):
     """An input the codec cannot use, explained in one sentence for the user."""
+
+
+# What load_image takes: a path, the bytes of an image file, a binary file object, a Pillow image, an array.
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | Image.Image | np.ndarray
+# PNG and similar sources are re-read for 16-bit recovery: kept as a path or as the file's bytes.
+_Reopenable = Path | bytes
 
 
 @dataclass
@@ -85,8 +98,9 @@ class SourceImage:
 # --------------------------------------------------------------------------
 
 
-def load_image(source: str | os.PathLike[str] | Image.Image | np.ndarray) -> SourceImage:
-    """Load a file, Pillow image or array as 8-bit RGB (+ alpha) for coding.
+def load_image(source: ImageSource, name: str | None = None) -> SourceImage:
+    """Load a file (by path, as bytes or from a binary file object), a Pillow image or an array as 8-bit
+    RGB (+ alpha) for coding. ``name``: how messages call the image (default: its path).
 
     Raises ImageError with a user-facing sentence for anything unusable;
     Pillow and OS errors never escape from here.
@@ -94,13 +108,23 @@ def load_image(source: str | os.PathLike[str] | Image.Image | np.ndarray) -> Sou
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, Image.Image):
-        name = getattr(source, "filename", "") or "image"
+        name = name or getattr(source, "filename", "") or "image"
         with _pillow_errors(name):
             source.load()  # a lazily opened image may still be undecoded
-            return _from_pil(source, name, png_path=None)
+            return _from_pil(source, name, png_source=None)
     if isinstance(source, (str, os.PathLike)):
-        return _from_path(Path(source), str(source))
-    raise TypeError(f"cannot load an image from {type(source).__name__}")
+        return _from_file(Path(source), name or str(source))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _from_file(bytes(source), name or "image data")
+    if callable(getattr(source, "read", None)):
+        label = name or str(getattr(source, "name", "") or "image file")
+        with _pillow_errors(label):
+            data = source.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise ImageError(f"{label} is not open in binary mode")
+        return _from_file(bytes(data), label)
+    raise ImageError(f"cannot load an image from {type(source).__name__}: give a path, image file bytes, a "
+                     "binary file object, a PIL image or a numpy array")
 
 
 def to_pil(
@@ -130,23 +154,128 @@ def to_pil(
 
 
 def save_png(image: Image.Image, path: Path) -> None:
-    """Write image as a PNG at path atomically (temp file + os.replace).
+    """Write image as a PNG at path atomically (``fileio.atomic_path``), marked as raqcodec's.
 
     Readers never see a half-written file and a failed save leaves nothing
     behind. Overwrite policy is the caller's; an existing file is replaced.
     """
-    path = Path(path)
-    tmp = _create_temp_beside(path)
+    save_image(image, Path(path), formats.OUTPUT_FORMATS[".png"])
+
+
+def save_image(image: Image.Image, target: Path | BinaryIO, fmt: formats.OutputFormat,
+               quality: int = formats.DEFAULT_JPEG_QUALITY) -> list[str]:
+    """Write a decoded image in ``fmt`` (``formats.OUTPUT_FORMATS``) with raqcodec's marker, to a path
+    (atomically) or to a binary file object (stdout). Returns notes on what the format changed (16-bit
+    gray written at 8 bits); raises ImageError when the format cannot hold the image (alpha in JPEG or
+    PNM, colour in PGM): nothing is dropped silently."""
+    converted, notes = _for_format(image, fmt)
+    if isinstance(target, Path):
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+            _write(converted, fh, fmt, quality)
+    else:
+        buffer = io.BytesIO()  # whole, so that a failure writes nothing to the stream
+        _write(converted, buffer, fmt, quality)
+        target.write(buffer.getvalue())
+    return notes
+
+
+def _for_format(image: Image.Image, fmt: formats.OutputFormat) -> tuple[Image.Image, list[str]]:
+    notes: list[str] = []
+    has_alpha = image.mode in ("LA", "RGBA")
+    if has_alpha and not fmt.alpha:
+        raise ImageError(f"{fmt.description} cannot hold the image's alpha channel; write .png, .webp or .tif")
+    if fmt.name == "PNM" and fmt.gray and image.mode not in ("L", "I;16"):
+        raise ImageError("a .pgm file holds gray images and this image is RGB; write .ppm or .png")
+    if image.mode == "I;16" and not fmt.sixteen_bit:
+        image = _to_8bit(image)
+        notes.append(f"16-bit gray written at 8 bits ({fmt.description} holds 8 bits)")
+    if not fmt.gray and image.mode in ("L", "LA"):
+        image = image.convert("RGBA" if image.mode == "LA" else "RGB")  # the same values in three channels
+    return image, notes
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    if image.mode != "I;16":
+        return image
+    values = np.asarray(image).astype(np.uint32)
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))  # _to_uint8's rounding
+
+
+def _write(image: Image.Image, fh: BinaryIO, fmt: formats.OutputFormat, quality: int) -> None:
+    tag = formats.software_tag()
+    if fmt.name == "PNM":
+        _write_pnm(image, fh, tag, gray=fmt.gray)
+    elif fmt.name == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", tag)  # a tEXt chunk before IDAT: still there in a cut-short file
+        image.save(fh, format="PNG", pnginfo=info)
+    elif fmt.name == "TIFF":
+        image.save(fh, format="TIFF", compression="tiff_adobe_deflate", software=tag)
+    else:  # JPEG and WebP carry the Software tag in their EXIF
+        exif = Image.Exif()
+        exif[formats.EXIF_SOFTWARE] = tag
+        if fmt.name == "JPEG":
+            image.save(fh, format="JPEG", quality=quality, exif=exif.tobytes())
+        else:
+            image.save(fh, format="WEBP", lossless=True, exact=True, exif=exif.tobytes())
+
+
+def _write_pnm(image: Image.Image, fh: BinaryIO, tag: str, gray: bool) -> None:
+    """Binary PGM (P5) or PPM (P6), 8 or 16 bits, with raqcodec's marker as a header comment (Pillow's
+    writer has no comments). 16-bit samples are big-endian, as the format says."""
+    values = np.asarray(image)
+    if image.mode == "I;16":
+        values = values.astype(">u2")
+    if not gray and values.ndim == 2:
+        values = np.repeat(values[..., None], 3, axis=2)
+    maxval = 65535 if values.dtype.itemsize == 2 else 255
+    kind = "P5" if values.ndim == 2 else "P6"
+    fh.write(f"{kind}\n# {tag}\n{image.width} {image.height}\n{maxval}\n".encode("ascii"))
+    fh.write(np.ascontiguousarray(values).tobytes())
+
+
+def written_by_raqcodec(path: Path) -> tuple[bool, str | None]:
+    """(whether the image file at ``path`` carries raqcodec's marker, why it is incomplete or None).
+
+    A file that does not even open as an image is not raqcodec's. Completeness: PNG by Pillow's verify()
+    and its closing IEND chunk, the others by decoding them whole."""
+    with warnings.catch_warnings():  # Pillow warns about damaged EXIF; the answer is what matters here
+        warnings.simplefilter("ignore")
+        return _examine(path)
+
+
+def _examine(path: Path) -> tuple[bool, str | None]:
     try:
-        with open(tmp, "wb") as fh:
-            image.save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())  # the rename must not outrun the data
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+        if head[:2] in (b"P5", b"P6"):
+            marked = bool(re.match(rb"P[56]\s+#\s*" + formats.MARKER.encode(), head))
+        else:
+            with Image.open(path) as img:
+                marked = _marked(img)
+        if not marked:
+            return False, None
+    except Exception:  # noqa: BLE001 - unreadable as an image: not one raqcodec wrote
+        return False, None
+    try:
+        with Image.open(path) as img:
+            if img.format == "PNG":
+                img.verify()
+                with open(path, "rb") as fh:
+                    fh.seek(-len(_PNG_END), os.SEEK_END)
+                    if fh.read() != _PNG_END:
+                        return True, "truncated PNG file (no IEND chunk at its end)"
+            else:
+                img.load()
+    except Exception as exc:  # noqa: BLE001 - any defect means: not complete, redo it
+        return True, str(exc) or type(exc).__name__
+    return True, None
+
+
+def _marked(img: Image.Image) -> bool:
+    if img.format == "PNG":
+        return formats.is_marker(img.info.get("Software"))
+    return formats.is_marker(img.getexif().get(formats.EXIF_SOFTWARE))
 
 
 def pad_to_multiple(rgb: np.ndarray, multiple: int) -> np.ndarray:
@@ -189,10 +318,15 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 # --------------------------------------------------------------------------
 
 
-def _from_path(path: Path, name: str) -> SourceImage:
-    with _pillow_errors(name), Image.open(path) as img:
+def _from_file(source: _Reopenable, name: str) -> SourceImage:
+    with _pillow_errors(name), Image.open(_reopen(source)) as img:
         img.load()  # decode everything now, so truncation is found here
-        return _from_pil(img, name, png_path=path if img.format == "PNG" else None)
+        return _from_pil(img, name, png_source=source if img.format == "PNG" else None)
+
+
+def _reopen(source: _Reopenable) -> Path | io.BytesIO:
+    """Something Image.open reads from the start: the path, or a fresh view of the bytes."""
+    return io.BytesIO(source) if isinstance(source, bytes) else source
 
 
 @contextlib.contextmanager
@@ -238,15 +372,15 @@ def _bomb_message(name: str, pillow_message: str) -> str:
 # --------------------------------------------------------------------------
 
 
-def _from_pil(img: Image.Image, name: str, png_path: Path | None) -> SourceImage:
-    """Shared by paths and Pillow images; png_path enables the 16-bit recovery."""
+def _from_pil(img: Image.Image, name: str, png_source: _Reopenable | None) -> SourceImage:
+    """Shared by files and Pillow images; png_source (the PNG's path or bytes) enables the 16-bit recovery."""
     if img.width == 0 or img.height == 0:
         raise ImageError(f"{name} is empty ({img.width}x{img.height} pixels)")
     notes: list[str] = []
     orientation = _orientation(img, notes)
-    colour_type = _truncated_png16(img, png_path)
-    if png_path is not None and colour_type is not None:
-        color, alpha = _png16_pixels(img, png_path, colour_type, notes)
+    colour_type = _truncated_png16(img, png_source)
+    if png_source is not None and colour_type is not None:
+        color, alpha = _png16_pixels(img, png_source, colour_type, notes)
         bit_depth = 16
     else:
         color, alpha = _pixels(img, name, notes)
@@ -282,9 +416,11 @@ def _pixels(
         planes = np.asarray(_convert(img, "LA", name))
         return planes[..., 0], planes[..., 1]
     if mode in ("P", "PA"):
-        notes.append("palette image coded as RGB; the decoded PNG is RGB, not paletted")
         if mode == "P" and "transparency" not in img.info:
+            notes.append("palette image coded as RGB; the decoded PNG is RGB, not paletted")
             return np.asarray(_convert(img, "RGB", name)), None
+        notes.append("palette image with transparency coded as RGBA (colour plus alpha); the decoded PNG is "
+                     "RGBA, not paletted")
         return _split_rgba(np.asarray(_convert(img, "RGBA", name)))
     if mode == "RGB":
         return _with_key(np.asarray(img), img, notes)
@@ -353,21 +489,24 @@ def _float_to_uint8(values: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------
 
 
-def _png_header(path: Path) -> tuple[int, int] | None:
+def _png_header(source: _Reopenable) -> tuple[int, int] | None:
     """(bit depth, colour type) from a PNG's IHDR, None if not a PNG."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(26)
-    except OSError:
-        return None
+    if isinstance(source, bytes):
+        head = source[:26]
+    else:
+        try:
+            with open(source, "rb") as fh:
+                head = fh.read(26)
+        except OSError:
+            return None
     if len(head) < 26 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
         return None
     return head[24], head[25]
 
 
-def _truncated_png16(img: Image.Image, png_path: Path | None) -> int | None:
+def _truncated_png16(img: Image.Image, png_source: _Reopenable | None) -> int | None:
     """PNG colour type if this is a 16-bit PNG that Pillow truncated, else None."""
-    header = _png_header(png_path) if png_path is not None else None
+    header = _png_header(png_source) if png_source is not None else None
     if header is None or header[0] != 16:
         return None
     colour_type = header[1]
@@ -377,7 +516,7 @@ def _truncated_png16(img: Image.Image, png_path: Path | None) -> int | None:
 
 
 def _png16_pixels(
-    img: Image.Image, path: Path, colour_type: int, notes: list[str]
+    img: Image.Image, path: _Reopenable, colour_type: int, notes: list[str]
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Full 16-bit samples of a PNG that Pillow opened truncated to 8 bits."""
     high = np.asarray(img)  # Pillow's decode: high bytes, gray+alpha as RGBA
@@ -403,7 +542,7 @@ def _png16_pixels(
     return wide, _key_alpha(wide, key, notes)
 
 
-def _png16_samples(path: Path, colour_type: int, high: np.ndarray) -> np.ndarray | None:
+def _png16_samples(path: _Reopenable, colour_type: int, high: np.ndarray) -> np.ndarray | None:
     """Rebuild 16-bit samples by decoding again with a low-byte rawmode.
 
     Pillow's PNG decoder unfilters with the rawmode's bits per pixel, so a
@@ -426,8 +565,8 @@ def _png16_samples(path: Path, colour_type: int, high: np.ndarray) -> np.ndarray
     return wide
 
 
-def _decode_png_as(path: Path, expected: str, rawmode: str) -> np.ndarray:
-    with Image.open(path) as img:
+def _decode_png_as(path: _Reopenable, expected: str, rawmode: str) -> np.ndarray:
+    with Image.open(_reopen(path)) as img:
         if not img.tile or any(t.codec_name != "zip" or t.args != expected for t in img.tile):
             raise ValueError("unexpected PNG tile layout")
         img.tile = [t._replace(args=rawmode) for t in img.tile]
@@ -655,18 +794,3 @@ def _gray_from_rgb(rgb: np.ndarray) -> np.ndarray:
     total = r.astype(np.uint16) + g + b + 1
     return (total // 3).astype(np.uint8)
 
-
-def _create_temp_beside(path: Path) -> Path:
-    """A new hidden temp file next to path (same filesystem, so os.replace is atomic).
-
-    Created with os.open(0o666) rather than mkstemp so the final file gets
-    the usual umask permissions instead of mkstemp's 0600.
-    """
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return tmp
-    raise FileExistsError(f"could not create a temporary file next to {path}")

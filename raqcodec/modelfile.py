@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from .errors import ModelFileError
 from .exact import calibrate_act_frac_bits, decoder_weight_bits
 from .fileio import atomic_path
 from .nn.config import ModelConfig
@@ -28,10 +29,6 @@ from .nn.raq import RAQModel
 FILE_FORMAT = 1
 # Tensors of a RAQModel state dict that only training needs (EMA accumulators).
 TRAINING_ONLY = ("codebook.cluster_size", "codebook.embedding_sum", "codebook.initialized")
-
-
-class ModelFileError(ValueError):
-    """A model file is missing, unreadable or inconsistent."""
 
 
 # Tensors of the context model (``raqcodec.context``). They are not part of the fingerprint: the fingerprint

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from . import baselines, bdrate
-from .batch import IMAGE_EXTENSIONS
+from .formats import READABLE_EXTENSIONS
 from .fileio import atomic_path
 
 OURS = "raqcodec"
@@ -77,7 +77,7 @@ def collect_images(inputs: Sequence[Path]) -> list[Path]:
     for item in inputs:
         if item.is_dir():
             found.extend(sorted((p for p in item.rglob("*") if p.is_file() and not p.name.startswith(".")
-                                 and p.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: p.as_posix()))
+                                 and p.suffix.lower() in READABLE_EXTENSIONS), key=lambda p: p.as_posix()))
         elif item.exists():
             found.append(item)  # named explicitly: tried whatever its extension
         else:
@@ -86,7 +86,7 @@ def collect_images(inputs: Sequence[Path]) -> list[Path]:
     for path in found:
         unique.setdefault(path.resolve(), path)
     if not unique:
-        raise RDError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {', '.join(map(str, inputs))}")
+        raise RDError(f"no image files ({', '.join(sorted(READABLE_EXTENSIONS))}) under {', '.join(map(str, inputs))}")
     return list(unique.values())
 
 

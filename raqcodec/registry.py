@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .model import CodecModel
-from .modelfile import ModelFileError
+from .errors import ModelFileError
+
+if TYPE_CHECKING:  # loading a model needs torch; finding one and reading its header do not
+    from .model import CodecModel
 
 DEFAULT_MODEL = "raq-photo"
+# The smallest codebook any model codes with (``raqcodec.model.MIN_CODEBOOK_SIZE``; a test keeps them equal).
+MIN_CODEBOOK_SIZE = 2
+_HEADER_LIMIT = 1 << 24  # a safetensors header holds names and shapes: far below this
 _cache: dict[Path, CodecModel] = {}
 _lock = threading.Lock()
 
@@ -79,11 +85,40 @@ def resolve(name_or_path: str | os.PathLike | None) -> Path:
 
 
 def load(name_or_path: str | os.PathLike | None = None) -> CodecModel:
+    from .model import CodecModel
+
     path = resolve(name_or_path)
     with _lock:
         if path not in _cache:
             _cache[path] = CodecModel.load(path)
         return _cache[path]
+
+
+def model_config(path: Path) -> dict[str, Any]:
+    """The architecture stored in a model file's safetensors header, read without torch (the command
+    line checks option values against it before any heavy import)."""
+    try:
+        with open(path, "rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            if length > _HEADER_LIMIT:
+                raise ValueError(f"a header of {length} bytes")
+            header = json.loads(fh.read(length))
+        config = json.loads(header["__metadata__"]["raqcodec"])["config"]
+        if not isinstance(config, dict):
+            raise ValueError("no architecture")
+        return config
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        raise ModelFileError(f"{path} is not a valid raqcodec model file ({exc})") from None
+
+
+def coding_range(name_or_path: str | os.PathLike | None = None) -> tuple[int, int]:
+    """The codebook sizes a model codes with (``CodecModel.size_range``), from its header alone."""
+    config = model_config(resolve(name_or_path))
+    try:
+        k_min, k_max = int(config["k_min"]), int(config["k_max"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"model {name_or_path or DEFAULT_MODEL} has no codebook range ({exc})") from None
+    return min(MIN_CODEBOOK_SIZE, k_min), k_max
 
 
 def find_by_fingerprint(prefix: bytes, candidates: list[str | os.PathLike] | None = None) -> CodecModel:

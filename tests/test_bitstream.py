@@ -162,8 +162,10 @@ def test_crc_mismatch_anywhere() -> None:
 
 def test_trailing_garbage() -> None:
     data = pack(make_stream())
+    with pytest.raises(FormatError, match="4 bytes of trailing data after the end of the stream"):
+        unpack(data + b"junk")  # an intact stream with bytes appended: said so, not "CRC mismatch"
     with pytest.raises(FormatError, match="CRC mismatch"):
-        unpack(data + b"junk")
+        unpack(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:] + b"junk")  # damaged as well
     # garbage inside the CRC'd region: the length check is what fails
     with pytest.raises(FormatError, match="4 bytes of trailing data"):
         unpack(with_crc(data[:-4] + b"junk"))
@@ -333,6 +335,10 @@ def test_version3_damaged_fields() -> None:
     body[40] = 255  # no refinement, yet two sections
     with pytest.raises(FormatError, match="2 refinement sections"):
         unpack(_recrc(bytes(body)))
+    level_only = bytearray(pack(_refined((), level=None))[:-4])
+    level_only[40] = 3  # a level without sections
+    with pytest.raises(FormatError, match="0 refinement sections"):
+        unpack(_recrc(bytes(level_only)))
     body = bytearray(data[:-4])
     body[42:46] = struct.pack(">I", 5)  # a section length that does not add up
     with pytest.raises(FormatError, match="corrupt"):
@@ -348,5 +354,7 @@ def test_version3_is_only_for_refinement_fields() -> None:
         pack(dataclasses.replace(base, header=dataclasses.replace(base.header, refine_level=3)))
     with pytest.raises(ValueError, match="refinement level"):
         pack(_refined((b"x",), level=None))
+    with pytest.raises(ValueError, match="refinement level"):
+        pack(_refined((), level=3))
     with pytest.raises(ValueError, match="refine_level"):
         pack(_refined((b"x",), level=32))

@@ -64,17 +64,23 @@ def test_bpp_budget_through_cli(env: dict, png: Path) -> None:
     assert json.loads(res.stdout)["bpp"] <= 2.0
 
 
-def test_complete_existing_output_is_skipped_unless_force(env: dict, png: Path) -> None:
-    assert run("encode", str(png), "--model", "tiny", "-k", "8").exit_code == 0
-    raq = png.with_suffix(".raq")
+def test_complete_outputs_are_skipped_in_batches_unless_force(env: dict, png: Path, tmp_path: Path) -> None:
+    """Resume-skipping is for batch runs; one named file is redone (tests/test_cli_outputs.py)."""
+    second = tmp_path / "second.png"
+    Image.fromarray(smooth_image(12, 12)).save(second)
+    out = tmp_path / "out"
+    assert run("encode", str(png), str(second), "-o", str(out), "--model", "tiny", "-k", "8").exit_code == 0
+    raq = out / "photo.raq"
     before = raq.read_bytes()
-    res = run("encode", str(png), "--model", "tiny", "-k", "16")
+    res = run("encode", str(png), str(second), "-o", str(out), "--model", "tiny", "-k", "16")
     assert res.exit_code == 0 and "skipped" in res.stdout and "--force" in res.stdout  # reported, never silent
     assert raq.read_bytes() == before  # untouched
-    res = run("encode", str(png), "--model", "tiny", "-k", "16", "--json")
-    assert json.loads(res.stdout)["status"] == "skipped"
-    assert run("encode", str(png), "--model", "tiny", "-k", "16", "--force").exit_code == 0
+    res = run("encode", str(png), str(second), "-o", str(out), "--model", "tiny", "-k", "16", "--json")
+    assert [json.loads(line)["status"] for line in res.stdout.splitlines()] == ["skipped", "skipped"]
+    assert run("encode", str(png), str(second), "-o", str(out), "--model", "tiny", "-k", "16", "--force").exit_code == 0
     assert raq.read_bytes() != before
+    single = run("encode", str(png), "--model", "tiny", "-k", "8")
+    assert single.exit_code == 0 and "skipped" not in single.stdout
 
 
 def test_output_option_file_and_directory(env: dict, png: Path, tmp_path: Path) -> None:
@@ -90,7 +96,7 @@ def test_output_option_file_and_directory(env: dict, png: Path, tmp_path: Path) 
 
 def test_info_json(env: dict, png: Path) -> None:
     run("encode", str(png), "--model", "tiny", "-k", "12")
-    res = run("info", str(png.with_suffix(".raq")), "--json")
+    res = run("info", str(png.with_suffix(".raq")), "--json", "--grid")
     assert res.exit_code == 0
     info = json.loads(res.stdout)
     assert info["codebook_size"] == 12 and info["width"] == 42 and info["height"] == 30
@@ -108,7 +114,7 @@ def test_info_json(env: dict, png: Path) -> None:
 def test_info_without_the_model_still_shows_the_header(env: dict, png: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run("encode", str(png), "--model", "tiny", "-k", "12")
     monkeypatch.setenv("RAQCODEC_MODEL_PATH", "")
-    res = run("info", str(png.with_suffix(".raq")), "--json")
+    res = run("info", str(png.with_suffix(".raq")), "--json", "--grid")
     assert res.exit_code == 0
     info = json.loads(res.stdout)
     assert info["codebook_size"] == 12 and info["payload_bits"] > 0 and info["order0_entropy_bits"] is None
@@ -127,9 +133,9 @@ def test_models_lists_installed(env: dict) -> None:
     (["encode", "{png}", "--model", "tiny", "--bpp", "0.3", "-k", "8"], 2, "exactly one"),
     (["encode", "{missing}", "--bpp", "1"], 2, "does not exist"),
     (["encode", "{text}", "--model", "tiny", "--bpp", "1"], 1, "not an image"),
-    (["encode", "{png}", "--model", "nosuchmodel", "--bpp", "1"], 1, "unknown model 'nosuchmodel'"),
+    (["encode", "{png}", "--model", "nosuchmodel", "--bpp", "1"], 2, "unknown model 'nosuchmodel'"),
     (["encode", "{png}", "--model", "tiny", "--bpp", "0.001"], 1, "can reach for this image"),
-    (["encode", "{png}", "--model", "tiny", "-k", "100000"], 1, "outside model tiny's range"),
+    (["encode", "{png}", "--model", "tiny", "-k", "100000"], 2, "outside model tiny's codebook sizes 2..64"),
     (["decode", "{textraq}"], 1, "not a .raq file"),
     (["info", "{textraq}"], 1, "not a .raq file"),
 ])

@@ -124,17 +124,17 @@ def test_the_search_trades_codebook_size_for_refinement_steps() -> None:
 
     budget = 400
     choice = ratecontrol.RateChoice(200, np.array([200, 0], np.int32), b"x" * 400)
-    size, indices, section = codec._refine_under_budget(choice, path, budget, 2, section_of, estimate_bits,
-                                                        largest_fitting)
-    assert len(section) <= budget and size == int(indices[0])
+    size, indices, section, limited = codec._refine_under_budget(choice, path, budget, (2, 200), section_of,
+                                                                 estimate_bits, largest_fitting)
+    assert len(section) <= budget and size == int(indices[0]) and not limited  # the budget was the limit
     best = min(error(s, t) for s in range(2, 201) for t in range(17) if nbytes(s, t) <= budget)
     assert error(size, int(indices[1])) <= best * 1.03  # within 3% of the best pair over every size
     assert size < 200 and int(indices[1]) > 0
 
     # nothing refined fits: the plain choice stands
     tight = ratecontrol.RateChoice(200, np.array([200, 0], np.int32), b"x" * 400)
-    assert codec._refine_under_budget(tight, path, 400, 200, section_of, lambda i, s: 10**9,
-                                      lambda below, n: None)[0] == 200
+    assert codec._refine_under_budget(tight, path, 400, (200, 200), section_of, lambda i, s: 10**9,
+                                      lambda below, n: None)[::3] == (200, False)
 
 
 def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path: Path,
