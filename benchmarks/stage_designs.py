@@ -72,7 +72,7 @@ def design_points(trainer: StageTrainer, image: np.ndarray, base_bits: dict[int,
             base_bits[size] = estimated_bits(codec.context, codec.sequence[:size], grid)
         level = None if not isinstance(extra, int) else torch.tensor([extra])
         sizes = list(extra) if isinstance(extra, list) else None
-        x_hat, bits, _, _ = trainer.reconstruct_latents(z, size, level, sizes)
+        x_hat, bits, _, _ = trainer.reconstruct(x, size, level, sizes)
         decoded = to_uint8(x_hat)
         out[name] = ((base_bits[size] + float(bits[0])) / pixels, psnr(decoded, image))
     return out
@@ -111,6 +111,8 @@ def main() -> None:
     p.add_argument("--kodak-images", type=int, default=12)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--previous", type=Path, help="a results file of this script whose curves are kept "
+                   "(for runs measured earlier on the same images)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     _, held = split_photos([args.train])
@@ -121,14 +123,16 @@ def main() -> None:
     for spec in args.run:
         name, run = spec.split("=", 1)
         meta = read_info(Path(run) / "state.safetensors")
-        trainer = StageTrainer(StageRecipe(**meta["recipe"]))
+        trainer = StageTrainer(StageRecipe.from_dict(meta["recipe"]))
         trainer.load(Path(run) / "state.safetensors")
         trainer.modules().eval()
         trainers[name] = trainer
         info[name] = {"steps": meta["step"], "elapsed_s": meta["elapsed_s"], "design": meta["recipe"]["design"]}
-    results: dict[str, dict] = {"runs": info, "sets": {}}
+    previous = json.loads(args.previous.read_text()) if args.previous else {"runs": {}, "sets": {}}
+    results: dict[str, dict] = {"runs": {**previous["runs"], **info}, "sets": {}}
     for set_name, images in sets.items():
-        curves: dict[str, list[tuple[float, float]]] = {}
+        curves: dict[str, list[tuple[float, float]]] = {
+            n: [tuple(p) for p in c] for n, c in previous["sets"].get(set_name, {}).get("curves", {}).items()}
         started = time.time()
         curves["webp"] = mean_curve([webp_points(im) for im in images])
         for name, trainer in trainers.items():
@@ -151,7 +155,8 @@ def main() -> None:
                         bd[f"{n}_vs_{anchor}"] = bd_rate(curves[anchor], curves[n])
                     except ValueError as exc:
                         bd[f"{n}_vs_{anchor}"] = str(exc)
-        results["sets"][set_name] = {"images": len(images), "fronts": fronts, "bd_rate_percent": bd}
+        results["sets"][set_name] = {"images": len(images), "curves": curves, "fronts": fronts,
+                                     "bd_rate_percent": bd}
         print(json.dumps({set_name: bd}, indent=1), file=sys.stderr)
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 

@@ -120,8 +120,8 @@ def _validate(stream: Stream) -> None:
     sections = stream.refinement_sections
     if h.version == FORMAT_VERSION and (h.refine_level is not None or sections):
         raise ValueError(f"refinement needs format version {REFINED_VERSION}")
-    if h.refine_level is None and sections:
-        raise ValueError("refinement sections need a refinement level")
+    if (h.refine_level is None) != (not sections):
+        raise ValueError("a refinement level goes with at least one refinement section, and only with one")
     if h.refine_level is not None:
         _require_int("refine_level", h.refine_level, 0, MAX_REFINE_LEVEL)
     if len(sections) > MAX_REFINE_SECTIONS or not all(isinstance(x, bytes) and len(x) <= _U32_MAX for x in sections):
@@ -262,7 +262,7 @@ def _parse_header(data: bytes) -> tuple[Header, int, int, list[int]]:
         level = data[HEADER_SIZE]
         if level != NO_REFINEMENT and level > MAX_REFINE_LEVEL:
             raise FormatError(f"corrupt .raq file: refinement level {level} is above {MAX_REFINE_LEVEL}")
-        if sections > MAX_REFINE_SECTIONS or (level == NO_REFINEMENT and sections):
+        if sections > MAX_REFINE_SECTIONS or (level == NO_REFINEMENT) != (sections == 0):
             raise FormatError(f"corrupt .raq file: {sections} refinement sections")
         refine_level = None if level == NO_REFINEMENT else level
     lengths = _section_lengths(data, sections)

@@ -474,10 +474,10 @@ def decode(data: StreamInput, *, model: ModelRef = None, device: str | torch.dev
     h = dec.stream.header
     dec.model.to(where)
     positions = tiling.tile_positions(budget, dec.model.config.downsampling)
-    if h.version >= bitstream.REFINED_VERSION:
-        latents = dec.model.refined_latents(dec.indices, dec.codebook, dec.indices.shape, h.refine_level,
-                                            list(dec.stream.refinement_sections))
-        rgb = dec.model.synthesize_latents(latents, positions)
+    if h.refine_level is not None:  # format 3 with refinement sections; without, the base stage decodes as before
+        sections = list(dec.stream.refinement_sections)
+        latents = dec.model.refined_latents(dec.indices, dec.codebook, dec.indices.shape, h.refine_level, sections)
+        rgb = dec.model.synthesize_latents(latents, h.refine_level, len(sections), positions)
     else:
         rgb = dec.model.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape, positions)
     rgb = imageio.crop(rgb, h.height, h.width)

@@ -84,7 +84,7 @@ class CodecModel:
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"model {self.name} is incomplete or inconsistent ({exc})") from None
         try:  # optional: a model v2 refines the base stage with scalar-quantized residuals (format 3)
-            self.refinement = load_refinement(t, cfg.latent_dim, self.act_frac_bits)
+            self.refinement = load_refinement(t, cfg, self.act_frac_bits)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"model {self.name}: refinement stage is inconsistent ({exc})") from None
         try:  # optional: models without one code their indices with the order-0 coder
@@ -121,6 +121,8 @@ class CodecModel:
         self.encoder.to(device)
         self.decoder.to(device)
         self.float_decoder.to(device)
+        if self.refinement is not None:
+            self.refinement.to(device)
         self.device = device
         return self
 
@@ -299,23 +301,27 @@ class CodecModel:
         q1 = book[idx].permute(2, 0, 1).contiguous()
         prior = self.refinement.prior(q1)
         if level is None or not sections:
-            return self.refinement.reconstruct(q1, prior, None, 0, 0)
+            raise ValueError("a stream without refinement sections decodes with the base decoder")
         symbols = self.refinement.decode_groups(sections, prior, level)
         return self.refinement.reconstruct(q1, prior, symbols, level, len(sections) * GROUP_CHANNELS)
 
     @torch.no_grad()
-    def synthesize_latents(self, latents: Tensor, max_positions: int | None = None) -> np.ndarray:
-        """Integer latent grid (d, h, w) -> (4h, 4w, 3) uint8 with the exact decoder, tiled like
-        ``synthesize`` (same pixels whole or in tiles)."""
+    def synthesize_latents(self, latents: Tensor, level: int, groups: int,
+                           max_positions: int | None = None) -> np.ndarray:
+        """Refined integer latent grid (d, h, w) at step ``level`` with ``groups`` refined channel groups
+        -> (4h, 4w, 3) uint8 with the refinement's exact decoder, tiled like ``synthesize`` (the same
+        pixels whole or in tiles)."""
+        assert self.refinement is not None
+        decoder = self.refinement.decoder
         _, h, w = latents.shape
         y = latents.to(self.device, torch.float64)
         tiles = self._plan((h, w), max_positions, self.decoder_halo)
         if tiles is None:
-            return self.decoder.decode_latents(y).permute(1, 2, 0).cpu().numpy()
+            return decoder.decode_latents(y, level + 1, groups).permute(1, 2, 0).cpu().numpy()
         f = self.config.downsampling
         out = np.empty((f * h, f * w, 3), np.uint8)
         for t in tiles:
-            pixels = self.decoder.decode_latents(y[(slice(None), *t.outer)])
+            pixels = decoder.decode_latents(y[(slice(None), *t.outer)], level + 1, groups)
             iy, ix = t.inner
             core = pixels[:, f * iy.start : f * iy.stop, f * ix.start : f * ix.stop]
             out[f * t.y0 : f * t.y1, f * t.x0 : f * t.x1] = core.permute(1, 2, 0).cpu().numpy()

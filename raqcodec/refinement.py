@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .exact import ExactConv, quantize_tensor, weight_frac_bits
+from .exact import ExactConv, ExactDecoder, decoder_weight_bits, quantize_tensor, weight_frac_bits
+from .nn.config import ModelConfig
 from .gaussian_coder import SCALE_LEVELS, SCALE_MAX, SCALE_MIN, GaussianTables, freeze_tables
 
 PREFIX = "refine."
@@ -43,6 +44,8 @@ def freeze(stage: nn.Module, act_frac_bits: int) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for i, layer in enumerate(_convs(stage)):
         out[f"{FROZEN}weight_bits.{i}"] = torch.tensor(weight_frac_bits(layer.weight), dtype=torch.int32)
+    for name, bits in decoder_weight_bits(stage.decoder).items():  # type: ignore[arg-type]
+        out[f"{FROZEN}decoder_bits.{name}"] = torch.tensor(bits, dtype=torch.int32)
     channel = stage.log_channel_step.detach().double()
     logs = torch.stack([math.log(step_value(level)) + channel for level in range(STEP_LEVELS)])
     out[f"{FROZEN}log_steps"] = torch.round(logs * 2.0**f).to(torch.int64)
@@ -57,14 +60,15 @@ def _convs(stage: nn.Module) -> list[nn.Conv2d]:
     return [m for m in stage.prior if isinstance(m, nn.Conv2d)]  # type: ignore[attr-defined]
 
 
-def load_refinement(tensors: dict[str, Tensor], latent_dim: int, act_frac_bits: int) -> "ExactRefinement | None":
+def load_refinement(tensors: dict[str, Tensor], cfg: ModelConfig, act_frac_bits: int) -> "ExactRefinement | None":
     """The exact refinement stage of a model file, or None for a model without one (format 1-2 models)."""
     weights = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}
     if not weights:
         return None
     from .nn.stages import ScalarRefinement
 
-    stage = ScalarRefinement(latent_dim, hidden=int(weights["prior.0.weight"].shape[0]))
+    levels = int(weights["decoder.level_bias.weight"].shape[0]) - 1
+    stage = ScalarRefinement(cfg, levels, hidden=int(weights["prior.0.weight"].shape[0]))
     stage.load_state_dict(weights)
     return ExactRefinement(stage.eval().requires_grad_(False), tensors, act_frac_bits)
 
@@ -80,7 +84,12 @@ class ExactRefinement:
 
     def __init__(self, stage: nn.Module, tensors: dict[str, Tensor], act_frac_bits: int) -> None:
         f = self.frac_bits = act_frac_bits
-        self.float_stage = stage  # the encoder's float twin (rate estimates while searching)
+        self.float_stage = stage  # float twin: the encoder, and the rate control's estimates
+        self.encoder = stage.encoder  # type: ignore[union-attr]
+        self.float_decoder = stage.decoder  # type: ignore[union-attr]
+        decoder_bits = {k[len(f"{FROZEN}decoder_bits."):]: int(v) for k, v in tensors.items()
+                        if k.startswith(f"{FROZEN}decoder_bits.")}
+        self.decoder = ExactDecoder(stage.decoder, f, decoder_bits)  # type: ignore[arg-type]
         convs = _convs(stage)
         self.layers = [ExactConv(c, f, int(tensors[f"{FROZEN}weight_bits.{i}"])) for i, c in enumerate(convs)]
         self.log_steps = tensors[f"{FROZEN}log_steps"].to(torch.int64)
@@ -126,6 +135,13 @@ class ExactRefinement:
         target = z.double() * 2.0**self.frac_bits - q1 - prior.mean
         step = self.steps[level][:, None, None].to(torch.float64)
         return torch.round(target / step).to(torch.int64)
+
+    def to(self, device: torch.device) -> "ExactRefinement":
+        """Networks that run per image move; the prior and the tables stay on the CPU (they are small)."""
+        self.encoder.to(device)
+        self.float_decoder.to(device)
+        self.decoder.to(device)
+        return self
 
     @property
     def groups(self) -> int:

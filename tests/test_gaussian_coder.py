@@ -70,11 +70,12 @@ def test_exact_decoder_latent_path_equals_codeword_path() -> None:
 
 
 def test_exact_refinement_round_trip_on_a_random_stage() -> None:
+    from raqcodec.nn.config import ModelConfig
     from raqcodec.nn.stages import ScalarRefinement
-    from raqcodec.refinement import GROUP_CHANNELS, ExactRefinement, freeze
+    from raqcodec.refinement import GROUP_CHANNELS, STEP_LEVELS, ExactRefinement, freeze
 
     torch.manual_seed(4)
-    stage = ScalarRefinement(64, hidden=16)
+    stage = ScalarRefinement(ModelConfig(), STEP_LEVELS, hidden=16)
     for p in stage.prior.parameters():
         torch.nn.init.normal_(p, std=0.05)
     frac = 16

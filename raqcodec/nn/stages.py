@@ -15,11 +15,14 @@ sequence) and return what the decoder sees, plus an estimate of the refinement's
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .autoencoder import Decoder, Encoder
+from .config import ModelConfig
 from .quantizer import from_rows, nearest_indices, to_rows
 
 LOG2 = math.log(2.0)
@@ -41,10 +44,21 @@ def gaussian_bits(symbols: Tensor, scale: Tensor) -> Tensor:
 
 
 class ScalarRefinement(nn.Module):
-    """Design B: mean-scale prior over the base stage and a scalar-quantized residual."""
+    """Design B: a refinement autoencoder whose latents are coded as residuals of the base stage.
 
-    def __init__(self, latent_dim: int, hidden: int = 96) -> None:
+    The base stage (encoder, VQ, decoder of the RAQ model) stays as it is. The refinement has its own
+    encoder and a conditioned decoder (``Decoder`` with level/group biases), both warm-started from the
+    base model's; the residual of its latents against the base codewords plus a predicted mean is
+    scalar-quantized, and a mean-scale prior over the base codewords models the symbols (the base stage
+    is the hyperprior's side information). Keeping the base decoder apart matters: one decoder for both
+    cost the base stage 1-2 dB (a codeword cannot say whether it is a coarse or a fine latent).
+    """
+
+    def __init__(self, cfg: ModelConfig, levels: int, hidden: int = 96) -> None:
         super().__init__()
+        latent_dim = cfg.latent_dim
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(replace(cfg, decoder_conditions=levels))
         self.prior = nn.Sequential(
             nn.Conv2d(latent_dim, hidden, 3, padding=1), nn.ReLU(),
             nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),

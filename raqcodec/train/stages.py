@@ -21,7 +21,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -67,12 +67,17 @@ class StageRecipe:
     rvq_size_min: int = 16
     seed: int = 0
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "StageRecipe":
+        """A recipe from a checkpoint; fields of earlier versions of this recipe are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
-def base_sequence(model_name: str, conditioned: bool) -> tuple[RAQModel, Tensor]:
-    """Float model warm-started from the file, and the file's frozen sequence as floats (what the codec uses).
-    ``conditioned``: the decoder gets (zero-initialised) refinement condition biases."""
+
+def base_sequence(model_name: str) -> tuple[RAQModel, Tensor]:
+    """Float model warm-started from the file, and the file's frozen sequence as floats (what the codec uses)."""
     source = read_model_file(resolve(model_name))
-    model = RAQModel(replace(source.config, decoder_conditions=STEP_LEVELS if conditioned else None))
+    model = RAQModel(source.config)
     weights = {k: v for k, v in source.tensors.items() if not k.startswith(("frozen.", "context."))}
     model.load_state_dict(weights, strict=False)
     frac = int(source.tensors["frozen.act_frac_bits"])
@@ -86,16 +91,26 @@ def log_uniform_int(lo: int, hi: int, g: torch.Generator) -> int:
 class StageTrainer:
     def __init__(self, recipe: StageRecipe) -> None:
         self.r = recipe
-        self.model, self.sequence = base_sequence(recipe.base_model, conditioned=recipe.design == "scalar")
+        self.model, self.sequence = base_sequence(recipe.base_model)
         self.model.adapter.requires_grad_(False)
         self.model.codebook.requires_grad_(False)
-        d = self.model.cfg.latent_dim
-        self.stage: ScalarRefinement | ResidualVQ = (
-            ScalarRefinement(d) if recipe.design == "scalar" else ResidualVQ(d, recipe.rvq_stages, recipe.rvq_size))
+        cfg = self.model.cfg
+        self.stage: ScalarRefinement | ResidualVQ
+        if recipe.design == "scalar":
+            # the base model stays frozen; the refinement's own encoder and decoder start as its copies
+            self.model.requires_grad_(False)
+            self.stage = ScalarRefinement(cfg, STEP_LEVELS)
+            self.stage.encoder.load_state_dict(self.model.encoder.state_dict())
+            self.stage.decoder.load_state_dict(self.model.decoder.state_dict(), strict=False)
+            autoencoder = list(self.stage.encoder.parameters()) + list(self.stage.decoder.parameters())
+            own = list(self.stage.prior.parameters()) + [self.stage.log_channel_step]
+        else:
+            self.stage = ResidualVQ(cfg.latent_dim, recipe.rvq_stages, recipe.rvq_size)
+            autoencoder = list(self.model.encoder.parameters()) + list(self.model.decoder.parameters())
+            own = list(self.stage.parameters())
         self.optimizer = torch.optim.AdamW([
-            {"params": list(self.model.encoder.parameters()) + list(self.model.decoder.parameters()),
-             "lr": recipe.lr_autoencoder, "base_lr": recipe.lr_autoencoder},
-            {"params": list(self.stage.parameters()), "lr": recipe.lr_stage, "base_lr": recipe.lr_stage},
+            {"params": autoencoder, "lr": recipe.lr_autoencoder, "base_lr": recipe.lr_autoencoder},
+            {"params": own, "lr": recipe.lr_stage, "base_lr": recipe.lr_stage},
         ], weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(recipe.seed)
         self.step = 0
@@ -120,31 +135,27 @@ class StageTrainer:
                     channels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(reconstruction, refinement bits per image, commitment, extra loss). ``level`` (N,): the scalar
         design's step level per image, None for the base stage alone; ``channels``: refined channels."""
-        return self.reconstruct_latents(self.model.encoder(x), size, level, sizes, channels)
-
-    def reconstruct_latents(self, z: Tensor, size: int, level: Tensor | None, sizes: list[int] | None = None,
-                            channels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``reconstruct`` from the encoder's latents."""
+        z = self.model.encoder(x)
         q1 = self.quantize_base(z, size)
         commitment = F.mse_loss(z, q1)
         n = z.shape[0]
-        none = torch.zeros(n, dtype=torch.long)
         if isinstance(self.stage, ScalarRefinement):
-            step = None if level is None else STEP_MAX * torch.pow(2.0, -level.float() / 4)
-            if level is not None and channels is None:
+            if level is None:  # the base stage alone: the frozen model, unchanged
+                return self.model.decoder(q1), z.new_zeros(n), commitment.detach(), z.new_zeros(())
+            step = STEP_MAX * torch.pow(2.0, -level.float() / 4)
+            if channels is None:
                 channels = torch.full((n,), z.shape[1], dtype=torch.long)
-            y, bits = self.stage(z, q1, step, channels)
-            extra = z.new_zeros(())
-            if level is None or channels is None:
-                return self.model.decoder(y, none, none), bits, commitment, extra
-            return (self.model.decoder(y, level + 1, channels // GROUP_CHANNELS), bits, commitment, extra)
+            y, bits = self.stage(self.stage.encoder(x), q1, step, channels)
+            x_hat = self.stage.decoder(y, level + 1, channels // GROUP_CHANNELS)
+            return x_hat, bits, commitment.detach(), z.new_zeros(())
         y, bits, extra = self.stage(z, q1, sizes or [])
-        return self.model.decoder(y, none, none), bits, commitment, extra
+        return self.model.decoder(y), bits, commitment, extra
 
     def train_step(self, x: Tensor) -> dict[str, float]:
         r, g = self.r, self.generator
         size = log_uniform_int(r.k_min, r.k_max, g)
-        refine = float(torch.rand((), generator=g)) >= r.drop_refinement
+        # the scalar design trains its refinement only: its base stage is the frozen model
+        refine = isinstance(self.stage, ScalarRefinement) or float(torch.rand((), generator=g)) >= r.drop_refinement
         level, sizes, channels = None, None, None
         if isinstance(self.stage, ScalarRefinement):
             if refine:
@@ -164,15 +175,16 @@ class StageTrainer:
         bpp = bits / pixels
         if self.step == 0:
             self.commit_ref = float(commitment.detach())
-        loss = ((mse / mse.detach()).mean() + r.rate_weight * bpp.mean()
-                + r.commitment * commitment / self.commit_ref + extra)
+        loss = (mse / mse.detach()).mean() + r.rate_weight * bpp.mean() + extra
+        if commitment.requires_grad:  # a trained base encoder stays on its frozen codebooks
+            loss = loss + r.commitment * commitment / self.commit_ref
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.modules().parameters(), 5.0)
         self.optimizer.step()
         self.step += 1
         return {"step": self.step, "size": size, "refine": refine, "psnr": float((-10 * torch.log10(mse.detach())).mean()),
-                "bpp_refinement": float(bpp.mean()), "commitment": float(commitment.detach())}
+                "bpp_refinement": float(bpp.detach().mean()), "commitment": float(commitment.detach())}
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def save(self, path: Path, elapsed: float) -> None:
@@ -215,37 +227,34 @@ def validate(trainer: StageTrainer, crops: Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def export_model(run: Path, name: str, out_dir: Path, calibration: Tensor) -> str:
-    """Freeze a scalar-design run into a model file (base model's adapter, codebooks and context model,
-    the run's encoder, decoder and refinement stage); returns the fingerprint."""
-    trainer = StageTrainer(StageRecipe(**read_info(run / "state.safetensors")["recipe"]))
+    """Freeze a scalar-design run into a model file: the base model's file (encoder, decoder, adapter,
+    codebooks, context model) plus the refinement stage; returns the fingerprint."""
+    trainer = StageTrainer(StageRecipe.from_dict(read_info(run / "state.safetensors")["recipe"]))
     trainer.load(run / "state.safetensors")
     if not isinstance(trainer.stage, ScalarRefinement):
         raise ValueError("only the scalar design exports to a model file")
     trainer.modules().eval()
     source = read_model_file(resolve(trainer.r.base_model))
-    stage, decoder = trainer.stage, trainer.model.decoder
-    z = trainer.model.encoder(calibration)
-    # latents the decoder will see: base stages of small and large codebooks, and fine refinements
-    probes = []
+    stage = trainer.stage
+    z_base = trainer.model.encoder(calibration)
+    z = stage.encoder(calibration)
+    # one activation scale for the whole model: the base decoder's, lowered if the refinement needs it
+    frac = int(source.tensors["frozen.act_frac_bits"])
     for size in (8, 64, 1024):
-        q1 = trainer.quantize_base(z, size)
-        probes.append(stage(z, q1, None)[0])
-        probes.append(stage(z, q1, torch.full((z.shape[0],), step_value(trainer.r.level_max)))[0])
-    frac = min(calibrate_act_frac_bits(decoder, p) for p in probes)
-    prior_peak = max(float(a.abs().max()) for a in _prior_activations(stage, trainer.quantize_base(z, 1024)))
-    while frac > 0 and prior_peak * 2.0**frac > ACT_TARGET:
-        frac -= 1
-    tensors = {k: v for k, v in source.tensors.items() if k.startswith(("codebook.", "adapter.", "context."))}
-    tensors.update({f"encoder.{k}": v.clone() for k, v in trainer.model.encoder.state_dict().items()})
-    tensors.update({f"decoder.{k}": v.clone() for k, v in decoder.state_dict().items()})
-    tensors.update({f"{REFINE_PREFIX}{k}": v.clone() for k, v in stage.state_dict().items()})
+        q1 = trainer.quantize_base(z_base, size)
+        for level in (0, trainer.r.level_max):
+            y, _ = stage(z, q1, torch.full((z.shape[0],), step_value(level)))
+            frac = min(frac, calibrate_act_frac_bits(stage.decoder, y))
+        peak = max(float(a.abs().max()) for a in _prior_activations(stage, q1))
+        while frac > 0 and peak * 2.0**frac > ACT_TARGET:
+            frac -= 1
+    tensors = dict(source.tensors)
     tensors["frozen.sequence"] = torch.round(trainer.sequence.double() * 2.0**frac).to(torch.int32)
     tensors["frozen.act_frac_bits"] = torch.tensor(frac, dtype=torch.int32)
-    for layer, bits in decoder_weight_bits(decoder).items():
-        tensors[f"frozen.weight_bits.{layer}"] = torch.tensor(bits, dtype=torch.int32)
+    tensors.update({f"{REFINE_PREFIX}{k}": v.clone() for k, v in stage.state_dict().items()})
     tensors.update(freeze_refinement(stage, frac))
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    return write_model_file(out_dir / f"{name}.safetensors", name, trainer.model.cfg, tensors)
+    return write_model_file(out_dir / f"{name}.safetensors", name, source.config, tensors)
 
 
 def _prior_activations(stage: ScalarRefinement, q1: Tensor) -> list[Tensor]:

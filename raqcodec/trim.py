@@ -1,0 +1,56 @@
+"""Scalable streams: cut a format 3 file down to a smaller budget without decoding any pixels.
+
+A format 3 stream stores its refinement as one independent section per leading channel group, in order.
+Dropping trailing sections leaves a valid stream that decodes to exactly the pixels an encoder would
+give with only those groups at the same step level (the decoder is told how many groups it has); with
+no section left it is the base stage alone. Nothing is recomputed but the header and the CRC, so trimming
+is instant and needs no model (this module imports no torch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from . import bitstream
+
+
+class TrimError(ValueError):
+    """The stream cannot be cut to what was asked (no refinement to drop, or the base stage alone is
+    already over the budget)."""
+
+
+def trimmed_sizes(data: bytes) -> list[int]:
+    """File sizes in bytes of the stream with 0, 1, ... G refinement sections kept (G: all of them)."""
+    stream = bitstream.unpack(data)
+    return [len(_keep(stream, g)) for g in range(len(stream.refinement_sections) + 1)]
+
+
+def trim(data: bytes, *, bpp: float | None = None, groups: int | None = None) -> bytes:
+    """The stream with as many leading refinement sections as fit ``bpp`` (whole file bits per pixel),
+    or exactly ``groups`` of them. The result is never larger than the input."""
+    if (bpp is None) == (groups is None):
+        raise ValueError("give exactly one of bpp and groups")
+    stream = bitstream.unpack(data)
+    h = stream.header
+    available = len(stream.refinement_sections)
+    if h.version < bitstream.REFINED_VERSION:
+        raise TrimError(f"a format {h.version} stream has no refinement stages to drop")
+    if groups is not None:
+        if isinstance(groups, bool) or not isinstance(groups, int) or not 0 <= groups <= available:
+            raise ValueError(f"groups must be an integer in 0..{available}, got {groups!r}")
+        return _keep(stream, groups)
+    assert bpp is not None
+    pixels = h.width * h.height
+    for kept in range(available, -1, -1):
+        out = _keep(stream, kept)
+        if len(out) * 8 <= bpp * pixels:
+            return out
+    smallest = len(_keep(stream, 0)) * 8 / pixels
+    raise TrimError(f"{bpp:g} bpp is below this stream's base stage ({smallest:.4f} bpp); "
+                    "re-encode it for a smaller budget")
+
+
+def _keep(stream: bitstream.Stream, groups: int) -> bytes:
+    sections = stream.refinement_sections[:groups]
+    header = dataclasses.replace(stream.header, refine_level=stream.header.refine_level if sections else None)
+    return bitstream.pack(dataclasses.replace(stream, header=header, refinement_sections=sections))
