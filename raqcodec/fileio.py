@@ -42,9 +42,11 @@ def atomic_path(path: Path, mode: int | None = None) -> Iterator[Path]:
                 continue
             try:
                 os.close(fd)
-                if keep is not None:
-                    os.chmod(tmp, keep)
+                wanted = keep if keep is not None else stat.S_IMODE(os.stat(tmp).st_mode)
                 yield tmp
+                # a writer that replaces the file instead of writing into it (safetensors does) would
+                # otherwise leave its own mode (0600)
+                os.chmod(tmp, wanted)
                 _sync(tmp)
                 os.replace(tmp, path)
                 _sync_directory(path.parent)

@@ -81,6 +81,10 @@ class GaussianTables:
                 raise ValueError("refinement table frequencies do not sum to 2^16")
             self.freqs.append(used)
         self._models = [_categorical(f) for f in self.freqs]
+        # -log2 P per (table, rank): estimates are one gather (unused ranks never occur)
+        self._cost = np.zeros((len(self.freqs), max(len(f) for f in self.freqs)))
+        for i, f in enumerate(self.freqs):
+            self._cost[i, : len(f)] = PRECISION - np.log2(f)
 
     @property
     def levels(self) -> int:
@@ -88,13 +92,19 @@ class GaussianTables:
 
     def ideal_bits(self, symbols: np.ndarray, tables: np.ndarray) -> float:
         """Information content of ``symbols`` (escapes: the escape symbol plus its Exp-Golomb bits)."""
-        total = 0.0
-        for b in np.unique(tables):
-            values = symbols[tables == b]
-            ranks, excess = self._ranks(values, int(b))
-            total -= float(np.log2(self.freqs[b][ranks] / (1 << PRECISION)).sum())
-            total += float((_bit_length(excess + 1) - 1).sum()) + excess.size * math.log2(MAX_ESCAPE_BITS + 1)
-        return total
+        return float(self.symbol_bits(symbols, tables).sum())
+
+    def symbol_bits(self, symbols: np.ndarray, tables: np.ndarray) -> np.ndarray:
+        """Information of every symbol, shaped like ``symbols`` (one gather from a table of -log2 P)."""
+        symbols, tables = np.asarray(symbols, dtype=np.int64), np.asarray(tables, dtype=np.int64)
+        tails = self.tails[tables]
+        ranks = np.clip(symbols, -tails - 1, tails + 1) + tails + 1
+        bits = self._cost[tables, ranks]
+        escaped = np.abs(symbols) > tails
+        if escaped.any():
+            excess = np.abs(symbols[escaped]) - tails[escaped] - 1
+            bits[escaped] += (_bit_length(excess + 1) - 1) + math.log2(MAX_ESCAPE_BITS + 1)
+        return bits
 
     def _ranks(self, values: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
         tail = int(self.tails[b])

@@ -13,6 +13,7 @@ prior in the last bits only: they choose, the exact encode decides.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -94,8 +95,8 @@ class RefinementSearch:
         key = (size, level)
         if key not in self._bits:
             symbols, tables = self._symbols(size, level)
-            self._bits[key] = [self.refinement.tables.ideal_bits(symbols[_group(g)], tables[_group(g)])
-                               for g in range(self.refinement.groups)]
+            per_channel = self.refinement.tables.symbol_bits(symbols, tables).reshape(symbols.shape[0], -1).sum(1)
+            self._bits[key] = per_channel.reshape(self.refinement.groups, -1).sum(1).tolist()
         return self._bits[key]
 
     def total_bits(self, size: int, level: int | None, groups: int) -> float:
@@ -147,15 +148,27 @@ class RefinementSearch:
                 decoded = self.refinement.float_decoder(y[None].float().to(device), *condition)
         return float(torch.mean((decoded.clamp(0, 1) - self.target) ** 2))
 
-    def best(self, budget_bits: float, sizes: tuple[int, ...] = SIZE_LADDER) -> RefinedCandidate | None:
-        """The candidate closest to the image among those estimated to fit, over the base sizes."""
-        scored: list[RefinedCandidate] = []
-        for size in sizes:
-            if not self.m.size_range[0] <= size <= self.m.size_range[1]:
-                continue
-            for c in self.candidates(size, budget_bits):
-                scored.append(RefinedCandidate(c.size, c.level, c.groups, c.bits, self.error(c)))
-        return min(scored, key=lambda c: c.error) if scored else None
+    def best(self, budget_bits: float) -> RefinedCandidate | None:
+        """The candidate closest to the image among those estimated to fit: base sizes on the ladder's
+        powers of two first, then the ladder's sizes on either side of the best."""
+        scored: dict[int, list[RefinedCandidate]] = {}
+
+        def score(size: int) -> None:
+            if size in scored or not self.m.size_range[0] <= size <= self.m.size_range[1]:
+                return
+            scored[size] = [dataclasses.replace(c, error=self.error(c)) for c in self.candidates(size, budget_bits)]
+
+        for size in SIZE_LADDER[::2]:
+            score(size)
+        found = [c for cs in scored.values() for c in cs]
+        if not found:
+            return None
+        top = min(found, key=lambda c: c.error)
+        i = SIZE_LADDER.index(top.size)
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(SIZE_LADDER):
+                score(SIZE_LADDER[j])
+        return min((c for cs in scored.values() for c in cs), key=lambda c: c.error)
 
     # -- the real encode --------------------------------------------------------------------------------
     def exact_prior(self, size: int) -> tuple[Tensor, Prior]:
