@@ -24,6 +24,7 @@ from .entropy import empirical_entropy_bits
 from .errors import CodecError
 from .indexcoder import ENTROPY_CHOICES, ContextCoder, IndexCoder, Order0Coder
 from .model import CodecModel, codebook_crc
+from .refined_rate import RefinementSearch, search_and_encode
 from .ratecontrol import BudgetError, RateChoice, SectionCoder, SectionEstimate, choose_size
 
 ImageInput = imageio.ImageSource  # a path, image file bytes, a binary file object, a PIL image or an array
@@ -158,6 +159,9 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     padded = imageio.pad_to_multiple(src.rgb, m.config.downsampling)
     grid = (padded.shape[0] // m.config.downsampling, padded.shape[1] // m.config.downsampling)
     rows = m.analyse(padded, positions)
+    # a model v2 codes the residual of its refinement encoder's latents (only under a budget)
+    refining = m.refinement is not None and bpp is not None
+    refined_latents = m.analyse(padded, positions, m.refinement.encoder) if refining else None  # type: ignore[union-attr]
     stages.done("analysis")
     del padded  # a copy when the image was padded; src.rgb stays for refinement's targets
     notes = list(src.notes)
@@ -181,6 +185,10 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         return estimated_bits(size)
 
     budget_unused = None
+    # format 3 for a model with a refinement stage (its base-only streams too), 2 otherwise
+    version = bitstream.REFINED_VERSION if m.refinement is not None else bitstream.FORMAT_VERSION
+    refine_level: int | None = None
+    refinement_sections: tuple[bytes, ...] = ()
     if codebook_size is not None:
         lo, hi = m.size_range
         if not lo <= codebook_size <= hi:
@@ -194,7 +202,7 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     else:
         assert bpp is not None
         pixels = src.width * src.height
-        overhead = bitstream.HEADER_SIZE + 4 + len(alpha)
+        overhead = bitstream.header_size(version) + 4 + len(alpha)
         budget = int(bpp * pixels // 8) - overhead
 
         def describe(lo_bytes: int, hi_bytes: int) -> str:
@@ -237,13 +245,27 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
             budget_unused = (f"--bpp {bpp:g} is more than model {m.name} can use for this image, so the budget "
                              f"is not used up: its largest codebook (K~={size}){with_steps} takes {used:.3f} bpp")
             notes.append(budget_unused)
+        if refined_latents is not None:
+            # the refined candidates compete with the base stage's best (refined indices included)
+            target = m.pixel_target(src.rgb, grid)
+            search = RefinementSearch(m, refined_latents, grid, target, quantize, estimated_bits,
+                                      lambda k: m.codebook(adapter, k))
+            coding = search_and_encode(search, budget, section_of)
+            if coding is not None and coding.sections and \
+                    search.error_of(coding) < m.base_error(indices, m.codebook(adapter, size), grid, target):
+                size, indices, section = coding.size, coding.indices, coding.index_section
+                refine_level, refinement_sections = coding.level, tuple(coding.sections)
+                budget_unused = None
+                notes = [n for n in notes if "not used up" not in n]
+            stages.done("refinement stage")
     header = bitstream.Header(
-        version=bitstream.FORMAT_VERSION, model_fingerprint=m.fingerprint_bytes, adapter=adapter,
+        version=version, model_fingerprint=m.fingerprint_bytes, adapter=adapter,
         codebook_size=size, codebook_crc=codebook_crc(m.codebook(adapter, size)), width=src.width,
         height=src.height, mode=src.mode, bit_depth=src.bit_depth, has_alpha=bool(alpha),
-        coder=coder.name, context_checksum=coder.checksum,
+        coder=coder.name, context_checksum=coder.checksum, refine_level=refine_level,
     )
-    data = bitstream.pack(bitstream.Stream(header=header, indices_section=section, alpha_section=alpha))
+    data = bitstream.pack(bitstream.Stream(header=header, indices_section=section, alpha_section=alpha,
+                                           refinement_sections=refinement_sections))
     stages.done("container")
     return EncodeResult(data=data, width=src.width, height=src.height, codebook_size=size, adapter=adapter,
                         model=m.name, coder=coder.name, seconds=time.perf_counter() - started, notes=notes,

@@ -192,17 +192,20 @@ class CodecModel:
         return torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
 
     @torch.no_grad()
-    def analyse(self, rgb: np.ndarray, max_positions: int | None = None) -> Tensor:
-        """Padded (H, W, 3) uint8 -> latent rows (h*w, d) float32 on the model's device."""
+    def analyse(self, rgb: np.ndarray, max_positions: int | None = None,
+                encoder: torch.nn.Module | None = None) -> Tensor:
+        """Padded (H, W, 3) uint8 -> latent rows (h*w, d) float32 on the model's device, from the base
+        encoder or ``encoder`` (the refinement's, which has the same shape and halo)."""
         f = self.config.downsampling
+        encoder = encoder or self.encoder
         grid = (rgb.shape[0] // f, rgb.shape[1] // f)
         tiles = self._plan(grid, max_positions, self.encoder_halo)
         if tiles is None:
-            z = self.encoder(self._pixels(rgb))[0]
+            z = encoder(self._pixels(rgb))[0]
             return z.permute(1, 2, 0).reshape(-1, z.shape[0])
         out = torch.empty(*grid, self.config.latent_dim, device=self.device)
         for t in tiles:  # the tile's pixels, halo included; only its core latents are kept
-            z = self.encoder(self._pixels(rgb[f * t.oy0 : f * t.oy1, f * t.ox0 : f * t.ox1]))[0]
+            z = encoder(self._pixels(rgb[f * t.oy0 : f * t.oy1, f * t.ox0 : f * t.ox1]))[0]
             out[t.core] = z[(slice(None), *t.inner)].permute(1, 2, 0)
         return out.view(-1, self.config.latent_dim)
 
@@ -287,6 +290,21 @@ class CodecModel:
             out[f * t.y0 : f * t.y1, f * t.x0 : f * t.x1] = core.permute(1, 2, 0).cpu().numpy()
         return out
 
+
+    def pixel_target(self, rgb: np.ndarray, grid: tuple[int, int]) -> Tensor:
+        """The image as the float decoders' target: (1, 3, 4h, 4w) in [0, 1], padded by edge replication."""
+        f = self.config.downsampling
+        padded = np.pad(rgb, ((0, f * grid[0] - rgb.shape[0]), (0, f * grid[1] - rgb.shape[1]), (0, 0)), mode="edge")
+        return self._pixels(padded)
+
+    @torch.no_grad()
+    def base_error(self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int], target: Tensor) -> float:
+        """The float base decoder's MSE for an index grid (what the refined candidates are weighed against)."""
+        h, w = grid
+        book = codebook.to(self.device, torch.float32) * 2.0**-self.act_frac_bits
+        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device).view(h, w)
+        decoded = self.float_decoder(book[idx].permute(2, 0, 1)[None])
+        return float(torch.mean((decoded.clamp(0, 1) - target) ** 2))
 
     @torch.no_grad()
     def refined_latents(self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int], level: int | None,

@@ -53,7 +53,7 @@ class RefinedCoding:
 class RefinementSearch:
     """Everything the search needs about one image, computed once per base size."""
 
-    def __init__(self, model: CodecModel, latents: Tensor, grid: tuple[int, int], target: Tensor,
+    def __init__(self, model: CodecModel, rows: Tensor, grid: tuple[int, int], target: Tensor,
                  quantize: Callable[[int], np.ndarray], base_bits: Callable[[int], float],
                  codebook: Callable[[int], Tensor]) -> None:
         if model.refinement is None:
@@ -61,7 +61,8 @@ class RefinementSearch:
         self.m, self.refinement = model, model.refinement
         self.grid = grid
         h, w = grid
-        self.z = latents.double().cpu()  # the refinement encoder's (d, h, w), latent units
+        # the refinement encoder's latents (h*w, d) as (d, h, w), latent units
+        self.z = rows.reshape(h, w, -1).permute(2, 0, 1).double().cpu()
         self.target = target  # (1, 3, 4h, 4w) float pixels in [0, 1], padding included
         self.quantize, self.base_bits, self.codebook = quantize, base_bits, codebook
         self._priors: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
@@ -177,6 +178,10 @@ class RefinementSearch:
         q1 = book[torch.from_numpy(self.quantize(size).astype(np.int64))].reshape(h, w, -1).permute(2, 0, 1)
         q1 = q1.contiguous()
         return q1, self.refinement.prior(q1)
+
+    def error_of(self, coding: RefinedCoding) -> float:
+        """Float MSE of what was coded (groups dropped after the exact encode included)."""
+        return self.error(RefinedCandidate(coding.size, coding.level, len(coding.sections), 0.0))
 
     def encode(self, c: RefinedCandidate, index_section: bytes) -> RefinedCoding:
         sections: list[bytes] = []

@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--planned-steps", type=int, default=None)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a recipe field of a new run, e.g. lr_autoencoder=5e-4")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.export:
@@ -283,12 +285,17 @@ def main(argv: list[str] | None = None) -> None:
         calibration = center_crops([load_rgb(q, 512) for q in files[:: max(1, len(files) // 16)][:16]], 256)
         print(export_model(args.out, args.export, args.models_dir, calibration))
         return
-    recipe = StageRecipe(design=args.design)
+    state = args.out / "state.safetensors"
+    # a resumed run keeps its recipe; only its length may be changed
+    recipe = StageRecipe.from_dict(read_info(state)["recipe"]) if state.is_file() else StageRecipe(design=args.design)
     if args.planned_steps:
         recipe.planned_steps = args.planned_steps
+    for item in [] if state.is_file() else args.set:
+        key, _, value = item.partition("=")
+        current = getattr(recipe, key)  # AttributeError names an unknown field
+        setattr(recipe, key, type(current)(value))
     args.out.mkdir(parents=True, exist_ok=True)
     trainer = StageTrainer(recipe)
-    state = args.out / "state.safetensors"
     elapsed = trainer.load(state) if state.is_file() else 0.0
     train_files, held = split_photos(args.data)
     source = FolderSource.from_paths(train_files, recipe.crop, recipe.scale_min)
