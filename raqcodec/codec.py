@@ -24,7 +24,9 @@ from .entropy import empirical_entropy_bits
 from .errors import CodecError
 from .indexcoder import ENTROPY_CHOICES, ContextCoder, IndexCoder, Order0Coder
 from .model import CodecModel, codebook_crc
-from .refined_rate import RefinementSearch, search_and_encode
+from .residual import GROUPS, pad_to_blocks
+from .residual_rate import BaseCandidate, ladder_candidates
+from .residual_rate import search as residual_search
 from .ratecontrol import BudgetError, RateChoice, SectionCoder, SectionEstimate, choose_size
 
 ImageInput = imageio.ImageSource  # a path, image file bytes, a binary file object, a PIL image or an array
@@ -159,11 +161,7 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     padded = imageio.pad_to_multiple(src.rgb, m.config.downsampling)
     grid = (padded.shape[0] // m.config.downsampling, padded.shape[1] // m.config.downsampling)
     rows = m.analyse(padded, positions)
-    # a model v2 codes the residual of its refinement encoder's latents (only under a budget)
-    refining = m.refinement is not None and bpp is not None
-    refined_latents = m.analyse(padded, positions, m.refinement.encoder) if refining else None  # type: ignore[union-attr]
     stages.done("analysis")
-    del padded  # a copy when the image was padded; src.rgb stays for refinement's targets
     notes = list(src.notes)
 
     # Index grids are held as int32: rate control keeps a dozen (grids and the context coder's keys), which
@@ -185,8 +183,8 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         return estimated_bits(size)
 
     budget_unused = None
-    # format 3 for a model with a refinement stage (its base-only streams too), 2 otherwise
-    version = bitstream.REFINED_VERSION if m.refinement is not None else bitstream.FORMAT_VERSION
+    # format 3 for a model with a residual stage (its base-only streams too), 2 otherwise
+    version = bitstream.REFINED_VERSION if m.residual is not None else bitstream.FORMAT_VERSION
     refine_level: int | None = None
     refinement_sections: tuple[bytes, ...] = ()
     if codebook_size is not None:
@@ -245,19 +243,21 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
             budget_unused = (f"--bpp {bpp:g} is more than model {m.name} can use for this image, so the budget "
                              f"is not used up: its largest codebook (K~={size}){with_steps} takes {used:.3f} bpp")
             notes.append(budget_unused)
-        if refined_latents is not None:
-            # the refined candidates compete with the base stage's best (refined indices included)
-            target = m.pixel_target(src.rgb, grid)
-            search = RefinementSearch(m, refined_latents, grid, target, quantize, estimated_bits,
-                                      lambda k: m.codebook(adapter, k))
-            coding = search_and_encode(search, budget, section_of)
-            if coding is not None and coding.sections and \
-                    search.error_of(coding) < m.base_error(indices, m.codebook(adapter, size), grid, target):
-                size, indices, section = coding.size, coding.indices, coding.index_section
-                refine_level, refinement_sections = coding.level, tuple(coding.sections)
-                budget_unused = None
-                notes = [n for n in notes if "not used up" not in n]
-            stages.done("refinement stage")
+        if m.residual is not None:
+            # the residual stage competes with the base stage's own best (refined indices included)
+            base_bits = 8.0 * len(section)
+            candidates = [BaseCandidate(size, indices, base_bits, section)]
+            candidates += [c for c in ladder_candidates(quantize, estimated_bits, m.size_range, budget)
+                           if c.size != size]
+            choice = residual_search(m, m.residual, padded, grid, candidates, budget, section_of)
+            if choice is not None and choice.sections:
+                size, indices, section = choice.size, choice.indices, choice.index_section
+                refine_level, refinement_sections = choice.level, tuple(choice.sections)
+                if budget_unused is not None:
+                    notes.remove(budget_unused)
+                    budget_unused = None
+            stages.done("residual stage")
+    del padded
     header = bitstream.Header(
         version=version, model_fingerprint=m.fingerprint_bytes, adapter=adapter,
         codebook_size=size, codebook_crc=codebook_crc(m.codebook(adapter, size)), width=src.width,
@@ -424,12 +424,11 @@ def _open(data: bytes, model: ModelRef, stages: _Stages | None = None) -> Decode
     if not m.fingerprint_bytes == h.model_fingerprint:
         raise CodecError(f"stream was made with model {h.model_fingerprint.hex()}, not with {m.name}")
     refined = h.version >= bitstream.REFINED_VERSION
-    if refined != (m.refinement is not None):
+    if refined != (m.residual is not None):
         raise CodecError(f"a format {h.version} stream cannot come from model {m.name}, which "
-                         f"{'has' if m.refinement is not None else 'has no'} refinement stage")
-    if m.refinement is not None and len(stream.refinement_sections) > m.refinement.groups:
-        raise CodecError(f"stream has {len(stream.refinement_sections)} refinement sections, model {m.name} "
-                         f"codes at most {m.refinement.groups}")
+                         f"{'has' if m.residual is not None else 'has no'} residual stage")
+    if len(stream.refinement_sections) > GROUPS:
+        raise CodecError(f"stream has {len(stream.refinement_sections)} residual sections, at most {GROUPS} exist")
     lo, hi = m.size_range
     if not lo <= h.codebook_size <= hi:
         raise CodecError(f"stream codebook size {h.codebook_size} is outside model {m.name}'s range {lo}..{hi}")
@@ -496,12 +495,13 @@ def decode(data: StreamInput, *, model: ModelRef = None, device: str | torch.dev
     h = dec.stream.header
     dec.model.to(where)
     positions = tiling.tile_positions(budget, dec.model.config.downsampling)
-    if h.refine_level is not None:  # format 3 with refinement sections; without, the base stage decodes as before
-        sections = list(dec.stream.refinement_sections)
-        latents = dec.model.refined_latents(dec.indices, dec.codebook, dec.indices.shape, h.refine_level, sections)
-        rgb = dec.model.synthesize_latents(latents, h.refine_level, len(sections), positions)
-    else:
-        rgb = dec.model.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape, positions)
+    rgb = dec.model.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape, positions)
+    if h.refine_level is not None and dec.model.residual is not None:  # format 3 with residual sections
+        stage = dec.model.residual
+        base = pad_to_blocks(rgb)
+        classes = stage.classes(base)
+        symbols = stage.decode_groups(list(dec.stream.refinement_sections), classes, h.refine_level)
+        rgb = stage.reconstruct(base, symbols, h.refine_level)
     rgb = imageio.crop(rgb, h.height, h.width)
     image = imageio.to_pil(rgb, h.mode, dec.alpha, h.bit_depth)
     timer.done("synthesis")

@@ -183,29 +183,17 @@ class ExactDecoder:
         def conv(name: str, layer: nn.Conv2d) -> ExactConv:
             return ExactConv(layer, act_frac_bits, weight_bits[name])
 
-        self.stem_conv = conv("stem", decoder.stem)  # for latent grids that are not codewords (refinement)
-        self.stem = StemTable(self.stem_conv)
+        self.stem = StemTable(conv("stem", decoder.stem))
         self.blocks = [
             ExactBlock(conv(f"blocks.{i}.conv3", b.conv3), conv(f"blocks.{i}.conv1", b.conv1))
             for i, b in enumerate(decoder.blocks)
         ]
         self.head = conv("head", decoder.head)
         self.factor = decoder.shuffle.upscale_factor
-        # A conditioned decoder's biases per refinement level and group count, integers at 2^-F (they are
-        # added to activations at that scale); None for an unconditioned decoder.
-        self.bias_widths = list(decoder.bias_widths)
-        self.level_bias = self.group_bias = None
-        if decoder.level_bias is not None and decoder.group_bias is not None:
-            self.level_bias = quantize_tensor(decoder.level_bias.weight, act_frac_bits)
-            self.group_bias = quantize_tensor(decoder.group_bias.weight, act_frac_bits)
-            if float(torch.cat([self.level_bias, self.group_bias]).abs().max()) > ACT_LIMIT:
-                raise ValueError("condition biases exceed the activation range")
 
     def to(self, device: torch.device) -> "ExactDecoder":
-        for layer in [self.stem, self.stem_conv, self.head, *[c for b in self.blocks for c in (b.conv3, b.conv1)]]:
+        for layer in [self.stem, self.head, *[c for b in self.blocks for c in (b.conv3, b.conv1)]]:
             layer.to(device)
-        if self.level_bias is not None and self.group_bias is not None:
-            self.level_bias, self.group_bias = self.level_bias.to(device), self.group_bias.to(device)
         return self
 
     @torch.no_grad()
@@ -215,45 +203,20 @@ class ExactDecoder:
         The activations live in one zero-padded buffer (``ExactConv``'s layout), updated in place, and
         every layer runs in runs of rows whose accumulators stay in cache: no padding copies, and the
         residual block's two layers run back to back on each run."""
-        return self._trunk(self.stem(codebook, indices), self._biases(0, 0))
-
-    @torch.no_grad()
-    def decode_latents(self, latents: Tensor, level: int = 0, groups: int = 0) -> Tensor:
-        """latents (d, h, w) integer-valued float64 at scale 2^-F -> (3, 4h, 4w) uint8 (refined streams).
-        ``level``: refinement step level + 1 and ``groups``: refined channel groups, 0 = none (the
-        conditioned decoder's biases; ignored by an unconditioned one)."""
-        return self._trunk(self.stem_conv(latents.clamp(-ACT_LIMIT, ACT_LIMIT)), self._biases(level, groups))
-
-    def _biases(self, level: int, groups: int) -> list[Tensor] | None:
-        """Per-layer condition biases (width, 1), integers at 2^-F, or None (unconditioned)."""
-        if self.level_bias is None or self.group_bias is None:
-            return None
-        if not (0 <= level < self.level_bias.shape[0] and 0 <= groups < self.group_bias.shape[0]):
-            raise ValueError(f"decoder condition ({level}, {groups}) is out of range")
-        both = self.level_bias[level] + self.group_bias[groups]  # exact: integers below 2^22
-        return [b[:, None] for b in both.split(self.bias_widths)]
-
-    def _trunk(self, stem_out: Tensor, biases: list[Tensor] | None) -> Tensor:
-        """Everything after the stem: residual blocks, head, pixel shuffle, rounding to pixels."""
-        if biases is not None:  # the stem output is saturated again after its bias, like every activation
-            stem_out = (stem_out + biases[0][:, :, None]).clamp_(-ACT_LIMIT, ACT_LIMIT)
-        _, h, w = stem_out.shape
+        h, w = indices.shape
         row = w + 2
-        x = torch.zeros(stem_out.shape[0], (h + 3) * row, dtype=torch.float64, device=stem_out.device)
+        x = torch.zeros(self.stem.out_channels, (h + 3) * row, dtype=torch.float64, device=codebook.device)
         padded = x.view(-1, h + 3, row)
-        padded[:, 1 : h + 1, 1 : w + 1] = stem_out
+        padded[:, 1 : h + 1, 1 : w + 1] = self.stem(codebook, indices)
         # output q (row i, column j < w + 2) of a 3x3 layer over x belongs at q + row + 1 of x; j = w, w + 1
         # are junk and land on the border, which is zeroed again after each block
         inner = x[:, row + 1 : row + 1 + h * row]
         relu = torch.empty_like(x)
-        for i, block in enumerate(self.blocks):
+        for block in self.blocks:
             torch.clamp(x, min=0, out=relu)  # the block reads the old x while it updates x in place
             for top, bottom in row_chunks(h, row, max(block.conv3.out_channels, block.conv1.out_channels)):
                 lo, n = top * row, (bottom - top) * row
-                hidden = block.conv3.outputs(relu, lo, n, row)
-                if biases is not None:
-                    hidden.add_(biases[1 + i]).clamp_(-ACT_LIMIT, ACT_LIMIT)
-                hidden.clamp_(min=0)
+                hidden = block.conv3.outputs(relu, lo, n, row).clamp_(min=0)
                 inner[:, lo : lo + n].add_(block.conv1.outputs(hidden, 0, n, row)).clamp_(-ACT_LIMIT, ACT_LIMIT)
             padded[:, 1 : h + 1, w + 1] = 0
             padded[:, 2 : h + 2, 0] = 0

@@ -41,11 +41,19 @@ def scale_ladder() -> np.ndarray:
     return SCALE_MIN * (SCALE_MAX / SCALE_MIN) ** (np.arange(SCALE_LEVELS) / (SCALE_LEVELS - 1))
 
 
-def _table(scale: float) -> np.ndarray:
-    """Frequencies (2T + 3,) summing to 2^PRECISION: [escape below, -T..T, escape above]."""
-    tail = max(1, int(math.ceil(TAIL_SIGMAS * scale)))
-    edges = (np.arange(-tail, tail + 2) - 0.5) / (scale * math.sqrt(2))
-    cdf = 0.5 * np.array([math.erfc(-e) for e in edges])  # P(X < edge)
+FAMILIES = ("gaussian", "laplace")
+
+
+def _table(scale: float, family: str) -> np.ndarray:
+    """Frequencies (2T + 3,) summing to 2^PRECISION: [escape below, -T..T, escape above]. ``scale``: the
+    standard deviation (gaussian) or the mean absolute value (laplace), in symbol units."""
+    tail = max(1, int(math.ceil(TAIL_SIGMAS * scale * (1.4 if family == "laplace" else 1.0))))
+    edges = np.arange(-tail, tail + 2) - 0.5
+    if family == "gaussian":
+        cdf = 0.5 * np.array([math.erfc(-e / (scale * math.sqrt(2))) for e in edges])  # P(X < edge)
+    else:
+        cdf = np.where(edges < 0, 0.5 * np.exp(np.minimum(edges, 0) / scale),
+                       1 - 0.5 * np.exp(-np.maximum(edges, 0) / scale))
     probs = np.concatenate([[cdf[0]], np.diff(cdf), [1 - cdf[-1]]])
     total = 1 << PRECISION
     freqs = np.maximum(1, np.floor(probs * (total - len(probs))).astype(np.int64))
@@ -53,9 +61,11 @@ def _table(scale: float) -> np.ndarray:
     return freqs
 
 
-def freeze_tables() -> tuple[np.ndarray, np.ndarray]:
+def freeze_tables(family: str = "gaussian") -> tuple[np.ndarray, np.ndarray]:
     """(tails (L,), freqs (L, 2 T_max + 3)) int32, zero-padded: what the model file stores."""
-    tables = [_table(s) for s in scale_ladder()]
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    tables = [_table(s, family) for s in scale_ladder()]
     tails = np.array([(len(t) - 3) // 2 for t in tables], dtype=np.int32)
     out = np.zeros((len(tables), max(len(t) for t in tables)), dtype=np.int32)
     for i, t in enumerate(tables):

@@ -30,7 +30,8 @@ from .nn.quantizer import nearest_indices
 from .nn.config import ModelConfig
 from .intkmeans import integer_kmeans
 from .refine import descent
-from .refinement import GROUP_CHANNELS, ExactRefinement, load_refinement
+from .residual import PREFIX as RESIDUAL_PREFIX
+from .residual import ResidualStage
 from .tiling import REFINE_SHARE, Tile, decoder_radius, encoder_radius, plan_tiles, refine_halo
 
 # Smallest codebook any model codes with. Sizes below a model's trained k_min are served by integer
@@ -83,10 +84,11 @@ class CodecModel:
             self.sequence = t["frozen.sequence"].to(torch.int64)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"model {self.name} is incomplete or inconsistent ({exc})") from None
-        try:  # optional: a model v2 refines the base stage with scalar-quantized residuals (format 3)
-            self.refinement = load_refinement(t, cfg, self.act_frac_bits)
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise ModelFileError(f"model {self.name}: refinement stage is inconsistent ({exc})") from None
+        try:  # optional: a model v2 codes what its base image misses in a residual stage (format 3)
+            has_residual = any(k.startswith(RESIDUAL_PREFIX) for k in t)
+            self.residual = ResidualStage(t) if has_residual else None
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise ModelFileError(f"model {self.name}: residual stage is inconsistent ({exc})") from None
         try:  # optional: models without one code their indices with the order-0 coder
             has_context = any(k.startswith(CONTEXT_PREFIX) for k in t)
             self.context = ContextModel(t, self.act_frac_bits) if has_context else None
@@ -121,8 +123,6 @@ class CodecModel:
         self.encoder.to(device)
         self.decoder.to(device)
         self.float_decoder.to(device)
-        if self.refinement is not None:
-            self.refinement.to(device)
         self.device = device
         return self
 
@@ -192,20 +192,17 @@ class CodecModel:
         return torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
 
     @torch.no_grad()
-    def analyse(self, rgb: np.ndarray, max_positions: int | None = None,
-                encoder: torch.nn.Module | None = None) -> Tensor:
-        """Padded (H, W, 3) uint8 -> latent rows (h*w, d) float32 on the model's device, from the base
-        encoder or ``encoder`` (the refinement's, which has the same shape and halo)."""
+    def analyse(self, rgb: np.ndarray, max_positions: int | None = None) -> Tensor:
+        """Padded (H, W, 3) uint8 -> latent rows (h*w, d) float32 on the model's device."""
         f = self.config.downsampling
-        encoder = encoder or self.encoder
         grid = (rgb.shape[0] // f, rgb.shape[1] // f)
         tiles = self._plan(grid, max_positions, self.encoder_halo)
         if tiles is None:
-            z = encoder(self._pixels(rgb))[0]
+            z = self.encoder(self._pixels(rgb))[0]
             return z.permute(1, 2, 0).reshape(-1, z.shape[0])
         out = torch.empty(*grid, self.config.latent_dim, device=self.device)
         for t in tiles:  # the tile's pixels, halo included; only its core latents are kept
-            z = encoder(self._pixels(rgb[f * t.oy0 : f * t.oy1, f * t.ox0 : f * t.ox1]))[0]
+            z = self.encoder(self._pixels(rgb[f * t.oy0 : f * t.oy1, f * t.ox0 : f * t.ox1]))[0]
             out[t.core] = z[(slice(None), *t.inner)].permute(1, 2, 0)
         return out.view(-1, self.config.latent_dim)
 
@@ -285,61 +282,6 @@ class CodecModel:
         out = np.empty((f * h, f * w, 3), np.uint8)
         for t in tiles:
             pixels = self.decoder(book, idx[t.outer])
-            iy, ix = t.inner
-            core = pixels[:, f * iy.start : f * iy.stop, f * ix.start : f * ix.stop]
-            out[f * t.y0 : f * t.y1, f * t.x0 : f * t.x1] = core.permute(1, 2, 0).cpu().numpy()
-        return out
-
-
-    def pixel_target(self, rgb: np.ndarray, grid: tuple[int, int]) -> Tensor:
-        """The image as the float decoders' target: (1, 3, 4h, 4w) in [0, 1], padded by edge replication."""
-        f = self.config.downsampling
-        padded = np.pad(rgb, ((0, f * grid[0] - rgb.shape[0]), (0, f * grid[1] - rgb.shape[1]), (0, 0)), mode="edge")
-        return self._pixels(padded)
-
-    @torch.no_grad()
-    def base_error(self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int], target: Tensor) -> float:
-        """The float base decoder's MSE for an index grid (what the refined candidates are weighed against)."""
-        h, w = grid
-        book = codebook.to(self.device, torch.float32) * 2.0**-self.act_frac_bits
-        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device).view(h, w)
-        decoded = self.float_decoder(book[idx].permute(2, 0, 1)[None])
-        return float(torch.mean((decoded.clamp(0, 1) - target) ** 2))
-
-    @torch.no_grad()
-    def refined_latents(self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int], level: int | None,
-                        sections: list[bytes]) -> Tensor:
-        """The refined latent grid (d, h, w), integers at 2^-F, of a format 3 stream: base codewords, the
-        prior's mean, and the decoded symbols of the leading channel groups in ``sections``."""
-        if self.refinement is None:
-            raise ValueError(f"model {self.name} has no refinement stage")
-        h, w = grid
-        book = codebook.to(torch.float64)
-        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).view(h, w)
-        q1 = book[idx].permute(2, 0, 1).contiguous()
-        prior = self.refinement.prior(q1)
-        if level is None or not sections:
-            raise ValueError("a stream without refinement sections decodes with the base decoder")
-        symbols = self.refinement.decode_groups(sections, prior, level)
-        return self.refinement.reconstruct(q1, prior, symbols, level, len(sections) * GROUP_CHANNELS)
-
-    @torch.no_grad()
-    def synthesize_latents(self, latents: Tensor, level: int, groups: int,
-                           max_positions: int | None = None) -> np.ndarray:
-        """Refined integer latent grid (d, h, w) at step ``level`` with ``groups`` refined channel groups
-        -> (4h, 4w, 3) uint8 with the refinement's exact decoder, tiled like ``synthesize`` (the same
-        pixels whole or in tiles)."""
-        assert self.refinement is not None
-        decoder = self.refinement.decoder
-        _, h, w = latents.shape
-        y = latents.to(self.device, torch.float64)
-        tiles = self._plan((h, w), max_positions, self.decoder_halo)
-        if tiles is None:
-            return decoder.decode_latents(y, level + 1, groups).permute(1, 2, 0).cpu().numpy()
-        f = self.config.downsampling
-        out = np.empty((f * h, f * w, 3), np.uint8)
-        for t in tiles:
-            pixels = decoder.decode_latents(y[(slice(None), *t.outer)], level + 1, groups)
             iy, ix = t.inner
             core = pixels[:, f * iy.start : f * iy.stop, f * ix.start : f * ix.stop]
             out[f * t.y0 : f * t.y1, f * t.x0 : f * t.x1] = core.permute(1, 2, 0).cpu().numpy()

@@ -28,11 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..exact import ACT_TARGET, calibrate_act_frac_bits, decoder_weight_bits
-from ..modelfile import read_model_file, write_model_file
-from ..refinement import PREFIX as REFINE_PREFIX
-from ..refinement import GROUP_CHANNELS, STEP_LEVELS, STEP_MAX, step_value
-from ..refinement import freeze as freeze_refinement
+from ..modelfile import read_model_file
 from ..nn.quantizer import from_rows, nearest_indices, to_rows
 from ..nn.raq import RAQModel
 from ..nn.stages import ResidualVQ, ScalarRefinement
@@ -40,7 +36,12 @@ from ..registry import resolve
 from .data import FolderSource, center_crops, list_images, load_rgb
 from .state import load_training_state, read_info, save_training_state
 
-HOLDOUT_EVERY = 50  # the same held-out photos as the base model's training (raqcodec.train.build_sources)
+HOLDOUT_EVERY = 50
+# Scalar design: step level L means step STEP_MAX * 2^(-L/4) in latent units; channels are refined (and
+# would be stored) in groups of GROUP_CHANNELS.
+STEP_LEVELS = 32
+STEP_MAX = 1.0
+GROUP_CHANNELS = 8  # the same held-out photos as the base model's training (raqcodec.train.build_sources)
 
 
 @dataclass
@@ -225,50 +226,8 @@ def validate(trainer: StageTrainer, crops: Tensor) -> dict[str, float]:
     return out
 
 
-@torch.no_grad()
-def export_model(run: Path, name: str, out_dir: Path, calibration: Tensor) -> str:
-    """Freeze a scalar-design run into a model file: the base model's file (encoder, decoder, adapter,
-    codebooks, context model) plus the refinement stage; returns the fingerprint."""
-    trainer = StageTrainer(StageRecipe.from_dict(read_info(run / "state.safetensors")["recipe"]))
-    trainer.load(run / "state.safetensors")
-    if not isinstance(trainer.stage, ScalarRefinement):
-        raise ValueError("only the scalar design exports to a model file")
-    trainer.modules().eval()
-    source = read_model_file(resolve(trainer.r.base_model))
-    stage = trainer.stage
-    z_base = trainer.model.encoder(calibration)
-    z = stage.encoder(calibration)
-    # one activation scale for the whole model: the base decoder's, lowered if the refinement needs it
-    frac = int(source.tensors["frozen.act_frac_bits"])
-    for size in (8, 64, 1024):
-        q1 = trainer.quantize_base(z_base, size)
-        for level in (0, trainer.r.level_max):
-            y, _ = stage(z, q1, torch.full((z.shape[0],), step_value(level)))
-            frac = min(frac, calibrate_act_frac_bits(stage.decoder, y))
-        peak = max(float(a.abs().max()) for a in _prior_activations(stage, q1))
-        while frac > 0 and peak * 2.0**frac > ACT_TARGET:
-            frac -= 1
-    tensors = dict(source.tensors)
-    tensors["frozen.sequence"] = torch.round(trainer.sequence.double() * 2.0**frac).to(torch.int32)
-    tensors["frozen.act_frac_bits"] = torch.tensor(frac, dtype=torch.int32)
-    tensors.update({f"{REFINE_PREFIX}{k}": v.clone() for k, v in stage.state_dict().items()})
-    tensors.update(freeze_refinement(stage, frac))
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
-    return write_model_file(out_dir / f"{name}.safetensors", name, source.config, tensors)
-
-
-def _prior_activations(stage: ScalarRefinement, q1: Tensor) -> list[Tensor]:
-    out, x = [q1], q1
-    for layer in stage.prior:
-        x = layer(x)
-        out.append(x)
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--export", metavar="NAME", help="freeze the run in --out into models/NAME.safetensors")
-    p.add_argument("--models-dir", type=Path, default=Path("models"), help="where --export writes")
     p.add_argument("--design", choices=["scalar", "rvq"], default="scalar")
     p.add_argument("--data", type=Path, nargs="+", required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -280,11 +239,6 @@ def main(argv: list[str] | None = None) -> None:
                    help="override a recipe field of a new run, e.g. lr_autoencoder=5e-4")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.export:
-        files = list_images(args.data)
-        calibration = center_crops([load_rgb(q, 512) for q in files[:: max(1, len(files) // 16)][:16]], 256)
-        print(export_model(args.out, args.export, args.models_dir, calibration))
-        return
     state = args.out / "state.safetensors"
     # a resumed run keeps its recipe; only its length may be changed
     recipe = StageRecipe.from_dict(read_info(state)["recipe"]) if state.is_file() else StageRecipe(design=args.design)
