@@ -1,0 +1,118 @@
+"""The residual stage (format 3): exact integer reconstruction, section coding, bounds, contexts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raqcodec.residual import (ACTIVITY_CLASSES, BASIS_BITS, COEFFICIENTS, GROUP_COEFFICIENTS, GROUPS, MAX_SYMBOL,
+                               STEP_BITS, ResidualError, ResidualStage, activity, freeze, from_blocks, pad_to_blocks,
+                               to_blocks)
+
+
+@pytest.fixture(scope="module")
+def stage() -> ResidualStage:
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(COEFFICIENTS, COEFFICIENTS)))
+    scales = np.exp(rng.uniform(-1, 4, size=(ACTIVITY_CLASSES, COEFFICIENTS)))
+    return ResidualStage(freeze(q.T, scales))
+
+
+def _image(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_blocks_round_trip_and_padding() -> None:
+    img = _image(20, 28, 1)
+    padded = pad_to_blocks(img)
+    assert padded.shape == (24, 32, 3) and np.array_equal(padded[:20, :28], img)
+    assert np.array_equal(padded[23], padded[19]) and np.array_equal(padded[:, 31], padded[:, 27])
+    assert np.array_equal(from_blocks(to_blocks(padded), 24, 32), padded)
+
+
+def test_reconstruction_is_the_integer_formula(stage: ResidualStage) -> None:
+    base = pad_to_blocks(_image(24, 40, 2))
+    rng = np.random.default_rng(3)
+    symbols = rng.integers(-MAX_SYMBOL, MAX_SYMBOL + 1, (15, COEFFICIENTS))
+    level = 0  # the largest step: the largest products the bound allows
+    got = stage.reconstruct(base, symbols, level)
+    # reference in Python integers (object arrays): no float anywhere
+    values = symbols.astype(object) * int(stage.steps[level])
+    basis = stage.basis.numpy().astype(np.int64).astype(object)
+    residual = values.dot(basis)
+    shift = BASIS_BITS + STEP_BITS
+    pixels = (residual + (1 << (shift - 1))) // (1 << shift)
+    expected = np.clip(base.astype(object) + from_blocks(pixels, 24, 40), 0, 255).astype(np.uint8)
+    assert np.array_equal(got, expected)
+
+
+def test_sections_round_trip_and_trim(stage: ResidualStage) -> None:
+    base = pad_to_blocks(_image(32, 48, 4))
+    target = pad_to_blocks(_image(32, 48, 5))
+    classes = stage.classes(base)
+    coefficients = stage.coefficients(target, base)
+    level = 14
+    symbols = stage.quantize(coefficients, level)
+    sections = stage.encode_groups(symbols, classes, level, GROUPS)
+    assert np.array_equal(stage.decode_groups(sections, classes, level), symbols)
+    kept = stage.decode_groups(sections[:3], classes, level)
+    assert np.array_equal(kept[:, : 3 * GROUP_COEFFICIENTS], symbols[:, : 3 * GROUP_COEFFICIENTS])
+    assert not kept[:, 3 * GROUP_COEFFICIENTS :].any()
+    # estimates follow the real sizes
+    estimated = stage.group_bits(symbols, classes, level)
+    real = np.array([8 * len(s) for s in sections])
+    assert np.all(np.abs(real - estimated) <= 64)
+
+
+def test_quantization_error_is_the_pixel_error(stage: ResidualStage) -> None:
+    base = pad_to_blocks(_image(16, 16, 6))
+    target = np.clip(base.astype(int) + np.random.default_rng(7).integers(-20, 21, base.shape), 0, 255).astype(np.uint8)
+    coefficients = stage.coefficients(target, base)
+    level = 20
+    symbols = stage.quantize(coefficients, level)
+    predicted = stage.squared_error(coefficients, symbols, level, GROUPS)
+    decoded = stage.reconstruct(base, symbols, level).astype(float)
+    actual = float(np.sum((decoded - target) ** 2))
+    assert abs(actual - predicted) <= 0.15 * predicted + 0.25 * target.size  # rounding to integers only
+
+
+def test_corrupt_sections_and_symbol_bound(stage: ResidualStage) -> None:
+    base = pad_to_blocks(_image(16, 16, 8))
+    classes = stage.classes(base)
+    symbols = np.zeros((4, COEFFICIENTS), dtype=np.int64)
+    symbols[0, 0] = MAX_SYMBOL + 1
+    with pytest.raises(ValueError, match="within"):
+        stage.encode_groups(symbols, classes, 3, 1)
+    good = stage.encode_groups(np.zeros((4, COEFFICIENTS), dtype=np.int64), classes, 3, 1)
+    with pytest.raises(ResidualError, match="corrupt"):
+        stage.decode_groups([good[0][:-1]], classes, 3)
+    # a stream whose escape decodes beyond the bound is refused, not reconstructed
+    big = np.zeros((4, COEFFICIENTS), dtype=np.int64)
+    big[1, 5] = MAX_SYMBOL
+    section = stage.tables.encode((big[:, :GROUP_COEFFICIENTS] * 2).T, stage.tables_for(classes, 3)[:, :GROUP_COEFFICIENTS].T)
+    with pytest.raises(ResidualError, match="beyond"):
+        stage.decode_groups([section], classes, 3)
+
+
+def test_activity_is_integer_and_classes_are_monotone(stage: ResidualStage) -> None:
+    flat = np.full((8, 16, 3), 100, dtype=np.uint8)
+    assert activity(flat).tolist() == [0, 0]
+    ramp = np.tile((np.arange(16, dtype=np.uint8) * 3)[None, :, None], (8, 1, 3))
+    a = activity(ramp)
+    assert a.dtype.kind == "i" and a[0] == 8 * 8 * 9 and a[1] == 8 * 7 * 9  # the last column repeats
+    steps = [int(stage.classes(np.tile((np.arange(8, dtype=np.uint8) * k)[None, :, None], (8, 1, 3)))[0])
+             for k in range(0, 32, 2)]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] > steps[1]
+
+
+def test_model_tensors_are_checked() -> None:
+    tensors = freeze(np.eye(COEFFICIENTS), np.ones((ACTIVITY_CLASSES, COEFFICIENTS)))
+    bad = dict(tensors)
+    bad["residual.steps"] = torch.zeros_like(tensors["residual.steps"])
+    with pytest.raises(ValueError, match="out of range"):
+        ResidualStage(bad)
+    missing = {k: v for k, v in tensors.items() if k != "residual.basis"}
+    with pytest.raises(ValueError, match="incomplete"):
+        ResidualStage(missing)
