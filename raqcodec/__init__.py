@@ -13,9 +13,8 @@ Errors are ``ImageError``, ``BudgetError``, ``FormatError``, ``EntropyError``, `
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+# No imports here, not even typing: `python -m raqcodec` imports this package before its entry point can
+# install the signal handlers, and every millisecond spent here is one where Ctrl-C gives a traceback.
 _LAZY: dict[str, str | tuple[str, str]] = {
     "encode": "codec", "decode": "codec", "inspect": "codec", "encode_detailed": "codec",
     "header_summary": ("bitstream", "describe"), "EncodeResult": "codec",
@@ -36,10 +35,12 @@ def _version() -> str:
         return "0.0.0+unknown"
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name == "__version__":
-        value: Any = _version()
+        value: object = _version()
     elif name in _LAZY:
+        import importlib
+
         target = _LAZY[name]
         module_name, attr = target if isinstance(target, tuple) else (target, name)
         value = getattr(importlib.import_module(f".{module_name}", __name__), attr)

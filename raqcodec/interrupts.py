@@ -12,21 +12,30 @@ Where unwinding is worth more than exiting at once (a batch with worker processe
 stopped and swept), ``raqcodec.batch.interruptible`` swaps in a handler that raises ``Interrupted``,
 and puts this one back afterwards.
 
-This module imports only the standard library, so installing it costs nothing.
+This module imports only modules the interpreter has loaded by then (no typing, no threading): until
+its handlers are installed, an interrupt gives Python's own traceback.
 """
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import sys
-import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 _live_temps: set[str] = set()  # fileio.atomic_path's temporary files, removed on an immediate exit
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
+
+
+def _main_thread() -> bool:
+    """Signals are the main thread's alone (elsewhere signal.signal raises)."""
+    threading = sys.modules.get("threading")
+    if threading is None:  # nothing has started a thread yet: this is the main thread
+        return True
+    return threading.current_thread() is threading.main_thread()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -58,19 +67,20 @@ def temporary(path: os.PathLike[str] | str) -> Iterator[None]:
             _live_temps.discard(key)
 
 
-def _exit_now(signum: int, frame: Any) -> None:
-    for path in list(_live_temps):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    _stop_children()
-    try:
+def _exit_now(signum: int, frame: object) -> None:
+    try:  # best effort: nothing here may keep the process from exiting
+        for path in tuple(_live_temps):  # no lock: the interrupted thread may hold it
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        _stop_children()
         prefix = "\x1b[?25h" if os.isatty(2) else ""  # a progress bar may have hidden the cursor
         os.write(2, f"{prefix}{message(signum)}\n".encode())
-    except OSError:
+    except BaseException:  # noqa: BLE001
         pass
-    os._exit(128 + signum)
+    finally:
+        os._exit(128 + signum)
 
 
 def _stop_children() -> None:
@@ -93,7 +103,7 @@ def _stop_children() -> None:
 
 def exit_on_signals() -> None:
     """SIGINT and SIGTERM exit at once with 128 + the signal (main thread only: signals are its own)."""
-    if threading.current_thread() is not threading.main_thread():
+    if not _main_thread():
         return
     for signum in HANDLED:
         if signal.getsignal(signum) is signal.SIG_IGN:
@@ -104,7 +114,7 @@ def exit_on_signals() -> None:
 _unwinding = {"signum": 0}
 
 
-def _raise_interrupted(signum: int, frame: Any) -> None:
+def _raise_interrupted(signum: int, frame: object) -> None:
     if _unwinding["signum"]:  # already unwinding: a second signal must not cut the clean-up short
         return
     _unwinding["signum"] = signum
@@ -122,7 +132,7 @@ def raise_on_signals(signum_ignore: tuple[int, ...] = ()) -> None:
 def interruptible() -> Iterator[None]:
     """Inside the block SIGINT and SIGTERM raise Interrupted; the previous handlers come back after it.
     Main thread only: elsewhere signals are not ours."""
-    if threading.current_thread() is not threading.main_thread():
+    if not _main_thread():
         yield
         return
     _unwinding["signum"] = 0

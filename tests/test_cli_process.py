@@ -201,21 +201,20 @@ def test_compare_sees_every_channel_and_reads_raq(env: dict[str, str], tmp_path:
     other = rgba.copy()
     other[:20, :20, 3] = 128  # same colour, other alpha
     Image.fromarray(other).save(tmp_path / "b.png")
-    proc = run_cli("compare", "a.png", "b.png", "--json", env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    record = json.loads(proc.stdout)
-    assert record["identical"] is False and record["psnr"] is None and record["alpha_psnr"] > 0
     text = run_cli("compare", "a.png", "b.png", env=env, cwd=tmp_path)
-    assert b"identical pixels" not in text.stdout and b"alpha" in text.stdout
+    assert text.returncode == 0, text.stderr
+    assert b"identical pixels" not in text.stdout and b"RGB identical" in text.stdout
+    assert re.search(rb"alpha PSNR \d+\.\d+ dB", text.stdout), text.stdout
 
     blurred = rgba.copy()
     blurred[..., :3] = np.clip(blurred[..., :3].astype(int) + 3, 0, 255).astype(np.uint8)
     Image.fromarray(blurred).save(tmp_path / "c.png")
     record = json.loads(run_cli("compare", "a.png", "c.png", "--json", env=env, cwd=tmp_path).stdout)
     assert 35 < record["psnr"] < 45 and 0.9 < record["ms_ssim"] < 1 and record["alpha_psnr"] is None
+    assert record["identical"] is False and record["alpha_identical"] is True
 
-    raq = run_cli("encode", "a.png", "-k", "16", "--model", "tiny", env=env, cwd=tmp_path)
-    assert raq.returncode == 0, raq.stderr
+    model = Path(env["RAQCODEC_MODEL_PATH"]) / "tiny.safetensors"
+    (tmp_path / "a.raq").write_bytes(raqcodec.encode(tmp_path / "a.png", codebook_size=16, model=model))
     proc = run_cli("compare", "a.png", "a.raq", "--json", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
@@ -294,11 +293,12 @@ def test_quiet_and_verbose(env: dict[str, str], tmp_path: Path) -> None:
     image.save(tmp_path / "a.png", pnginfo=info)
     loud = run_cli("encode", "a.png", "-k", "16", "--model", "tiny", "-o", "loud.raq", env=env, cwd=tmp_path)
     assert loud.stdout and "note:" in loud.stderr
-    quiet = run_cli("encode", "a.png", "-k", "16", "--model", "tiny", "-q", env=env, cwd=tmp_path)
-    assert quiet.returncode == 0 and quiet.stdout == b"" and quiet.stderr == ""
     (tmp_path / "bad.png").write_text("not an image")
-    failed = run_cli("encode", "bad.png", "-k", "16", "--model", "tiny", "-q", env=env, cwd=tmp_path)
-    assert failed.returncode == 1 and len(error_lines(failed.stderr)) == 1 and "bad.png" in failed.stderr
+    quiet = run_cli("encode", "a.png", "bad.png", "-o", "out", "-k", "16", "--model", "tiny", "-q", env=env,
+                    cwd=tmp_path)  # no lines, no notes, no summary: only the error
+    assert quiet.returncode == 1 and quiet.stdout == b"" and (tmp_path / "out" / "a.raq").is_file()
+    assert len(error_lines(quiet.stderr)) == 1 and "bad.png" in quiet.stderr, quiet.stderr
+    (tmp_path / "a.raq").write_bytes((tmp_path / "out" / "a.raq").read_bytes())
     verbose = run_cli("decode", "a.raq", "-o", "v.png", "-v", env=env, cwd=tmp_path)
     assert verbose.returncode == 0
     timing = [line for line in verbose.stderr.splitlines() if "synthesis" in line]

@@ -60,10 +60,11 @@ def test_rate_and_quality_rise_with_codebook_size(model, photo: Path) -> None:
 
 
 def test_cli_and_api_decode_identical_pixels(model, photo: Path, tmp_path: Path) -> None:
+    # an explicit size: the budget search (test_photo_at_budget) would take two minutes here for nothing
     raq, png = tmp_path / "p.raq", tmp_path / "p.png"
-    res = CliRunner().invoke(main, ["encode", str(photo), "--bpp", "0.3", "-o", str(raq)])
+    res = CliRunner().invoke(main, ["encode", str(photo), "-k", "1024", "-o", str(raq)])
     assert res.exit_code == 0, res.output
-    assert raq.read_bytes() == raqcodec.encode(photo, bpp=0.3, model=model)  # deterministic
+    assert raq.read_bytes() == raqcodec.encode(photo, codebook_size=1024, model=model)  # deterministic
     assert CliRunner().invoke(main, ["decode", str(raq), "-o", str(png)]).exit_code == 0
     via_cli = np.asarray(Image.open(png))
     via_api = np.asarray(raqcodec.decode(raq.read_bytes()))
