@@ -41,6 +41,7 @@ REFINED_SIZES = [64, 256, 1024]
 SCALAR_LEVELS = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
 RVQ_CONFIGS = [[16], [64], [256], [1024], [1024, 64], [1024, 256], [1024, 1024]]
 WEBP_QUALITIES = [2, 5, 10, 20, 30, 45, 60, 75, 85, 92]
+RESIDUAL_LEVELS = [4, 6, 8, 10, 12, 14, 16, 18]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -78,6 +79,38 @@ def design_points(trainer: StageTrainer, image: np.ndarray, base_bits: dict[int,
     return out
 
 
+def residual_points(model_path: Path, image: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Design C (the residual stage of a model file): setting -> (bpp, PSNR), exact decodes."""
+    from raqcodec.model import CodecModel
+    from raqcodec.residual import GROUPS, pad_to_blocks
+
+    model = _models.setdefault(str(model_path), CodecModel.load(model_path))
+    stage = model.residual
+    assert stage is not None, f"{model_path} has no residual stage"
+    h, w = image.shape[0] // 4, image.shape[1] // 4
+    pixels = image.shape[0] * image.shape[1]
+    rows = model.analyse(image)
+    target = pad_to_blocks(image)
+    out: dict[str, tuple[float, float]] = {}
+    for size in BASE_SIZES:
+        indices = model.indices(rows, "seq2seq", size)
+        base_bits = estimated_bits(model.context, model.codebook("seq2seq", size), indices.reshape(h, w))
+        base = pad_to_blocks(model.synthesize(indices, model.codebook("seq2seq", size), (h, w)))
+        out[f"k{size}"] = (base_bits / pixels, psnr(base[: image.shape[0], : image.shape[1]], image))
+        if size not in REFINED_SIZES:
+            continue
+        coefficients, classes = stage.coefficients(target, base), stage.classes(base)
+        for level in RESIDUAL_LEVELS:
+            symbols = stage.quantize(coefficients, level)
+            bits = base_bits + float(stage.group_bits(symbols, classes, level).sum()) + 32 * GROUPS
+            decoded = stage.reconstruct(base, symbols, level)[: image.shape[0], : image.shape[1]]
+            out[f"k{size}_l{level}"] = (bits / pixels, psnr(decoded, image))
+    return out
+
+
+_models: dict[str, object] = {}
+
+
 def webp_points(image: np.ndarray) -> dict[str, tuple[float, float]]:
     out = {}
     pixels = image.shape[0] * image.shape[1]
@@ -104,7 +137,9 @@ def load_images(paths: list[Path]) -> list[np.ndarray]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", action="append", required=True, help="NAME=RUN_DIR (design read from the run)")
+    p.add_argument("--run", action="append", default=[], help="NAME=RUN_DIR (design read from the run)")
+    p.add_argument("--residual-model", action="append", default=[], metavar="NAME=FILE",
+                   help="design C: a model file with a residual stage")
     p.add_argument("--train", type=Path, required=True, help="training folder; its held-out photos are used")
     p.add_argument("--kodak", type=Path, required=True)
     p.add_argument("--held-out", type=int, default=12, help="how many held-out photos")
@@ -134,8 +169,15 @@ def main() -> None:
         curves: dict[str, list[tuple[float, float]]] = {
             n: [tuple(p) for p in c] for n, c in previous["sets"].get(set_name, {}).get("curves", {}).items()}
         started = time.time()
-        curves["webp"] = mean_curve([webp_points(im) for im in images])
+        if "webp" not in curves:  # anchors kept from --previous (same images) are not measured again
+            curves["webp"] = mean_curve([webp_points(im) for im in images])
+        for spec in args.residual_model:
+            name, path = spec.split("=", 1)
+            curves[name] = mean_curve([residual_points(Path(path), im) for im in images])
+            print(f"{set_name} {name}: {time.time() - started:.0f} s", file=sys.stderr)
         for name, trainer in trainers.items():
+            if name == "base" and name in curves:
+                continue
             per_image = []
             for im in images:
                 points = design_points(trainer, im, {})

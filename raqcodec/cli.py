@@ -479,6 +479,61 @@ def info(files: tuple[Path, ...], grid: bool, model: str | None, as_json: bool) 
 
 
 @main.command()
+@click.argument("source", type=click.Path(allow_dash=True))
+@click.option("-o", "--output", required=True, type=click.Path(allow_dash=True),
+              help="The trimmed .raq file (- for standard output).")
+@click.option("--bpp", type=float, callback=_positive_number,
+              help="Keep as many residual sections as fit this many bits per pixel (whole file).")
+@click.option("--sections", type=click.IntRange(0, 32), default=None,
+              help="Keep exactly this many leading residual sections instead (0: the base stage alone).")
+@click.option("-f", "-y", "--force", is_flag=True, help="Replace an existing output raqcodec did not write, or the input.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout.")
+def trim(source: str, output: str, bpp: float | None, sections: int | None, force: bool, as_json: bool) -> None:
+    """Cut a format 3 .raq file to a smaller size without decoding it.
+
+    A model v2 stream stores its residual (the detail the base image misses) in sections, strongest
+    detail first; trimming drops sections from the end and rewrites the header, in milliseconds and
+    without the model. The result decodes to exactly what an encoder would have written with only
+    those sections. SOURCE may be - (standard input).
+    """
+    from . import bitstream
+    from .batch import existing_output, ENCODE
+    from .fileio import atomic_path
+    from .trim import TrimError, trim as cut
+
+    if (bpp is None) == (sections is None):
+        raise click.UsageError("give exactly one of --bpp and --sections")
+    _check_stdout(output, as_json)
+    if output != "-" and not force:
+        if source != "-" and os.path.exists(output) and os.path.samefile(source, output):
+            raise click.UsageError(f"{output} is the input; pass --force to replace it")
+        existing = existing_output(ENCODE, Path(output))
+        if existing is not None and not existing.ours:
+            raise click.UsageError(f"{output} exists and was not written by raqcodec; pass --force (-f) to replace it")
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else bitstream.read_stream(Path(source))
+        result = cut(data, bpp=bpp, groups=sections)
+    except (TrimError, *user_errors()) as exc:
+        _say_error(f"{source}: {exc}")
+        sys.exit(EXIT_FAILED)
+    header = bitstream.read_header(result)
+    if output == "-":
+        sys.stdout.buffer.write(result)
+        sys.stdout.buffer.flush()
+    else:
+        with atomic_path(Path(output)) as tmp:
+            tmp.write_bytes(result)
+    record = {"input": source, "output": output, "bytes_in": len(data), "bytes": len(result),
+              "bpp": len(result) * 8 / (header.width * header.height),
+              "sections": len(bitstream.unpack(result).refinement_sections)}
+    if as_json:
+        click.echo(json.dumps(record))
+    else:
+        click.echo(f"{source} -> {output}  {len(data)} -> {len(result)} bytes  {record['bpp']:.4f} bpp  "
+                   f"{record['sections']} residual sections", err=output == "-")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per model on stdout.")
 def models(as_json: bool) -> None:
     """List installed models: names, codebook-size range and reachable bitrates."""
