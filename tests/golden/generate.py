@@ -1,9 +1,10 @@
-"""Regenerate the golden streams: ``python tests/golden/generate.py`` (from the repository root).
+"""Write the golden streams of the newest format: ``python tests/golden/generate.py`` (repository root).
 
-Writes ``v<version>-<name>.raq`` for the format version this checkout writes, encoded with the bundled
-default model from small generated images, and records the SHA-256 of each file's decoded pixels in
+Writes ``v3-<name>.raq`` (format 3: the model v2 raq-photo2, base stage and residual sections, one of
+them trimmed) from small generated images, and records the SHA-256 of each file's decoded pixels in
 ``manifest.json``. tests/test_golden.py decodes every listed file and compares. Files of earlier versions
-stay as they were written by the release that wrote them: never regenerate those.
+stay as they were written by the release that wrote them (``cases()`` made them, with raq-photo): never
+regenerate those.
 """
 
 from __future__ import annotations
@@ -33,22 +34,40 @@ def cases() -> dict[str, tuple[Image.Image, int]]:
             "rgb-k1024": (Image.fromarray(rgb), 1024), "gray16-k32": (gray16, 32), "rgba-k128": (rgba, 128)}
 
 
+def cases_v3() -> dict[str, tuple[Image.Image, dict[str, object], int | None]]:
+    """name -> (image, encode options, residual sections kept by trim or None)."""
+    rgb = Image.fromarray(smooth_image(48, 64, seed=10))
+    gray16 = Image.fromarray((smooth_image(40, 36, seed=11)[:, :, 0].astype(np.uint16) * 257))
+    alpha = np.tile(np.arange(40, dtype=np.uint8) * 6, (32, 1))
+    rgba = Image.fromarray(np.dstack([smooth_image(32, 40, seed=12), alpha]))
+    return {"rgb-bpp3": (rgb, {"bpp": 3.0}, None), "rgb-bpp3-trim2": (rgb, {"bpp": 3.0}, 2),
+            "rgb-k64": (rgb, {"codebook_size": 64}, None), "gray16-bpp3": (gray16, {"bpp": 3.0}, None),
+            "rgba-bpp4": (rgba, {"bpp": 4.0}, None)}
+
+
 def pixels_sha256(image: Image.Image) -> str:
     arr = np.asarray(image)
     return hashlib.sha256(f"{image.mode}|{arr.shape}|{arr.dtype.str}|".encode() + arr.tobytes()).hexdigest()
 
 
 def main() -> None:
+    from raqcodec.trim import trim
+
     manifest_path = HERE / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    version = bitstream.FORMAT_VERSION
-    for name, (image, size) in cases().items():
-        data = raqcodec.encode(image, codebook_size=size)
+    version = bitstream.REFINED_VERSION
+    for name, (image, options, kept) in cases_v3().items():
+        data = raqcodec.encode(image, model="raq-photo2", **options)  # type: ignore[arg-type]
+        if kept is not None:
+            data = trim(data, groups=kept)
+        header = bitstream.read_header(data)
+        assert header.version == version
         path = HERE / f"v{version}-{name}.raq"
         path.write_bytes(data)
-        manifest[path.name] = {"version": version, "codebook_size": size,
+        manifest[path.name] = {"version": version, "codebook_size": header.codebook_size,
+                               "sections": len(bitstream.unpack(data).refinement_sections),
                                "decoded_sha256": pixels_sha256(raqcodec.decode(data))}
-        print(path.name, len(data), "bytes")
+        print(path.name, len(data), "bytes", manifest[path.name]["sections"], "sections")
     manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
 
 
