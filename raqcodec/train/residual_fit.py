@@ -23,7 +23,7 @@ import torch
 
 from ..indexcoder import ContextCoder
 from ..model import CodecModel
-from ..modelfile import read_model_file, write_model_file
+from ..modelfile import read_model_file, write_card, write_model_file
 from ..registry import resolve
 from ..residual import ACTIVITY_CLASSES, COEFFICIENTS, freeze, pad_to_blocks, to_blocks, ResidualStage
 from .data import list_images, load_rgb
@@ -83,8 +83,25 @@ def main(argv: list[str] | None = None) -> None:
     tensors = {**source.tensors, **freeze(klt, mean_abs)}
     fingerprint = write_model_file(args.out / f"{args.name}.safetensors", args.name, source.config, tensors)
     stats.update(seconds=round(time.time() - started, 1), base=args.base, fingerprint=fingerprint,
-                 images_listed=len(list_images(args.data)))
+                 images_listed=len(list_images(args.data)), seed=args.seed)
+    write_card(args.out / f"{args.name}.json", card(args.name, source.config.to_dict(), stats))
     print(json.dumps(stats))
+
+
+def card(name: str, architecture: dict, fit_stats: dict) -> dict:
+    """The machine-readable model card (figures on Kodak are added by benchmarks/kodak_eval.py)."""
+    return {
+        "name": name,
+        "description": f"Model v2: {fit_stats['base']} plus a residual stage (8x8 RGB KLT, 32 step levels), "
+                       "format 3, 0.03 to beyond 1 bpp",
+        "fingerprint": fit_stats["fingerprint"],
+        "architecture": architecture,
+        "codebook_size": architecture["codebook_size"],
+        "k_range": [architecture["k_min"], architecture["k_max"]],
+        "residual_fit": fit_stats,
+        "kodak": None,
+        "bpp_range_kodak": None,
+    }
 
 
 if __name__ == "__main__":
