@@ -29,8 +29,8 @@ import torch
 from raqcodec import baselines
 from raqcodec.bdrate import bd_rate, rd_curve
 from raqcodec.context import estimated_bits
-from raqcodec.nn.stages import ScalarRefinement
 from raqcodec.nn.quantizer import nearest_indices, to_rows
+from raqcodec.nn.stages import ScalarRefinement
 from raqcodec.registry import load as load_model
 from raqcodec.train.data import load_rgb
 from raqcodec.train.stages import StageRecipe, StageTrainer, split_photos

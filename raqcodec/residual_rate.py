@@ -12,8 +12,8 @@ wins; its sections are then coded exactly and trailing groups dropped should the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -54,6 +54,30 @@ def _fits(base_bits: float, group_bits: np.ndarray, budget_bits: float) -> int:
     return int(fitting[-1]) if len(fitting) else -1
 
 
+class _LevelFit:
+    """Per level of one base candidate: its symbols and how many leading groups fit (computed once)."""
+
+    def __init__(self, stage: ResidualStage, coefficients: np.ndarray, classes: np.ndarray, base_bits: float,
+                 budget_bits: float) -> None:
+        self.stage, self.coefficients, self.classes = stage, coefficients, classes
+        self.base_bits, self.budget_bits = base_bits, budget_bits
+        self._done: dict[int, tuple[int, np.ndarray]] = {}
+
+    def _fit(self, level: int) -> tuple[int, np.ndarray]:
+        if level not in self._done:
+            symbols = self.stage.quantize(self.coefficients, level)
+            bits = self.stage.group_bits(symbols, self.classes, level)
+            self._done[level] = (_fits(self.base_bits, bits, self.budget_bits), symbols)
+        return self._done[level]
+
+    def groups(self, level: int) -> int:
+        """Leading groups that fit at this level (bits grow with the level, for every group)."""
+        return self._fit(level)[0]
+
+    def symbols(self, level: int) -> np.ndarray:
+        return self._fit(level)[1]
+
+
 def search(model: CodecModel, stage: ResidualStage, target: np.ndarray, grid: tuple[int, int],
            candidates: list[BaseCandidate], budget_bytes: int,
            section_of: Callable[[np.ndarray, int], bytes]) -> ResidualChoice | None:
@@ -71,25 +95,17 @@ def search(model: CodecModel, stage: ResidualStage, target: np.ndarray, grid: tu
         total_energy = float(np.sum(coefficients**2))
         if best is None or total_energy < best[0]:
             best = (total_energy, cand, None, 0, base, classes, coefficients)
-        fitted: dict[int, tuple[int, np.ndarray]] = {}
-
-        def fit(level: int) -> int:
-            """Leading groups that fit at this level (bits grow with the level, for every group)."""
-            if level not in fitted:
-                symbols = stage.quantize(coefficients, level)
-                fitted[level] = (_fits(cand.bits, stage.group_bits(symbols, classes, level), budget_bits), symbols)
-            return fitted[level][0]
-
+        levels = _LevelFit(stage, coefficients, classes, cand.bits, budget_bits)
         # the finest level at which every group fits (bisection), then finer ones with fewer groups
         lo, hi = -1, LEVELS
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if fit(mid) == GROUPS else (lo, mid)
+            lo, hi = (mid, hi) if levels.groups(mid) == GROUPS else (lo, mid)
         for level in range(max(0, lo), min(LEVELS, lo + 1 + FINER_LEVELS)):
-            groups = fit(level)
+            groups = levels.groups(level)
             if groups <= 0:
                 break
-            error = stage.squared_error(coefficients, fitted[level][1], level, groups)
+            error = stage.squared_error(coefficients, levels.symbols(level), level, groups)
             if error < best[0]:
                 best = (error, cand, level, groups, base, classes, coefficients)
     if best is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from raqcodec.gaussian_coder import PRECISION, GaussianTables, SymbolStreamError, freeze_tables, scale_ladder
 

@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..indexcoder import ContextCoder
 from ..model import CodecModel
 from ..modelfile import read_model_file, write_card, write_model_file
 from ..registry import resolve
-from ..residual import ACTIVITY_CLASSES, COEFFICIENTS, freeze, pad_to_blocks, to_blocks, ResidualStage
+from ..residual import ACTIVITY_CLASSES, COEFFICIENTS, ResidualStage, freeze, pad_to_blocks, to_blocks
 from .data import list_images, load_rgb
 from .stages import split_photos
 
@@ -58,7 +57,7 @@ def fit(model: CodecModel, photos: list[Path], seed: int) -> tuple[np.ndarray, n
     overall = coefficients.mean(0)
     mean_abs = np.stack([coefficients[c == k].mean(0) if np.sum(c == k) >= 64 else overall
                          for k in range(ACTIVITY_CLASSES)])
-    stats = {"blocks": int(len(x)), "photos": len(photos),
+    stats = {"blocks": len(x), "photos": len(photos),
              "blocks_per_class": np.bincount(c, minlength=ACTIVITY_CLASSES).tolist(),
              "energy_in_first_24": float(eigenvalues[order][:24].sum() / eigenvalues.sum())}
     return klt, np.maximum(mean_abs, 1e-3), stats

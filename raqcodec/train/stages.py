@@ -21,7 +21,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -69,7 +69,7 @@ class StageRecipe:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, data: dict) -> "StageRecipe":
+    def from_dict(cls, data: dict) -> StageRecipe:
         """A recipe from a checkpoint; fields of earlier versions of this recipe are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
