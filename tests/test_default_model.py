@@ -37,6 +37,7 @@ def _psnr_of(data: bytes, reference: np.ndarray, model) -> float:
     return psnr(reference, np.asarray(raqcodec.decode(data, model=model).convert("RGB")))
 
 
+@pytest.mark.slow  # two budget searches on the photo (90 s); the default suite keeps the 0.1 bpp one below
 def test_photo_at_budget(model, photo: Path) -> None:
     ref = load_image(photo).rgb
     pixels = ref.shape[0] * ref.shape[1]
