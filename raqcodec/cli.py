@@ -22,7 +22,7 @@ import click
 
 from .bitstream import FORMAT_VERSION, READ_VERSIONS, REFINED_VERSION
 from .errors import user_errors
-from .formats import DEFAULT_JPEG_QUALITY, output_extensions
+from .formats import DEFAULT_JPEG_QUALITY, READABLE_EXTENSIONS, output_extensions
 
 if TYPE_CHECKING:
     from .batch import Outcome, Plan, Settings
@@ -347,8 +347,7 @@ _BATCH_HELP = """
 
 
 @main.command(help="Encode images to .raq files (photo.png -> photo.raq)." + _BATCH_HELP.format(
-    found="image files by extension (.png .jpg .jpeg .jpe .jfif .webp .avif .gif .bmp .tif .tiff .ppm .pgm "
-          ".pbm .pnm .apng)", pattern="'photos/**/*.jpg'") + """
+    found=f"image files by extension ({' '.join(sorted(READABLE_EXTENSIONS))})", pattern="'photos/**/*.jpg'") + """
     \b
     raqcodec encode --bpp 0.3 photo.png
     raqcodec encode --bpp 0.2 photos/ -o out/ -j 4        # out/a/b.raq for photos/a/b.png
