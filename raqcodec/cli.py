@@ -95,7 +95,7 @@ class _Group(click.Group):
 
 
 _VERSION = (f"raqcodec %(version)s (.raq format: writes version {FORMAT_VERSION}, or {REFINED_VERSION} with a "
-            f"model that has a refinement stage; reads versions {', '.join(map(str, READ_VERSIONS))})")
+            f"model that has a residual stage; reads versions {', '.join(map(str, READ_VERSIONS))})")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
