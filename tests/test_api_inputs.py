@@ -49,7 +49,8 @@ def test_encode_accepts_bytes_and_file_objects(tiny_model_path: Path, png: Path)
     ({"codebook_size": 8, "device": "tpu"}, "CodecError"), ({"codebook_size": 8, "device": 3}, "CodecError"),
     ({"codebook_size": 8, "adapter": "nope"}, "CodecError"), ({"codebook_size": 8, "entropy": "nope"}, "CodecError"),
     ({"codebook_size": 8, "refine": -1}, "CodecError"), ({"codebook_size": 8, "refine": 2.5}, "CodecError"),
-    ({"codebook_size": 8, "max_tile_pixels": 0}, "CodecError"), ({"codebook_size": 8, "model": "nope"}, "ModelFileError"),
+    ({"codebook_size": 8, "max_tile_pixels": 0}, "CodecError"),
+    ({"codebook_size": 8, "model": "nope"}, "ModelFileError"),
 ])
 def test_bad_encode_arguments_raise_documented_errors(tiny_model_path: Path, png: Path, kwargs: dict,
                                                       error: str) -> None:
