@@ -224,7 +224,7 @@ def find_inputs(args: Sequence[str], kind: str) -> tuple[list[tuple[Path, PurePo
     for arg in args:
         path = Path(arg)
         if arg == STDIO:
-            found.append((Path(STDIO), PurePosixPath(STDIO), True))
+            found.append((Path("."), PurePosixPath(STDIO), True))  # read from stdin: source shown as <stdin>
         elif path.is_dir():
             plan.is_batch = True
             add_dir(path, PurePosixPath(), arg)
@@ -280,8 +280,8 @@ def plan(args: Sequence[str], kind: str, output: str | None) -> Plan:
     for root, rel, _ in found:
         source = root.joinpath(*rel.parts)
         if stdin:
-            out = Path(output) if output != STDIO else Path(STDIO)
-            result.jobs.append(Job(source, out, STDIO, None, named=output != STDIO, stdin=True,
+            assert output is not None
+            result.jobs.append(Job(source, Path(output), STDIO, None, named=output != STDIO, stdin=True,
                                    stdout=output == STDIO))
             continue
         if os.path.abspath(source) in seen_sources:  # the same file named twice (a folder and a file in it)
