@@ -10,7 +10,6 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from raqcodec.train.data import read_cifar_tar
@@ -52,7 +51,6 @@ def test_cifar_tar_is_read_in_member_name_order(tmp_path: Path) -> None:
     assert read_cifar_tar(path, limit=2).shape[0] == 2
 
 
-@pytest.mark.slow  # trains three models (a minute on an idle 2-core machine, two when it is busy)
 def test_paper_benchmark_trains_evaluates_and_reproduces(tmp_path: Path) -> None:
     data = tmp_path / "cifar10"
     data.mkdir()
