@@ -24,7 +24,9 @@ from .entropy import empirical_entropy_bits
 from .errors import CodecError
 from .indexcoder import ENTROPY_CHOICES, ContextCoder, IndexCoder, Order0Coder
 from .model import CodecModel, codebook_crc
+from .residual import BASIS_BITS as RESIDUAL_BASIS_BITS
 from .residual import GROUPS, pad_to_blocks
+from .residual import STEP_BITS as RESIDUAL_STEP_BITS
 from .residual_rate import BaseCandidate, ladder_candidates
 from .residual_rate import search as residual_search
 from .ratecontrol import BudgetError, RateChoice, SectionCoder, SectionEstimate, choose_size
@@ -513,13 +515,27 @@ def decode(data: StreamInput, *, model: ModelRef = None, device: str | torch.dev
 def inspect(data: StreamInput, *, model: ModelRef = None) -> dict[str, Any]:
     """Header fields of a stream (bytes, a path or a binary file object) plus its VQ tokens: ``indices``
     (h x w int64) and ``codebook`` (K~ x d float32), the index section's size ``payload_bits`` and, for
-    comparison, ``order0_entropy_bits``: the order-0 empirical entropy of the index grid times its size."""
+    comparison, ``order0_entropy_bits``: the order-0 empirical entropy of the index grid times its size.
+
+    A format 3 stream with residual sections adds its second stage: ``residual_symbols`` (blocks x 192
+    int64, the quantized KLT coefficients of every 8x8 block in raster order, 0 in dropped sections),
+    ``residual_step`` (pixel units), ``residual_basis`` (192 x 192 float64, rows are the coefficients'
+    basis vectors) and ``residual_bits`` (the sections' payload). This decodes the base image."""
     data = bitstream.read_stream(data)
     dec = _open(data, model)
-    info = bitstream.summary(dec.stream.header, len(data))  # already unpacked and CRC-checked
+    h = dec.stream.header
+    info = bitstream.summary(h, len(data))  # already unpacked and CRC-checked
     info.update(model=dec.model.name, payload_bits=8 * len(dec.stream.indices_section),
-                order0_entropy_bits=empirical_entropy_bits(dec.indices, dec.stream.header.codebook_size),
+                order0_entropy_bits=empirical_entropy_bits(dec.indices, h.codebook_size),
                 indices=dec.indices,
                 codebook=(dec.codebook.float() * 2.0**-dec.model.act_frac_bits).numpy())
+    stage = dec.model.residual
+    if h.refine_level is not None and stage is not None:
+        base = dec.model.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape)
+        classes = stage.classes(pad_to_blocks(base))
+        info.update(residual_symbols=stage.decode_groups(list(dec.stream.refinement_sections), classes, h.refine_level),
+                    residual_step=float(stage.steps[h.refine_level]) * 2.0**-RESIDUAL_STEP_BITS,
+                    residual_basis=(stage.basis * 2.0**-RESIDUAL_BASIS_BITS).numpy(),
+                    residual_bits=8 * sum(len(x) for x in dec.stream.refinement_sections))
     return info
 

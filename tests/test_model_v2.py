@@ -74,6 +74,21 @@ def test_trimmed_streams_decode_to_their_sections(crop: np.ndarray, high: bytes)
         trim(high, bpp=sizes[0] * 8 / (crop.shape[0] * crop.shape[1]) / 2)
 
 
+def test_inspect_returns_both_stages(crop: np.ndarray, high: bytes) -> None:
+    info = raqcodec.inspect(high)
+    h, w = crop.shape[0] // 4, crop.shape[1] // 4
+    assert info["indices"].shape == (h, w) and info["codebook"].shape[1] == 64
+    blocks = (crop.shape[0] // 8) * (crop.shape[1] // 8)
+    symbols = info["residual_symbols"]
+    assert symbols.shape == (blocks, 192) and symbols.any()
+    stream = bitstream.unpack(high)
+    assert not symbols[:, 24 * len(stream.refinement_sections):].any()
+    assert info["residual_bits"] == 8 * sum(len(x) for x in stream.refinement_sections)
+    basis = info["residual_basis"]
+    assert np.allclose(basis @ basis.T, np.eye(192), atol=1e-3)  # orthonormal up to its 2^-14 rounding
+    assert "residual_symbols" not in raqcodec.inspect(trim(high, groups=0))
+
+
 def test_a_format_2_stream_has_nothing_to_trim(crop: np.ndarray) -> None:
     data = raqcodec.encode(crop, codebook_size=64, model="raq-photo", refine=0)
     with pytest.raises(TrimError, match="format 2"):
