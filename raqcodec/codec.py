@@ -29,7 +29,7 @@ from .residual import GROUPS, pad_to_blocks
 from .residual import STEP_BITS as RESIDUAL_STEP_BITS
 from .residual_rate import BaseCandidate, ladder_candidates
 from .residual_rate import search as residual_search
-from .ratecontrol import BudgetError, RateChoice, SectionCoder, SectionEstimate, choose_size
+from .ratecontrol import BudgetError, RateChoice, SectionCoder, choose_size
 
 ImageInput = imageio.ImageSource  # a path, image file bytes, a binary file object, a PIL image or an array
 StreamInput = bytes | bytearray | memoryview | str | os.PathLike | IO[bytes]  # .raq bytes, a path or a file object
