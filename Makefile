@@ -37,7 +37,7 @@ demo: install
 	$(PY) -m raqcodec compare "$$sample" $(DEMO_OUT)/grace_hopper.png
 
 test: install-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info raqcodec/*.so
