@@ -1,9 +1,10 @@
-"""Integer symbols under frozen discretized-Gaussian tables, coded with rANS (the refinement stage's coder).
+"""Integer symbols under frozen discretized Gaussian or Laplacian tables, coded with rANS (the residual
+stage's coder, ``raqcodec.residual``).
 
-Each symbol comes with a table index chosen by the caller from integers only (the refinement prior's
-fixed-point scale, see ``raqcodec.refinement``). Table b holds the frequencies, at precision
-``PRECISION``, of the symbols -T_b..T_b of a zero-mean Gaussian with scale ``scale_ladder()[b]`` (in
-symbol units), plus two escape symbols for values below and above. Tables are computed once with float
+Each symbol comes with a table index chosen by the caller from integers only (the residual stage: a
+frozen index per step level, activity class and coefficient). Table b holds the frequencies, at precision
+``PRECISION``, of the symbols -T_b..T_b of a zero-mean Gaussian or Laplacian with scale
+``scale_ladder()[b]`` (in symbol units), plus two escape symbols for values below and above. Tables are computed once with float
 math and frozen into the model file as integers (``freeze_tables``), so coding never depends on float:
 the same bits on every machine (the CompressAI ``update()`` idea).
 

@@ -30,9 +30,6 @@ class ModelConfig:
     commitment: float = 0.25  # beta
 
     downsampling: int = 4  # fixed by the architecture: one index per 4x4 pixels
-    # Model v2: the decoder is told how precise its input is (refinement step level and how many channel
-    # groups are refined) through learned biases; None: an unconditioned decoder (model v1)
-    decoder_conditions: int | None = None  # number of refinement step levels
 
     def __post_init__(self) -> None:
         if not 2 <= self.k_min <= self.k_max:
@@ -51,8 +48,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         # Optional fields left unset are omitted: the dict (and the fingerprints hashed over it) of a model
         # that does not use them stays what it was before they existed.
-        optional = ("decoder_res_blocks", "decoder_conditions")
-        return {k: v for k, v in asdict(self).items() if not (k in optional and v is None)}
+        return {k: v for k, v in asdict(self).items() if not (k == "decoder_res_blocks" and v is None)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":

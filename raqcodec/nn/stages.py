@@ -15,13 +15,12 @@ sequence) and return what the decoder sees, plus an estimate of the refinement's
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .autoencoder import Decoder, Encoder
+from .autoencoder import PIXEL_OFFSET, Decoder, Encoder
 from .config import ModelConfig
 from .quantizer import from_rows, nearest_indices, to_rows
 
@@ -43,11 +42,39 @@ def gaussian_bits(symbols: Tensor, scale: Tensor) -> Tensor:
     return -torch.log2(prob.clamp(min=1e-9))
 
 
+class ConditionedDecoder(Decoder):
+    """A ``Decoder`` told how precise its input is: learned biases on the stem's output and on every
+    residual block's hidden layer, chosen by the refinement level and the refined channel-group count
+    (index 0 of each: no refinement; zero-initialised, so a warm start is the plain decoder's function).
+    Without them one decoder cannot tell a coarse base-stage codeword from a fine refined latent, and the
+    best image for each differs; sharing the base decoder that way cost the base stage 1.5-2.7 dB."""
+
+    def __init__(self, cfg: ModelConfig, levels: int, group_channels: int = 8) -> None:
+        super().__init__(cfg)
+        self.bias_widths = [cfg.channels] + [cfg.res_channels] * cfg.decoder_blocks
+        self.level_bias = nn.Embedding(levels + 1, sum(self.bias_widths))
+        self.group_bias = nn.Embedding(cfg.latent_dim // group_channels + 1, sum(self.bias_widths))
+        nn.init.zeros_(self.level_bias.weight)
+        nn.init.zeros_(self.group_bias.weight)
+
+    def forward(self, z: Tensor, level: Tensor | None = None, groups: Tensor | None = None) -> Tensor:
+        """``level``: refinement level + 1 per image, ``groups``: refined groups (None: 0, no refinement)."""
+        none = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+        level, groups = (none if level is None else level), (none if groups is None else groups)
+        biases = (self.level_bias(level) + self.group_bias(groups)).split(self.bias_widths, dim=1)
+        x = self.stem(z) + biases[0][:, :, None, None]
+        for block, bias in zip(self.blocks, biases[1:]):
+            # the block's own computation, with the bias added to its hidden layer
+            hidden = block.conv3(torch.relu(x)) + bias[:, :, None, None]
+            x = x + block.conv1(torch.relu(hidden))
+        return self.shuffle(self.head(torch.relu(x))) + PIXEL_OFFSET
+
+
 class ScalarRefinement(nn.Module):
     """Design B: a refinement autoencoder whose latents are coded as residuals of the base stage.
 
     The base stage (encoder, VQ, decoder of the RAQ model) stays as it is. The refinement has its own
-    encoder and a conditioned decoder (``Decoder`` with level/group biases), both warm-started from the
+    encoder and a conditioned decoder (``ConditionedDecoder``), both warm-started from the
     base model's; the residual of its latents against the base codewords plus a predicted mean is
     scalar-quantized, and a mean-scale prior over the base codewords models the symbols (the base stage
     is the hyperprior's side information). Keeping the base decoder apart matters: one decoder for both
@@ -58,7 +85,7 @@ class ScalarRefinement(nn.Module):
         super().__init__()
         latent_dim = cfg.latent_dim
         self.encoder = Encoder(cfg)
-        self.decoder = Decoder(replace(cfg, decoder_conditions=levels))
+        self.decoder = ConditionedDecoder(cfg, levels)
         self.prior = nn.Sequential(
             nn.Conv2d(latent_dim, hidden, 3, padding=1), nn.ReLU(),
             nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
