@@ -9,7 +9,7 @@ per image and summed per K~:
   order-0 coder beats, its table not even counted);
 * ``previous_release_bytes``: the file the previous release (format version 1, order-0 coder) writes for
   the same grid: its 35-byte header + the order-0 index section + 4-byte CRC. The order-0 coder is
-  unchanged since that release (``raqcodec.entropy``; tests/test_golden.py decodes that release's files),
+  unchanged since that release (``raqcodec.entropy.order0``; tests/test_golden.py decodes that release's files),
   so the section is computed here with it rather than by installing the old release.
 
     python benchmarks/context_gain.py --data ../shared/data/kodak
@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import raqcodec
-from raqcodec import bitstream, entropy
-from raqcodec.fileio import atomic_path
-from raqcodec.model import CodecModel
+from raqcodec.io import bitstream
+from raqcodec.entropy import order0 as entropy
+from raqcodec.io.atomic import atomic_path
+from raqcodec.model.loaded import CodecModel
 
 VERSION1_OVERHEAD = 35 + 4  # version-1 header + CRC
 

@@ -37,7 +37,8 @@ from typing import Any, Callable
 import numpy as np
 
 import raqcodec
-from raqcodec import bitstream
+from raqcodec.errors import USER_ERRORS
+from raqcodec.io import bitstream
 
 # (offset, size) of the header fields a mutation may rewrite; offsets as in docs/FORMAT.md
 HEADER_FIELDS = {
@@ -46,13 +47,6 @@ HEADER_FIELDS = {
     "index_len": (27, 4), "alpha_len": (31, 4), "coder": (35, 1), "context_checksum": (36, 4),
 }
 _LENGTHS = struct.Struct(">II")
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """What the CLI reports as one line with exit status 1 (see raqcodec/cli.py)."""
-    from raqcodec import BudgetError, CodecError, EntropyError, FormatError, ImageError, ModelFileError
-
-    return (BudgetError, CodecError, EntropyError, FormatError, ImageError, ModelFileError, OSError)
 
 
 # ---------------------------------------------------------------- mutators
@@ -164,7 +158,7 @@ def _alarm(signum: int, frame: Any) -> None:
 
 def run_case(data: bytes, model: Any, timeout: float) -> tuple[str, str]:
     """("decoded" | "rejected" | "FAILED", detail) for one stream."""
-    allowed = user_errors()
+    allowed = USER_ERRORS
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 import raqcodec
-from raqcodec.imageio import psnr
-from raqcodec.modelfile import write_card
+from raqcodec.eval.metrics import mse, psnr
+from raqcodec.model.files import write_card
 
 
 def run_cli(args: list[str]) -> list[dict]:
@@ -46,7 +46,7 @@ def evaluate(images: list[Path], setting: list[str], model: str | None, adapter:
         for enc, dec in zip(encoded, decoded):
             ref = np.asarray(Image.open(enc["input"]).convert("RGB"))
             rec = np.asarray(Image.open(dec["output"]).convert("RGB"))
-            per_image.append({"image": Path(enc["input"]).name, "bpp": enc["bpp"], "psnr": psnr(ref, rec),
+            per_image.append({"image": Path(enc["input"]).name, "bpp": enc["bpp"], "psnr": psnr(mse(ref, rec)),
                               "codebook_size": enc["codebook_size"], "encode_s": enc["seconds"],
                               "decode_s": dec["seconds"]})
     return {

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raqcodec import bdrate
-from raqcodec.fileio import atomic_path
+from raqcodec.eval import bdrate
+from raqcodec.io.atomic import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BPP = [0.1, 0.15, 0.2, 0.3, 0.45, 0.6]

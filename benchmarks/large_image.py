@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import tempfile
@@ -28,8 +27,9 @@ import torch
 from PIL import Image
 
 import raqcodec
-from raqcodec import codec, tiling
-from raqcodec.imageio import psnr
+from raqcodec import codec
+from raqcodec.model import tiling
+from raqcodec.eval.metrics import mse, psnr
 
 from cliprocess import run_cli
 
@@ -75,13 +75,12 @@ def run_measured(args: list[str]) -> dict:
 
 
 def psnr_in_bands(a: np.ndarray, b: np.ndarray, rows: int = 256) -> float:
-    """imageio.psnr's value, a band of rows at a time (float64 copies of two 48 MP images take 2.3 GB)."""
+    """``psnr(mse(a, b))``, a band of rows at a time (float64 copies of two 48 MP images take 2.3 GB)."""
     squared = 0
     for top in range(0, a.shape[0], rows):
         diff = a[top : top + rows].astype(np.int32) - b[top : top + rows]
         squared += int(np.sum(diff * diff, dtype=np.int64))
-    mse = squared / a.size
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    return psnr(squared / a.size)
 
 
 def large(data: Path, work: Path, bpp: float, size: int, width: int, height: int) -> dict:
@@ -131,7 +130,7 @@ def tiled_vs_untiled(data: Path, sizes: list[int], tile_pixels: int) -> dict:
             decoded = np.asarray(codec.decode(data_, model=model, device="cpu", max_tile_pixels=budget))
             decode_s = time.perf_counter() - started
             grids[name] = codec.inspect(data_, model=model)["indices"]
-            row[name] = {"bytes": len(data_), "bpp": len(data_) * 8 / side**2, "psnr_db": psnr(decoded, image),
+            row[name] = {"bytes": len(data_), "bpp": len(data_) * 8 / side**2, "psnr_db": psnr(mse(decoded, image)),
                          "encode_seconds": encode_s, "decode_seconds": decode_s}
         row["loss_db"] = row["untiled"]["psnr_db"] - row["tiled"]["psnr_db"]
         row["indices_differing"] = float(np.mean(grids["untiled"] != grids["tiled"]))

@@ -41,12 +41,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 import raqcodec
-from raqcodec.export import training_summary
-from raqcodec.fileio import atomic_path
-from raqcodec.intkmeans import integer_kmeans
-from raqcodec.metrics import perplexity, psnr, ssim
-from raqcodec.model import small_codebook_source
-from raqcodec.modelfile import TRAINING_ONLY
+from raqcodec.train.export import training_summary
+from raqcodec.io.atomic import atomic_path
+from raqcodec.model.intkmeans import integer_kmeans
+from raqcodec.eval.metrics import batch_mse, perplexity, psnr, ssim
+from raqcodec.model.loaded import small_codebook_source
+from raqcodec.model.files import TRAINING_ONLY
 from raqcodec.nn.cluster import ClusterSettings, cluster_codebook
 from raqcodec.nn.quantizer import from_rows, nearest_indices, to_rows
 from raqcodec.nn.raq import RAQModel
@@ -278,7 +278,7 @@ def evaluate_codebook(model: RAQModel, latents: Tensor, images: Tensor, book: Te
         decoded = model.decoder(from_rows(book[idx], z)).clamp(0, 1)
         rounded = torch.round(decoded * 255).cpu()  # the 8-bit image a viewer would see
         reference = images[i : i + batch]
-        psnrs.append(psnr(reference, rounded).clamp(max=PSNR_CAP))
+        psnrs.append(psnr(batch_mse(reference, rounded)).clamp(max=PSNR_CAP))
         ssims.append(ssim(reference, rounded))
         indices.append(idx.cpu())
     used = torch.cat(indices)
@@ -333,7 +333,7 @@ def raq_candidates(model: RAQModel, method: str) -> list[Candidate]:
 
 
 def small_codebook(sequence: Tensor, source: int, size: int) -> Tensor:
-    """``raqcodec.intkmeans`` as the codec applies it, on the sequence at a fixed-point scale of 2^-16."""
+    """``raqcodec.model.intkmeans`` as the codec applies it, on the sequence at a fixed-point scale of 2^-16."""
     scale = 2.0**16
     points = torch.round(sequence[:source].double().cpu() * scale).to(torch.int64)
     return (integer_kmeans(points, size).double() / scale).float().to(sequence.device)
@@ -472,7 +472,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"- Paper: {PAPER_BUDGET}.",
         "- PSNR: per image over RGB of the 8-bit reconstruction (round(x * 255) after clamping to [0, 1]), "
         "then the mean over images. SSIM: Wang et al. 2004 (11x11 Gaussian window, sigma 1.5, valid "
-        "windows only), per image the mean over R, G, B, then the mean over images (`raqcodec.metrics`).",
+        "windows only), per image the mean over R, G, B, then the mean over images (`raqcodec.eval.metrics`).",
         "- RAQ: prefixes of the seq2seq adapter's sequence from the jointly trained model (base K = 128), "
         "K~ drawn uniformly from 8..1024 (the paper). RAQ mixed: the same with half the draws log-uniform. "
         "Model-based: DKM (K~ < 128) or inverse DKM (K~ > 128) of the fixed K = 128 model's codebook. "
@@ -604,7 +604,7 @@ def main() -> None:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", *sys.argv]),
         "test_images": len(images),
-        "metrics": "per-image PSNR (RGB, 8-bit, capped at 100 dB) and SSIM (raqcodec.metrics), means over "
+        "metrics": "per-image PSNR (RGB, 8-bit, capped at 100 dB) and SSIM (raqcodec.eval.metrics), means over "
                    "images; perplexity = exp(entropy of the test-set index histogram)",
         "budget": {"steps": steps.pop() if len(steps) == 1 else sorted(steps),
                    "batch_size": batch.pop() if len(batch) == 1 else sorted(batch),

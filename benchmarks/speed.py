@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path(__file__).parent / "results" / "speed.json")
     args = parser.parse_args()
     image = args.image or default_image()
-    from raqcodec.codec import DEFAULT_REFINE_STEPS
+    from raqcodec.options import DEFAULT_REFINE_STEPS
 
     refine = DEFAULT_REFINE_STEPS if args.refine is None else args.refine
 
@@ -79,7 +79,7 @@ def main() -> None:
         t = time.perf_counter()
         raqcodec.decode(order0, model=model, device=args.device)
         order0_decode_times.append(time.perf_counter() - t)
-    header = raqcodec.bitstream.read_header(data)
+    header = raqcodec.io.bitstream.read_header(data)
 
     with tempfile.TemporaryDirectory() as tmp:
         raq, png = Path(tmp) / "x.raq", Path(tmp) / "x.png"
@@ -97,7 +97,7 @@ def main() -> None:
         "decode_seconds_median": statistics.median(decode_times),
         "encode_seconds_all": encode_times, "decode_seconds_all": decode_times,
         "coder": header.coder, "codebook_size": header.codebook_size,
-        "order0": {"codebook_size": raqcodec.bitstream.read_header(order0).codebook_size, "bytes": len(order0),
+        "order0": {"codebook_size": raqcodec.io.bitstream.read_header(order0).codebook_size, "bytes": len(order0),
                    "encode_seconds_median": statistics.median(order0_encode_times),
                    "decode_seconds_median": statistics.median(order0_decode_times)},
         "decode_seconds_over_order0": statistics.median(decode_times) - statistics.median(order0_decode_times),

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raqcodec import baselines
-from raqcodec.bdrate import bd_rate, rd_curve
-from raqcodec.context import estimated_bits
+from raqcodec.eval import baselines
+from raqcodec.eval.bdrate import bd_rate, rd_curve
+from raqcodec.entropy.context import estimated_bits
 from raqcodec.nn.quantizer import nearest_indices, to_rows
 from raqcodec.nn.stages import ScalarRefinement
-from raqcodec.registry import load as load_model
+from raqcodec.model.registry import load as load_model
 from raqcodec.train.data import load_rgb
 from raqcodec.train.stages import StageRecipe, StageTrainer, split_photos
 from raqcodec.train.state import read_info
@@ -81,8 +81,8 @@ def design_points(trainer: StageTrainer, image: np.ndarray, base_bits: dict[int,
 
 def residual_points(model_path: Path, image: np.ndarray) -> dict[str, tuple[float, float]]:
     """Design C (the residual stage of a model file): setting -> (bpp, PSNR), exact decodes."""
-    from raqcodec.model import CodecModel
-    from raqcodec.residual import GROUPS, pad_to_blocks
+    from raqcodec.model.loaded import CodecModel
+    from raqcodec.model.residual import GROUPS, pad_to_blocks
 
     model = _models.setdefault(str(model_path), CodecModel.load(model_path))
     stage = model.residual

@@ -17,9 +17,10 @@ from __future__ import annotations
 # install the signal handlers, and every millisecond spent here is one where Ctrl-C gives a traceback.
 _LAZY: dict[str, str | tuple[str, str]] = {
     "encode": "codec", "decode": "codec", "inspect": "codec", "encode_detailed": "codec",
-    "header_summary": ("bitstream", "describe"), "EncodeResult": "codec",
-    "load_model": ("registry", "load"), "available_models": "registry", "DEFAULT_MODEL": "registry",
-    "FormatError": "bitstream", "EntropyError": "entropy", "ImageError": "imageio", "BudgetError": "ratecontrol",
+    "header_summary": ("io.bitstream", "describe"), "EncodeResult": "codec",
+    "load_model": ("model.registry", "load"), "available_models": "model.registry",
+    "DEFAULT_MODEL": "model.registry",
+    "FormatError": "errors", "EntropyError": "errors", "ImageError": "errors", "BudgetError": "errors",
     "CodecError": "errors", "ModelFileError": "errors",
 }
 

@@ -1,18 +1,50 @@
-"""The error classes of the API that need no heavy import, and the set of all documented ones.
+"""Every exception raqcodec raises on purpose, in one torch-free module, and the one list of user errors.
 
-Every documented error is a ``ValueError`` with a one-sentence message: ``ImageError`` (imageio),
-``BudgetError`` (ratecontrol), ``FormatError`` (bitstream), ``EntropyError`` (entropy), ``CodecError``
-and ``ModelFileError`` (here, so that the command line can name them without importing torch).
+Each documented error is a ``ValueError`` whose message is one sentence a user can act on:
+
+- ``ImageError``: an input image the codec cannot use (``raqcodec.io.images``).
+- ``BudgetError``: a ``bpp`` or ``codebook_size`` that is bad or out of the model's reach (rate control).
+- ``FormatError``: a file that is not a valid ``.raq`` container (``raqcodec.io.bitstream``);
+  ``ResidualError`` is its kind for a residual section that does not decode.
+- ``EntropyError``: a corrupt, truncated or inconsistent index section; ``ContextError`` is its kind for
+  the context model's sections.
+- ``CodecError``: a stream the models at hand cannot decode, or a request that cannot be served here.
+- ``ModelFileError``: a model file that is missing, unreadable or inconsistent (``ModelNotFound``).
+
+``USER_ERRORS`` (these plus ``OSError``) is what the command line, batch runs and ``raqcodec rd`` report as
+one line instead of an internal error. Importing this module imports nothing else (no numpy, no torch), so
+the command line can name every error before it decides whether to load the model.
 """
 
 from __future__ import annotations
 
-import sys
 
-# module -> class name of the documented errors (each module defines its own)
-DOCUMENTED = {"raqcodec.imageio": "ImageError", "raqcodec.ratecontrol": "BudgetError",
-              "raqcodec.bitstream": "FormatError", "raqcodec.entropy": "EntropyError",
-              "raqcodec.errors": ("CodecError", "ModelFileError")}
+class ImageError(ValueError):
+    """An input the codec cannot use, explained in one sentence for the user."""
+
+
+class BudgetError(ValueError):
+    """The requested budget is outside what the model can reach for this image."""
+
+
+class FormatError(ValueError):
+    """A file that is not a valid ``.raq`` container; the message is one sentence."""
+
+
+class ResidualError(FormatError):
+    """A residual section that does not decode (corrupt symbols)."""
+
+
+class EntropyError(ValueError):
+    """A corrupt, truncated or inconsistent index section."""
+
+
+class ContextError(EntropyError):
+    """A payload the context model cannot decode (corrupt or truncated)."""
+
+
+class SymbolStreamError(ValueError):
+    """A corrupt or truncated refinement section."""
 
 
 class CodecError(ValueError):
@@ -24,17 +56,33 @@ class ModelFileError(ValueError):
     """A model file is missing, unreadable or inconsistent."""
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The documented error classes, plus OSError: failures a user can cause and read in one line.
+class ModelNotFound(ModelFileError):
+    """No installed model has this name, path or fingerprint."""
 
-    Only from modules already imported: an error of a module that was never imported cannot have been
-    raised, and importing one just to name its class would pull numpy, constriction or torch into a
-    process that did not need them."""
-    found: list[type[BaseException]] = [OSError]
-    for module_name, names in DOCUMENTED.items():
-        module = sys.modules.get(module_name)
-        if module is None:
-            continue
-        for name in (names,) if isinstance(names, str) else names:
-            found.append(getattr(module, name))
-    return tuple(found)
+
+class TrimError(ValueError):
+    """The stream cannot be cut to what was asked (no refinement to drop, or the base stage alone is
+    already over the budget)."""
+
+
+class BatchError(ValueError):
+    """A request that cannot be planned (collision, ``..``, nothing found): a usage error, one sentence."""
+
+
+class BatchFatal(RuntimeError):
+    """A failure that stops the whole run (the model cannot be loaded, workers die on start-up)."""
+
+
+class RDError(ValueError):
+    """A request ``rd`` cannot serve (no readable image, nothing to measure), in one sentence."""
+
+
+class BaselineUnavailable(RuntimeError):
+    """This Pillow build lacks the codec (for example AVIF before Pillow 11.3)."""
+
+
+# Failures a user can cause and read in one line (subclasses included): the command line prints them and
+# exits 1 (or 2 for option values), a batch run or ``raqcodec rd`` records them against the file.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    OSError, ImageError, BudgetError, FormatError, EntropyError, CodecError, ModelFileError,
+)

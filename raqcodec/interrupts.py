@@ -5,11 +5,11 @@ a signal that arrives while torch imports (the first second or two of every run,
 cancel array jobs) must not raise KeyboardInterrupt in the middle of an extension module's
 initialisation (that ended in tracebacks, "internal error" or a segfault at interpreter exit). The
 handler exits at once with ``os._exit``: no interpreter shutdown, so no half-imported module is torn
-down. What it must not leave behind it removes first: every temporary file ``fileio.atomic_path`` has
+down. What it must not leave behind it removes first: every temporary file ``io.atomic.atomic_path`` has
 open (registered here) and child processes (``rd``'s workers).
 
 Where unwinding is worth more than exiting at once (a batch with worker processes, which must be
-stopped and swept), ``raqcodec.batch.interruptible`` swaps in a handler that raises ``Interrupted``,
+stopped and swept), ``raqcodec.batch.run.interruptible`` swaps in a handler that raises ``Interrupted``,
 and puts this one back afterwards.
 
 This module imports only modules the interpreter has loaded by then (no typing, no threading): until
@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
-_live_temps: set[str] = set()  # fileio.atomic_path's temporary files, removed on an immediate exit
+_live_temps: set[str] = set()  # io.atomic.atomic_path's temporary files, removed on an immediate exit
 _lock = _thread.allocate_lock()
 
 
@@ -39,7 +39,7 @@ def _main_thread() -> bool:
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM, raised where the program is (under ``raqcodec.batch.interruptible``), so that
+    """SIGINT or SIGTERM, raised where the program is (under ``raqcodec.batch.run.interruptible``), so that
     every ``finally`` runs on the way out."""
 
     def __init__(self, signum: int) -> None:

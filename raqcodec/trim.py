@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import bitstream
-
-
-class TrimError(ValueError):
-    """The stream cannot be cut to what was asked (no refinement to drop, or the base stage alone is
-    already over the budget)."""
+from .io import bitstream
+from .errors import TrimError
 
 
 def trimmed_sizes(data: bytes) -> list[int]:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from raqcodec import context
-from raqcodec.modelfile import freeze, write_model_file
+from raqcodec.entropy import context
+from raqcodec.model.files import freeze, write_model_file
 from raqcodec.nn.config import ModelConfig
 from raqcodec.nn.context import ContextConfig, ContextNet
 from raqcodec.nn.raq import RAQModel

@@ -1,8 +1,8 @@
 """A second, plain implementation of the context model's integer frequencies, for the tests.
 
-It follows the module docstring of ``raqcodec.context`` literally: float64 sums of the slot features,
+It follows the module docstring of ``raqcodec.entropy.context`` literally: float64 sums of the slot features,
 ``t = floor(f * d2) + (A_max - A_m)``, the minimum over components and codewords subtracted, clamped to
-the table, summed over components, and normalised with int64 division. ``raqcodec.context`` computes
+the table, summed over components, and normalised with int64 division. ``raqcodec.entropy.context`` computes
 the same integers with fewer passes over memory (split float32 sums, one shift per row, truncation,
 pair tables, float64 division); tests compare the two.
 """
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from raqcodec import context as C
+from raqcodec.entropy import context as C
 from raqcodec.nn.context import MEAN_SLOTS, SLOT_OFFSETS, size_bin
 
 

@@ -1,4 +1,4 @@
-"""Batch runs of encode/decode (raqcodec.batch): directory trees and patterns, mirrored outputs, failures
+"""Batch runs of encode/decode (raqcodec.batch.run): directory trees and patterns, mirrored outputs, failures
 listed, resume by skipping complete outputs, shards, interruption leaving nothing partial, and outputs
 that cannot leave the output directory."""
 
@@ -18,9 +18,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from raqcodec import batch
-from raqcodec.bitstream import read_header
-from raqcodec.cli import main
+from raqcodec.batch import run as batch
+from raqcodec.io.bitstream import read_header
+from raqcodec.cli.commands import main
 
 from conftest import smooth_image
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from raqcodec.bdrate import bd_psnr, bd_rate, overlap, pchip_integral, rd_curve
+from raqcodec.eval.bdrate import bd_psnr, bd_rate, overlap, pchip_integral, rd_curve
 
 # Realistic 4-point curves (bpp, PSNR dB) with different rate ranges: a JPEG-like anchor and a learned codec.
 ANCHOR = [(0.21, 26.3), (0.38, 29.1), (0.62, 31.4), (1.05, 34.0)]

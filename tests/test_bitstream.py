@@ -1,4 +1,4 @@
-"""Tests for raqcodec.bitstream: the .raq container layout and every rejection path."""
+"""Tests for raqcodec.io.bitstream: the .raq container layout and every rejection path."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import zlib
 
 import pytest
 
-from raqcodec import bitstream as B
-from raqcodec.bitstream import FormatError, Header, Stream, pack, read_header, unpack
+from raqcodec.io import bitstream as B
+from raqcodec.io.bitstream import FormatError, Header, Stream, pack, read_header, unpack
 
 FINGERPRINT = bytes.fromhex("0123456789abcdef")
 

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import raqcodec
-from raqcodec import bitstream
-from raqcodec.cli import main
+from raqcodec.io import bitstream
+from raqcodec.cli.commands import main
 
 from conftest import smooth_image
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import raqcodec as raqcodec_api
-from raqcodec.bitstream import read_header
+from raqcodec.io.bitstream import read_header
 
 from cliutil import error_lines, magic_of, pixels, raqcodec, tiny_env, write_photo
 

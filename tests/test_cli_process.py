@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import raqcodec
-from raqcodec import bitstream
+from raqcodec.io import bitstream
 
 from cliutil import error_lines, raqcodec as run_cli, tiny_env, write_photo
 from conftest import smooth_image
@@ -278,7 +278,7 @@ def test_docs_say_what_is_true() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "alpha channel stored losslessly" not in readme
     example = re.search(r'Notes \(e\.g\. "([^"]+)"\)', readme)
-    assert example and example[1].split(":")[0] in (ROOT / "raqcodec" / "imageio.py").read_text()
+    assert example and example[1].split(":")[0] in "".join(f.read_text() for f in (ROOT / "raqcodec" / "io").glob("*.py"))
     demo = readme[readme.index("make demo"):readme.index("## Usage")]
     assert "source .venv/bin/activate" in demo and ".venv/bin/raqcodec" in demo
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import raqcodec
-from raqcodec import bitstream
-from raqcodec.registry import ModelNotFound
+from raqcodec.io import bitstream
+from raqcodec.model.registry import ModelNotFound
 
 from conftest import TINY, make_tiny_model, smooth_image
 
@@ -92,12 +92,15 @@ def test_bpp_budget_is_respected_and_monotone(tiny_model_path: Path) -> None:
 
 
 def test_largest_fitting_codebook_is_chosen(tiny_model_path: Path) -> None:
+    """Without refinement the budget's codebook is the largest whose whole file fits: the next size up does
+    not. The budgets bind (K~ below the model's largest), or the test would prove nothing."""
     img = smooth_image(64, 64, seed=7)
-    data = raqcodec.encode(img, bpp=1.5, model=tiny_model_path)
-    k = bitstream.read_header(data).codebook_size
-    if k < TINY.k_max:  # the next size up must not fit
-        bigger = raqcodec.encode(img, codebook_size=k + 1, model=tiny_model_path)
-        assert len(bigger) * 8 / (64 * 64) > 1.5
+    for bpp in (0.3, 0.4):
+        data = raqcodec.encode(img, bpp=bpp, model=tiny_model_path, refine=0)
+        k = bitstream.read_header(data).codebook_size
+        assert k < TINY.k_max and len(data) * 8 / (64 * 64) <= bpp
+        bigger = raqcodec.encode(img, codebook_size=k + 1, model=tiny_model_path, refine=0)
+        assert len(bigger) * 8 / (64 * 64) > bpp
 
 
 def test_unreachable_budget_names_the_range(tiny_model_path: Path) -> None:
@@ -180,7 +183,7 @@ def test_cuda_and_cpu_decode_identical_pixels(tiny_model_path: Path) -> None:
 
 
 def test_cluster_codebooks_are_cached_on_disk(tiny_model_path: Path) -> None:
-    from raqcodec.model import CodecModel, cache_dir
+    from raqcodec.model.loaded import CodecModel, cache_dir
 
     first = CodecModel.load(tiny_model_path).codebook("cluster", 30)  # inverse DKM (K = 16)
     files = list((cache_dir() / CodecModel.load(tiny_model_path).fingerprint[:16]).glob("cluster-30-*.npy"))
@@ -279,3 +282,30 @@ def test_bpp_budget_holds_with_the_context_coder(tiny_model_path: Path) -> None:
         data = raqcodec.encode(img, bpp=bpp, model=tiny_model_path)
         assert len(data) * 8 / (64 * 96) <= bpp
         assert bitstream.read_header(data).coder == "context"
+
+
+def test_a_device_never_moves_the_shared_model(tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """encode/decode on a device run on a twin of the registry's cached model: the cached one, shared by
+    every caller in the process, stays on its device (decode used to move it with ``model.to(device)``).
+    The "meta" device stands in for a GPU: every torch build has it, and computing on it fails."""
+    from raqcodec import codec
+    from raqcodec.model import registry
+
+    shared = registry.load(tiny_model_path)
+    image = smooth_image(32, 32, seed=3)
+    data = raqcodec.encode(image, codebook_size=16, model=tiny_model_path, refine=0)
+    expected = np.asarray(raqcodec.decode(data, model=tiny_model_path))
+    meta = torch.device("meta")
+    twin = shared.on(meta)
+    assert twin is not shared and shared.on(meta) is twin and twin.on("cpu") is shared
+    assert next(twin.encoder.parameters()).device == meta and twin.decoder.stem.taps.device == meta
+    monkeypatch.setattr(codec, "pick_device", lambda device="auto": meta)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the meta device raises
+        raqcodec.decode(data, model=tiny_model_path, device="cpu")
+    with pytest.raises(Exception):  # noqa: B017
+        raqcodec.encode(image, codebook_size=16, model=tiny_model_path, refine=0, device="cpu")
+    monkeypatch.undo()
+    assert shared.device == torch.device("cpu") and registry.load(tiny_model_path) is shared
+    assert {p.device.type for m in (shared.encoder, shared.float_decoder) for p in m.parameters()} == {"cpu"}
+    assert shared.decoder.stem.taps.device.type == "cpu"
+    np.testing.assert_array_equal(np.asarray(raqcodec.decode(data, model=tiny_model_path)), expected)

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from raqcodec import context as C
-from raqcodec.workers import ordered_map
-from raqcodec.nn.context import (MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextConfig, ContextNet, context_slots, pass_map,
-                                 pass_strides)
+from raqcodec.entropy import context as C
+from raqcodec.entropy.schedule import DEFAULT_SCHEDULE, Schedule
+from raqcodec.nn.context import MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextConfig, ContextNet, context_slots, pass_map, pass_strides
 
 from context_reference import reference_frequencies
 from rans_reference import rans_encode
@@ -17,13 +16,14 @@ from rans_reference import rans_encode
 D = 8  # latent dimension of the test codebooks
 
 
-def make_context(seed: int = 0, components: int = 2, spread: float = 0.3) -> C.ContextModel:
+def make_context(seed: int = 0, components: int = 2, spread: float = 0.3, schedule: Schedule = DEFAULT_SCHEDULE
+                 ) -> C.ContextModel:
     torch.manual_seed(seed)
     net = ContextNet(ContextConfig(latent_dim=D, hidden=16, proj_dim=4, components=components))
     with torch.no_grad():  # a non-trivial head, so the mixtures differ from position to position
         net.head.weight.normal_(0, spread)
         net.pass_bias.normal_(0, 0.5)
-    return C.ContextModel(C.freeze(net), codebook_bits=16)
+    return C.ContextModel(C.freeze(net), codebook_bits=16).with_schedule(schedule)
 
 
 def make_codebook(size: int, seed: int = 0) -> torch.Tensor:
@@ -41,14 +41,16 @@ def smooth_grid(h: int, w: int, size: int, seed: int = 0) -> np.ndarray:
 
 
 # Both ways of computing the rows: the C kernel (where it was built) and the torch path it reproduces.
-_ROW_PATHS = [pytest.param(None, id="torch"),
-              pytest.param(C._kernel, id="kernel",
-                           marks=pytest.mark.skipif(C._kernel is None, reason="C kernel not built (no compiler)"))]
+KERNEL_BUILT = C._kernel is not None
+_ROW_PATHS = [pytest.param(Schedule(kernel=False), id="torch"),
+              pytest.param(Schedule(kernel=True), id="kernel",
+                           marks=pytest.mark.skipif(not KERNEL_BUILT, reason="C kernel not built (no compiler)"))]
 
 
 @pytest.fixture(params=_ROW_PATHS)
-def row_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(C, "_kernel", request.param)
+def row_path(request: pytest.FixtureRequest) -> Schedule:
+    """The schedule that picks one way of computing the rows."""
+    return request.param
 
 
 # ---------------------------------------------------------------- coding order
@@ -96,10 +98,11 @@ def test_frequencies_are_valid_integer_tables(size: int) -> None:
 
 @pytest.mark.parametrize("components", [1, 2, 3])
 @pytest.mark.parametrize("sharpness", [-64, 0, 64])
-def test_frequencies_match_a_plain_implementation(components: int, sharpness: int, row_path: None) -> None:
+def test_frequencies_match_a_plain_implementation(components: int, sharpness: int, row_path: Schedule) -> None:
     """The optimised evaluation gives exactly the integers of the docstring's formula, computed plainly."""
     for size, spread in ((7, 2.0), (64, 0.3), (300, 1.0)):
-        ctx, book = make_context(seed=size, components=components, spread=spread), make_codebook(size, seed=size)
+        ctx = make_context(seed=size, components=components, spread=spread, schedule=row_path)
+        book = make_codebook(size, seed=size)
         grid = smooth_grid(17, 23, size, seed=size)
         passes = pass_map(17, 23)
         ys, xs = np.divmod(np.arange(17 * 23), 23)
@@ -155,8 +158,8 @@ def test_payload_matches_reference_rans(size: int, h: int, w: int) -> None:
 
 
 @pytest.mark.parametrize("size,h,w", [(2, 1, 1), (2, 3, 50), (16, 24, 32), (256, 20, 20), (1024, 8, 9)])
-def test_roundtrip(size: int, h: int, w: int, row_path: None) -> None:
-    ctx, book = make_context(), make_codebook(size)
+def test_roundtrip(size: int, h: int, w: int, row_path: Schedule) -> None:
+    ctx, book = make_context(schedule=row_path), make_codebook(size)
     grid = smooth_grid(h, w, size, seed=size)
     payload = C.encode_grid(ctx, book, grid)
     assert np.array_equal(C.decode_grid(ctx, book, payload, h, w), grid)
@@ -166,14 +169,14 @@ def test_roundtrip(size: int, h: int, w: int, row_path: None) -> None:
     assert bits <= 8 * (len(payload) - 1) <= bits + 64
 
 
-def test_roundtrip_in_small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_roundtrip_in_small_steps() -> None:
     """Passes split into many evaluation steps code the same stream."""
     ctx, book = make_context(), make_codebook(40)
     grid = smooth_grid(30, 30, 40)
     whole = C.encode_grid(ctx, book, grid)
-    monkeypatch.setattr(C, "CHUNK_ELEMENTS", 40 * 2 * 7)  # 7 positions per step
-    assert C.encode_grid(ctx, book, grid) == whole
-    assert np.array_equal(C.decode_grid(ctx, book, whole, 30, 30), grid)
+    small = ctx.with_schedule(Schedule(chunk_elements=40 * 2 * 7))  # 7 positions per step
+    assert C.encode_grid(small, book, grid) == whole
+    assert np.array_equal(C.decode_grid(small, book, whole, 30, 30), grid)
 
 
 # ---------------------------------------------------------------- corruption and identity
@@ -189,21 +192,20 @@ def test_tasks_cover_a_pass_in_order_in_even_shares(n: int, size: int, workers: 
         return
     assert [p.start for p in parts] == [0] + [p.stop for p in parts[:-1]] and parts[-1].stop == n
     assert all(part.stop > part.start for part in parts)
-    assert all((part.stop - part.start) * 3 * size <= max(C.CHUNK_ELEMENTS, 3 * size) for part in parts)
+    assert all((part.stop - part.start) * 3 * size <= max(DEFAULT_SCHEDULE.chunk_elements, 3 * size) for part in parts)
     lengths = [task[-1].stop - task[0].start for task in tasks]
     assert max(lengths) - min(lengths) <= 1
-    if n >= workers * C.MIN_SHARED_TASK:
+    if n >= workers * DEFAULT_SCHEDULE.min_shared_task:
         assert len(tasks) >= workers  # every worker gets a share
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-def test_coding_is_the_same_inline_and_on_the_worker_pool(monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
-    ctx, book, grid = make_context(components=3), make_codebook(40), smooth_grid(45, 38, 40)
-    monkeypatch.setattr(C, "TASK_POSITIONS", 16)  # many tasks per pass, so the pool really interleaves them
-    monkeypatch.setattr(C, "CHUNK_ELEMENTS", 3 * 40 * 5)  # parts of 5 positions
+def test_coding_is_the_same_inline_and_on_the_worker_pool(workers: int) -> None:
+    plain, book, grid = make_context(components=3), make_codebook(40), smooth_grid(45, 38, 40)
     runs = {}
     for n in (1, workers):
-        monkeypatch.setattr(C, "ordered_map", lambda tasks, n=n: ordered_map(tasks, workers=n))
+        # many tasks per pass, so the pool really interleaves them; parts of 5 positions
+        ctx = plain.with_schedule(Schedule(task_positions=16, chunk_elements=3 * 40 * 5, workers=n))
         data = C.encode_grid(ctx, book, grid)  # sharpness searched: ideal_bits on the pool too
         runs[n] = (data, C.estimated_bits(ctx, book, grid, 16), C.decode_grid(ctx, book, data, *grid.shape))
     assert runs[1][0] == runs[workers][0] and runs[1][1] == runs[workers][1]
@@ -255,8 +257,8 @@ def test_incomplete_tensors_are_rejected() -> None:
         C.ContextModel(tensors, 16)
 
 
-def test_chosen_frequencies_match_the_full_rows(row_path: None) -> None:
-    ctx, book = make_context(), make_codebook(50)
+def test_chosen_frequencies_match_the_full_rows(row_path: Schedule) -> None:
+    ctx, book = make_context(schedule=row_path), make_codebook(50)
     grid = smooth_grid(20, 20, 50)
     passes = pass_map(20, 20)
     ys, xs = np.divmod(np.arange(400), 20)
@@ -270,13 +272,12 @@ def test_chosen_frequencies_match_the_full_rows(row_path: None) -> None:
     assert torch.equal(ctx.chosen_frequencies(mix, top), full.max(1).values)
 
 
-@pytest.mark.skipif(C._kernel is None, reason="C kernel not built (no compiler)")
+@pytest.mark.skipif(not KERNEL_BUILT, reason="C kernel not built (no compiler)")
 @pytest.mark.parametrize("components", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("size", [1, 2, 5, 64, 1024])
-def test_kernel_rows_are_the_torch_rows_bit_for_bit(components: int, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kernel_rows_are_the_torch_rows_bit_for_bit(components: int, size: int) -> None:
     """Wide and sharp mixtures, repeated codewords (tied weights: the remainder goes to the first), every
     component count (pairs plus a single one): the kernel's rows and chosen frequencies are the torch path's."""
-    kernel = C._kernel
     for spread in (0.05, 1.0, 4.0):
         ctx = make_context(seed=size + components, components=components, spread=spread)
         book = make_codebook(size, seed=size)
@@ -287,15 +288,15 @@ def test_kernel_rows_are_the_torch_rows_bit_for_bit(components: int, size: int, 
         ys, xs = np.divmod(np.arange(grid.size), grid.shape[1])
         mix = ctx.mixtures(book, context_slots(grid, passes, ys, xs, size), passes[ys, xs], 32)
         rows = {}
-        for name, path in (("kernel", kernel), ("torch", None)):
-            monkeypatch.setattr(C, "_kernel", path)
+        for name, schedule in (("kernel", Schedule(kernel=True)), ("torch", Schedule(kernel=False))):
+            ctx = ctx.with_schedule(schedule)
             rows[name] = (ctx.coding_weights(mix), ctx._rows(mix, 1), ctx.chosen_frequencies(mix, grid[ys, xs]),
                           ctx.chosen_frequencies(mix, ctx._rows(mix, 1).argmax(1)))
         for ours, theirs in zip(rows["kernel"], rows["torch"]):
             assert np.array_equal(np.asarray(ours), np.asarray(theirs))
 
 
-@pytest.mark.skipif(C._kernel is None, reason="C kernel not built (no compiler)")
+@pytest.mark.skipif(not KERNEL_BUILT, reason="C kernel not built (no compiler)")
 def test_kernel_checks_its_buffers() -> None:
     kernel = C._kernel
     x, offset, lut = np.zeros((2, 3, 4)), np.zeros((2, 3)), np.ones(10, np.int64)

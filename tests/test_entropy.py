@@ -1,4 +1,4 @@
-"""Tests for raqcodec.entropy: integer quantization, section round trips, estimates, corruption."""
+"""Tests for raqcodec.entropy.order0: integer quantization, section round trips, estimates, corruption."""
 
 from __future__ import annotations
 
@@ -10,15 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raqcodec import entropy as E
-from raqcodec.entropy import (
-    EntropyError,
-    decode_indices,
-    empirical_entropy_bits,
-    encode_indices,
-    estimate_section_bits,
-    quantize_counts,
-)
+from raqcodec.entropy import order0 as E
+from raqcodec.entropy.order0 import EntropyError, decode_indices, empirical_entropy_bits, encode_indices, estimate_section_bits, quantize_counts
 
 from rans_reference import rans_encode
 
@@ -87,10 +80,18 @@ def test_unused_symbols_are_not_in_the_table() -> None:
 
 
 def test_all_symbols_used_omits_gaps() -> None:
+    """With every symbol of the alphabet used, the table holds its header and the frequencies only: not one
+    bit of gap codes (a gap code of 0 costs k + 1 bits each)."""
     x = np.array([0, 1, 2, 3, 3, 3, 2, 1, 0, 0, 0, 0])
     roundtrip(x, 4)
-    symbols = np.arange(4)
-    assert E._plan(np.bincount(x, minlength=4)).symbols.tolist() == symbols.tolist()
+    plan = E._plan(np.bincount(x, minlength=4))
+    assert plan.symbols.tolist() == [0, 1, 2, 3]
+    freq_bits = int(E._eg_lengths(plan.freqs[:-1] - 1, plan.k_freq).sum())
+    assert plan.table_bits == E._TABLE_HEADER_BITS + freq_bits
+    assert len(E._write_table(plan, 4)) == -(-plan.table_bits // 8)
+    # one symbol fewer in the alphabet's use: now the gaps are there, and they cost bits
+    gapped = E._plan(np.bincount(np.where(x == 2, 3, x), minlength=4))
+    assert gapped.table_bits > E._TABLE_HEADER_BITS + int(E._eg_lengths(gapped.freqs[:-1] - 1, gapped.k_freq).sum())
 
 
 def test_golden_section_is_stable() -> None:

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from raqcodec.fileio import atomic_path
+from raqcodec.io.atomic import atomic_path
 
 
 def _mode(path: Path) -> int:

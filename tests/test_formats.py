@@ -7,7 +7,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from raqcodec import formats, model, registry
+from raqcodec.io import formats
+from raqcodec.model import loaded as model, registry
 
 
 def test_every_readable_extension_is_one_pillow_opens() -> None:

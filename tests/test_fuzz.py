@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import raqcodec
-from raqcodec import bitstream
+from raqcodec.io import bitstream
 
 _spec = importlib.util.spec_from_file_location(
     "fuzz_decode", Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_decode.py")

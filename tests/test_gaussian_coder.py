@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raqcodec.gaussian_coder import PRECISION, GaussianTables, SymbolStreamError, freeze_tables, scale_ladder
+from raqcodec.entropy.gaussian import PRECISION, GaussianTables, SymbolStreamError, freeze_tables, scale_ladder
 
 
 @pytest.fixture(scope="module")

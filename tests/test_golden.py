@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import raqcodec
-from raqcodec import bitstream
+from raqcodec.io import bitstream
 
 from golden.generate import pixels_sha256
 

@@ -1,4 +1,4 @@
-"""Tests for raqcodec.imageio: every input property gets a deliberate behaviour."""
+"""Tests for raqcodec.io.images and raqcodec.io.writing: every input property gets a deliberate behaviour."""
 
 from __future__ import annotations
 
@@ -11,17 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
-from raqcodec import imageio
-from raqcodec.imageio import (
-    ImageError,
-    SourceImage,
-    crop,
-    load_image,
-    pad_to_multiple,
-    psnr,
-    save_png,
-    to_pil,
-)
+from raqcodec.eval.metrics import mse, psnr
+from raqcodec.io import png16
+from raqcodec.io.images import ImageError, SourceImage, crop, load_image, pad_to_multiple, to_pil
+from raqcodec.io.writing import save_png
 
 RNG_SEED = 1234
 
@@ -285,7 +278,7 @@ def test_16bit_rgb_colour_key_compares_all_16_bits(tmp_path: Path) -> None:
 
 
 def test_16bit_rgb_fallback_when_recovery_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(imageio, "_png16_samples", lambda *args: None)
+    monkeypatch.setattr(png16, "_png16_samples", lambda *args: None)
     samples = _samples16((3, 4, 3))
     path = tmp_path / "rgb16.png"
     path.write_bytes(_png_bytes(samples, colour_type=2))
@@ -628,15 +621,15 @@ def test_pad_to_multiple_replicates_edges_and_crop_undoes_it() -> None:
 
 def test_psnr_known_values() -> None:
     a = np.zeros((4, 4, 3), np.uint8)
-    assert psnr(a, a) == math.inf
+    assert psnr(mse(a, a)) == math.inf
     b = np.ones((4, 4, 3), np.uint8)
-    assert psnr(a, b) == pytest.approx(20 * math.log10(255), abs=1e-9)  # 48.1308 dB
+    assert psnr(mse(a, b)) == pytest.approx(20 * math.log10(255), abs=1e-9)  # 48.1308 dB
     c = a.copy()
     c[0, 0, 0] = 255  # mse = 255**2 / 48
-    assert psnr(a, c) == pytest.approx(10 * math.log10(48), abs=1e-9)
-    assert psnr(np.full_like(a, 255), a) == pytest.approx(0.0)
+    assert psnr(mse(a, c)) == pytest.approx(10 * math.log10(48), abs=1e-9)
+    assert psnr(mse(np.full_like(a, 255), a)) == pytest.approx(0.0)
     with pytest.raises(ValueError):
-        psnr(a, a[:2])
+        mse(a, a[:2])
 
 
 def test_stated_resolution_is_noted_but_not_pillows_default(tmp_path: Path) -> None:

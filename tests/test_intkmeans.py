@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import raqcodec
-from raqcodec import bitstream
-from raqcodec.intkmeans import integer_kmeans
-from raqcodec.model import CodecModel, codebook_crc
+from raqcodec.io import bitstream
+from raqcodec.model.intkmeans import integer_kmeans
+from raqcodec.model.loaded import CodecModel, codebook_crc
 
 from conftest import smooth_image
 

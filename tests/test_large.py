@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -14,9 +16,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 import raqcodec
-from raqcodec import codec, context, tiling
-from raqcodec.cli import main
-from raqcodec.model import CodecModel
+from raqcodec import codec
+from raqcodec.entropy import context
+from raqcodec.entropy.schedule import Schedule
+from raqcodec.model import tiling
+from raqcodec.cli.commands import main
+from raqcodec.model.loaded import CodecModel
 from raqcodec.nn.autoencoder import Decoder, Encoder
 from raqcodec.nn.config import ModelConfig
 
@@ -213,20 +218,18 @@ def evaluated(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
-def test_blocked_context_coding_gives_the_same_streams(tiny: CodecModel, monkeypatch: pytest.MonkeyPatch,
-                                                       evaluated: list[int]) -> None:
+def test_blocked_context_coding_gives_the_same_streams(tiny: CodecModel, evaluated: list[int]) -> None:
     """Streams and bit counts are the same whatever the block size, and each position runs through the
     network once per call, walking the passes forwards (decoder) or backwards (encoder)."""
-    ctx = tiny.context
-    assert ctx is not None
+    assert tiny.context is not None
+    parts = Schedule(chunk_elements=5 * 48 * tiny.context.components)  # parts of 5: a pass holds many
+    ctx = tiny.context.with_schedule(parts)
     book = tiny.codebook("seq2seq", 48)
     grid = np.random.default_rng(3).integers(0, 48, (21, 19))
-    # coding parts of 5 positions: one pass holds many parts
-    monkeypatch.setattr(context, "CHUNK_ELEMENTS", 5 * 48 * ctx.components)
     plain = context.encode_grid(ctx, book, grid, 16)
     bits = context.ideal_bits(ctx, book, grid, 16)
     for block in (1, 3, 7, 12, 10**6):  # smaller than a part, parts per block, whole passes
-        monkeypatch.setattr(context, "BLOCK_POSITIONS", block)
+        ctx = tiny.context.with_schedule(replace(parts, block_positions=block))
         evaluated.clear()
         assert context.encode_grid(ctx, book, grid, 16) == plain
         assert np.array_equal(context.decode_grid(ctx, book, plain, *grid.shape), grid)
@@ -234,20 +237,19 @@ def test_blocked_context_coding_gives_the_same_streams(tiny: CodecModel, monkeyp
         assert sum(n for n in evaluated if n <= block) == 3 * grid.size, block  # leaves of the recursion
 
 
-def test_estimates_of_large_grids_score_a_bounded_sample(tiny: CodecModel, monkeypatch: pytest.MonkeyPatch,
-                                                         evaluated: list[int]) -> None:
-    """Exact on grids up to SAMPLED_POSITIONS, a sample of about that many positions beyond (how close
+def test_estimates_of_large_grids_score_a_bounded_sample(tiny: CodecModel, evaluated: list[int]) -> None:
+    """Exact on grids up to ``Schedule.sampled_positions``, a sample of about that many positions beyond (how close
     the estimate is: tests/test_default_model.py, on a real photo with a trained context model)."""
     ctx = tiny.context
     assert ctx is not None
     book = tiny.codebook("seq2seq", 32)
     grid = np.random.default_rng(4).integers(0, 32, (40, 50))
     assert context.estimated_bits(ctx, book, grid, 0) == context.ideal_bits(ctx, book, grid, 0)
-    monkeypatch.setattr(context, "SAMPLED_POSITIONS", 150)
-    assert context.sample_step(grid.size) == 15 and context.sample_step(grid.size, 8) == 15  # odd
-    assert context.sample_step(1000, 8) == 8 and context.sample_step(1000, 8, 50) == 21
+    sampled = ctx.with_schedule(Schedule(sampled_positions=150))
+    assert context.sample_step(grid.size, most=150) == 15 and context.sample_step(grid.size, 8, 150) == 15  # odd
+    assert context.sample_step(1000, 8, 150) == 8 and context.sample_step(1000, 8, 50) == 21
     evaluated.clear()
-    context.estimated_bits(ctx, book, grid, 0)
+    context.estimated_bits(sampled, book, grid, 0)
     assert sum(evaluated) <= 150 + context.NUM_PASSES
 
 

@@ -1,4 +1,4 @@
-"""raqcodec.metrics: SSIM (Wang et al. 2004) checked against its defining properties and scikit-image,
+"""raqcodec.eval.metrics: SSIM (Wang et al. 2004) checked against its defining properties and scikit-image,
 PSNR and codebook perplexity on known cases. All images are generated here."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from raqcodec.metrics import gaussian_window, ms_ssim, ms_ssim_db, ms_ssim_min_side, perplexity, psnr, ssim
+from raqcodec.eval.metrics import (batch_mse, gaussian_window, ms_ssim, ms_ssim_db, ms_ssim_min_side, perplexity,
+                                   psnr, ssim)
 
 from conftest import smooth_image
 
@@ -71,7 +72,7 @@ def test_ssim_sees_structure_that_psnr_misses() -> None:
     noise = rng.choice([-8.0, 8.0], size=clean.shape)
     scrambled = clean + noise
     a = batch(clean)
-    assert float(psnr(a, batch(shifted))[0]) == pytest.approx(float(psnr(a, batch(scrambled))[0]), abs=1e-9)
+    assert float(psnr(batch_mse(a, batch(shifted)))[0]) == pytest.approx(float(psnr(batch_mse(a, batch(scrambled)))[0]), abs=1e-9)
     assert float(ssim(a, batch(shifted))[0]) > float(ssim(a, batch(scrambled))[0]) + 0.2
 
 
@@ -103,7 +104,7 @@ def test_psnr_known_values() -> None:
     a = torch.full((2, 3, 8, 8), 100, dtype=torch.uint8)
     b = a.clone()
     b[1] += 1  # every pixel off by one: MSE 1
-    values = psnr(a, b)
+    values = psnr(batch_mse(a, b))
     assert math.isinf(float(values[0]))
     assert float(values[1]) == pytest.approx(20 * math.log10(255), abs=1e-12)
 

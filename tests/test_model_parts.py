@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from raqcodec import exact
+from raqcodec.model import exact
 from raqcodec.nn.cluster import ClusterSettings, cluster_codebook, dkm, ikm, multiscale_mmd
 from raqcodec.nn.config import ModelConfig
 from raqcodec.nn.quantizer import EMACodebook, nearest_indices
@@ -120,8 +120,8 @@ def test_exact_decoder_matches_float_decoder() -> None:
     assert (out.double() - ref.double()).abs().max() <= 1
 
 
-def test_exact_decoder_independent_of_threads_and_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
-    _, dec, latents, frac = _float_and_exact(3)
+def test_exact_decoder_independent_of_threads_and_chunking() -> None:
+    model, dec, latents, frac = _float_and_exact(3)
     ints = torch.round(latents[0].double() * 2.0**frac)
     reference = dec(*_as_codebook(ints))
     threads = torch.get_num_threads()
@@ -130,8 +130,8 @@ def test_exact_decoder_independent_of_threads_and_chunking(monkeypatch: pytest.M
         single = dec(*_as_codebook(ints))
     finally:
         torch.set_num_threads(threads)
-    monkeypatch.setattr(exact, "ROW_CHUNK_ELEMENTS", 64)  # one row per matrix product
-    chunked = dec(*_as_codebook(ints))
+    one_row = exact.ExactDecoder(model.decoder, frac, exact.decoder_weight_bits(model.decoder), row_chunk_elements=64)
+    chunked = one_row(*_as_codebook(ints))  # one row per matrix product
     assert torch.equal(reference, single) and torch.equal(reference, chunked)
 
 

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 import raqcodec
-from raqcodec import bitstream
+from raqcodec.io import bitstream
 from raqcodec.codec import encode_detailed
-from raqcodec.registry import load
-from raqcodec.residual import GROUP_COEFFICIENTS, pad_to_blocks
+from raqcodec.model.registry import load
+from raqcodec.model.residual import GROUP_COEFFICIENTS, pad_to_blocks
 from raqcodec.trim import TrimError, trim, trimmed_sizes
 
 MODEL = "raq-photo2"

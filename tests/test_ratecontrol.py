@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from raqcodec.ratecontrol import BudgetError, _boundary, choose_size
+from raqcodec.errors import BudgetError
+from raqcodec.ratecontrol.sizes import _boundary, choose_size
 
 
 def counting(f):
@@ -47,7 +48,7 @@ def test_choose_size_confirms_with_real_sizes_and_names_the_range() -> None:
     def encode(indices: np.ndarray, size: int) -> bytes:
         return bytes(size // 8 + 1)
 
-    def estimate(indices: np.ndarray, size: int) -> int:
+    def estimate(size: int) -> int:
         return size  # under-estimates the real size (8 * (size // 8 + 1)) a little
 
     choice = choose_size(quantize, (2, 1024), 40, lambda a, b: f"{a}..{b}", encode, estimate)

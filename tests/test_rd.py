@@ -17,8 +17,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 import raqcodec
-from raqcodec import rd
-from raqcodec.cli import main
+from raqcodec.eval import rd
+from raqcodec.eval.metrics import mse, psnr
+from raqcodec.cli.commands import main
 
 from conftest import smooth_image
 
@@ -100,7 +101,7 @@ def test_raqcodec_bpp_is_the_real_file_size(measured: dict[str, Any]) -> None:
         assert row["bpp"] == len(data) * 8 / (56 * 40)
         decoded = np.asarray(raqcodec.decode(data, model=measured["model"]).convert("RGB"))
         source = np.asarray(Image.open(path).convert("RGB"))
-        assert row["psnr"] == pytest.approx(raqcodec.imageio.psnr(source, decoded), abs=1e-9)
+        assert row["psnr"] == pytest.approx(psnr(mse(source, decoded)), abs=1e-9)
 
 
 def test_jpeg_point_matches_an_independent_encode(measured: dict[str, Any]) -> None:
@@ -309,7 +310,7 @@ def test_quality_search_on_a_known_curve() -> None:
 def test_avif_baseline_round_trip() -> None:
     from PIL import features
 
-    from raqcodec import baselines
+    from raqcodec.eval import baselines
 
     if not features.check("avif"):
         with pytest.raises(baselines.BaselineUnavailable, match="AVIF"):
@@ -326,7 +327,7 @@ def test_avif_baseline_round_trip() -> None:
 def test_plot_frames_the_compared_curves_not_the_anchors_far_points(tmp_path: Path) -> None:
     from matplotlib.figure import Figure
 
-    from raqcodec.plot import _frame
+    from raqcodec.eval.plot import _frame
 
     ax = Figure().add_subplot()
     ours, jpeg = [(0.1, 23.0), (0.4, 28.2)], [(0.09, 21.5), (0.4, 28.6), (0.77, 31.6)]

@@ -8,13 +8,18 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 import raqcodec
-from raqcodec import bitstream, codec, ratecontrol
-from raqcodec.cli import main
-from raqcodec.model import CodecModel
+from raqcodec.io import bitstream
+from raqcodec import codec
+from raqcodec.options import MAX_REFINE_STEPS
+from raqcodec.ratecontrol import search
+from raqcodec.ratecontrol import sizes as ratecontrol
+from raqcodec.cli.commands import main
+from raqcodec.model.loaded import CodecModel
 from raqcodec.nn.quantizer import nearest_indices
-from raqcodec.refine import refine_indices
+from raqcodec.model.refine import refine_indices
 
 from conftest import smooth_image
 
@@ -58,12 +63,18 @@ def test_refined_streams_decode_and_respect_the_budget(tiny_model_path: Path) ->
         assert len(data) * 8 / (40 * 52) <= bpp
 
 
-def test_refine_bounds(tiny_model_path: Path) -> None:
+def test_refine_bounds(tiny_model_path: Path, tmp_path: Path) -> None:
     image = smooth_image(16, 16)
     with pytest.raises(ValueError, match="refine"):
         raqcodec.encode(image, codebook_size=16, model=tiny_model_path, refine=-1)
-    res = CliRunner().invoke(main, ["encode", "--refine", "99", "-k", "16", "x.png"])
-    assert res.exit_code == 2
+    with pytest.raises(ValueError, match="refine"):
+        raqcodec.encode(image, codebook_size=16, model=tiny_model_path, refine=MAX_REFINE_STEPS + 1)
+    source = tmp_path / "x.png"
+    Image.fromarray(image).save(source)  # a real input: the refusal must come from --refine itself
+    args = ["encode", "-k", "16", "--model", str(tiny_model_path), str(source), "-o", str(tmp_path / "x.raq")]
+    res = CliRunner().invoke(main, [*args, "--refine", str(MAX_REFINE_STEPS + 1)])
+    assert res.exit_code == 2 and "--refine" in res.output and not (tmp_path / "x.raq").exists()
+    assert CliRunner().invoke(main, [*args, "--refine", str(MAX_REFINE_STEPS)]).exit_code == 0
 
 
 
@@ -86,7 +97,7 @@ def test_the_closest_fitting_step_of_a_path_is_found_and_the_path_stops_early() 
         return 8 * len(sections(indices, size))
 
     consumed: list[int] = []
-    fit = codec._best_fitting(_synthetic_path(errors, consumed), 7, 155, sections, estimate_bits)
+    fit = search.best_fitting(_synthetic_path(errors, consumed), 7, 155, sections, estimate_bits)
     assert fit is not None and int(fit.indices[0]) == 5 and fit.error == 0.6 and len(fit.section) == 150
     assert fit.size == 7 and consumed == list(range(9))  # step 8 is over the budget: 9..16 never computed
     assert fit.growth == (170 - 100) // 1  # the first closer step that does not fit (7) over nearest's bytes
@@ -94,10 +105,10 @@ def test_the_closest_fitting_step_of_a_path_is_found_and_the_path_stops_early() 
 
     # an estimate that is too low is caught by the real encode, which steps back to a closer-to-nearest step
     optimistic = lambda indices, size: 8 * len(sections(indices, size)) - 8 * 30  # noqa: E731
-    fit = codec._best_fitting(_synthetic_path(errors, []), 7, 155, sections, optimistic)
+    fit = search.best_fitting(_synthetic_path(errors, []), 7, 155, sections, optimistic)
     assert fit is not None and int(fit.indices[0]) == 5
     # nothing fits: not even nearest neighbour
-    assert codec._best_fitting(_synthetic_path(errors, []), 7, 99, sections, estimate_bits) is None
+    assert search.best_fitting(_synthetic_path(errors, []), 7, 99, sections, estimate_bits) is None
 
 
 def test_the_search_trades_codebook_size_for_refinement_steps() -> None:
@@ -124,7 +135,7 @@ def test_the_search_trades_codebook_size_for_refinement_steps() -> None:
 
     budget = 400
     choice = ratecontrol.RateChoice(200, np.array([200, 0], np.int32), b"x" * 400)
-    size, indices, section, limited = codec._refine_under_budget(choice, path, budget, (2, 200), section_of,
+    size, indices, section, limited = search.refine_under_budget(choice, path, budget, (2, 200), section_of,
                                                                  estimate_bits, largest_fitting)
     assert len(section) <= budget and size == int(indices[0]) and not limited  # the budget was the limit
     best = min(error(s, t) for s in range(2, 201) for t in range(17) if nbytes(s, t) <= budget)
@@ -133,12 +144,11 @@ def test_the_search_trades_codebook_size_for_refinement_steps() -> None:
 
     # nothing refined fits: the plain choice stands
     tight = ratecontrol.RateChoice(200, np.array([200, 0], np.int32), b"x" * 400)
-    assert codec._refine_under_budget(tight, path, 400, (200, 200), section_of, lambda i, s: 10**9,
+    assert search.refine_under_budget(tight, path, 400, (200, 200), section_of, lambda i, s: 10**9,
                                       lambda below, n: None)[::3] == (200, False)
 
 
-def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path: Path) -> None:
     """End to end: a budget well above what the largest codebook needs gives a file refined further than
     2 steps, which decodes closer to the image and still fits (the tiny model's context model is
     uniform, so here extra steps cost no bytes)."""
@@ -157,5 +167,5 @@ def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path:
 
     assert error(roomy) < error(two_steps)
     # larger images than BUDGET_SEARCH_MAX_PIXELS search the steps asked for only (time)
-    monkeypatch.setattr(codec, "BUDGET_SEARCH_MAX_PIXELS", image[..., 0].size - 1)
-    assert raqcodec.encode(image, bpp=bpp, model=tiny_model_path, refine=2) == two_steps
+    small_search = search.SearchSettings(max_pixels=image[..., 0].size - 1)
+    assert codec.encode_detailed(image, bpp=bpp, model=tiny_model_path, refine=2, search=small_search).data == two_steps

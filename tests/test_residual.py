@@ -6,22 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from raqcodec.residual import (
-    ACTIVITY_CLASSES,
-    BASIS_BITS,
-    COEFFICIENTS,
-    GROUP_COEFFICIENTS,
-    GROUPS,
-    MAX_SYMBOL,
-    STEP_BITS,
-    ResidualError,
-    ResidualStage,
-    activity,
-    freeze,
-    from_blocks,
-    pad_to_blocks,
-    to_blocks,
-)
+from raqcodec.model.residual import ACTIVITY_CLASSES, BASIS_BITS, COEFFICIENTS, GROUP_COEFFICIENTS, GROUPS, MAX_SYMBOL, STEP_BITS, ResidualError, ResidualStage, activity, freeze, from_blocks, pad_to_blocks, to_blocks
 
 
 @pytest.fixture(scope="module")

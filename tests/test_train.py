@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from raqcodec.export import export_run
-from raqcodec.model import CodecModel
+from raqcodec.train.export import export_run
+from raqcodec.model.loaded import CodecModel
 from raqcodec.train import build_sources, builtin_recipes, load_recipe, train
 from raqcodec.train.trainer import draw_codebook_size, learning_rate
 from raqcodec.train.state import latest_checkpoint, load_training_state
@@ -117,7 +117,7 @@ def test_export_makes_a_loadable_model(photos: Path, tmp_path: Path) -> None:
 
 def test_warm_start_grows_a_model_without_changing_what_it_computes(tmp_path: Path) -> None:
     from conftest import TINY, make_tiny_model
-    from raqcodec.modelfile import read_model_file
+    from raqcodec.model.files import read_model_file
     from raqcodec.nn.autoencoder import Decoder
     from raqcodec.train.warmstart import warm_start
 

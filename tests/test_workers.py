@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from raqcodec import workers
+from raqcodec.entropy import workers
 
 
 def test_results_come_back_in_order_whatever_finishes_first() -> None:

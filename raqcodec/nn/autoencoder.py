@@ -3,7 +3,7 @@
 The decoder upsamples with a sub-pixel convolution (3x3 conv to 3*16 channels, then pixel shuffle):
 it contains the paper's ConvTranspose2d(C, 3, 8, stride 4, padding 2) as a special case (every output
 pixel of that layer sees a 2x2 window of latents, inside the 3x3 window here) and maps one to one onto
-the integer decoder in ``raqcodec.exact``.
+the integer decoder in ``raqcodec.model.exact``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ The network maps the codewords of up to 20 neighbours (the 5x5 neighbourhood wit
 pass and the codebook size to a mixture of M isotropic Gaussians in a learned r-dimensional projection of
 the latent space, centred around the mean of the decoded neighbours. The probability of codeword k is the
 mixture density at its projection, normalised over the codebook. Because it is a density over the latent
-space, one network serves every codebook size. ``raqcodec.context`` evaluates the frozen network in
+space, one network serves every codebook size. ``raqcodec.entropy.context`` evaluates the frozen network in
 integer arithmetic for coding.
 """
 

@@ -2,7 +2,7 @@
 
 The codec model is not changed: the context model learns the statistics of the index grids it produces,
 at every codebook size. Loss: cross-entropy in bits per index. The result is frozen to integers
-(``raqcodec.context.freeze``) and stored in the model file beside the codec's tensors.
+(``raqcodec.entropy.context.freeze``) and stored in the model file beside the codec's tensors.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..context import freeze
-from ..entropy import empirical_entropy_bits
-from ..fileio import atomic_path
-from ..model import CodecModel
-from ..modelfile import CONTEXT_PREFIX, read_model_file, write_model_file
+from ..entropy.context import freeze
+from ..entropy.order0 import empirical_entropy_bits
+from ..io.atomic import atomic_path
+from ..model.loaded import CodecModel
+from ..model.files import CONTEXT_PREFIX, read_model_file, write_model_file
 from ..nn.context import ContextConfig, ContextNet, context_slots, pass_map
 from .context_data import collect_grids, load_grids, save_grids
 from .data import list_images
@@ -146,7 +146,7 @@ def prepare_grids(model: CodecModel, data: list[Path], out: Path, cfg: ContextTr
 def install_context(model_path: Path, net: ContextNet, target: Path, summary: dict[str, object]) -> int:
     """Write ``target``: the model file at ``model_path`` with this context model (frozen) in place of any
     previous one. The fingerprint does not change. Returns the context checksum."""
-    from ..context import checksum
+    from ..entropy.context import checksum
 
     file = read_model_file(model_path)
     tensors = {k: v for k, v in file.tensors.items() if not k.startswith(CONTEXT_PREFIX)}

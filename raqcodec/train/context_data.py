@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model import CodecModel
+from ..model.loaded import CodecModel
 from .data import load_rgb
 
 

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from ..io.finder import find_files
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
 
@@ -26,13 +28,9 @@ class BatchSource(Protocol):
 
 
 def list_images(roots: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for root in roots:
-        if root.is_file():
-            files.append(root)
-        else:
-            files.extend(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    return sorted(files)
+    """Training images: files named, and those found under folders by ``raqcodec.io.finder``'s rule (hidden
+    files and folders skipped, links to folders not followed), with the extensions ``load_rgb`` reads."""
+    return find_files(roots, IMAGE_SUFFIXES)
 
 
 def load_rgb(path: Path, max_short_side: int) -> Tensor:

@@ -1,4 +1,4 @@
-"""Fit the residual stage of model v2 (``raqcodec.residual``) to training photos and write the model file.
+"""Fit the residual stage of model v2 (``raqcodec.model.residual``) to training photos and write the model file.
 
 For a spread of training photos (the held-out ones excluded, as in every training run), each is coded by
 the base model at a codebook size drawn log-uniformly from 16..1024 (nearest-neighbour indices, the
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model import CodecModel
-from ..modelfile import read_model_file, write_card, write_model_file
-from ..registry import resolve
-from ..residual import ACTIVITY_CLASSES, COEFFICIENTS, ResidualStage, freeze, pad_to_blocks, to_blocks
+from ..model.loaded import CodecModel
+from ..model.files import read_model_file, write_card, write_model_file
+from ..model.registry import resolve
+from ..model.residual import ACTIVITY_CLASSES, COEFFICIENTS, ResidualStage, freeze, pad_to_blocks, to_blocks
 from .data import list_images, load_rgb
 from .stages import split_photos
 

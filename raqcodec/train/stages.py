@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..modelfile import read_model_file
+from ..model.files import read_model_file
 from ..nn.quantizer import from_rows, nearest_indices, to_rows
 from ..nn.raq import RAQModel
 from ..nn.stages import ResidualVQ, ScalarRefinement
-from ..registry import resolve
+from ..model.registry import resolve
 from .data import FolderSource, center_crops, list_images, load_rgb
 from .state import load_training_state, read_info, save_training_state
 

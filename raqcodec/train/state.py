@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from ..fileio import atomic_path
+from ..io.atomic import atomic_path
 
 
 def rng_key(kind: str, rank: int) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..modelfile import CONTEXT_PREFIX, read_model_file
+from ..model.files import CONTEXT_PREFIX, read_model_file
 from ..nn.raq import RAQModel
-from ..registry import resolve
+from ..model.registry import resolve
 
 STEP_EMBEDDING = "adapter.step_embedding"
 

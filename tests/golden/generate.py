@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # conftest's image generator
 
 import raqcodec  # noqa: E402
-from raqcodec import bitstream  # noqa: E402
+from raqcodec.io import bitstream  # noqa: E402
 from conftest import smooth_image  # noqa: E402
 
 

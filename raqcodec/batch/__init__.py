@@ -1,0 +1,1 @@
+"""Batch encoding and decoding behind ``raqcodec encode`` / ``raqcodec decode`` (``run``)."""

@@ -1,0 +1,1 @@
+"""The ``raqcodec`` command line (``commands``)."""

@@ -1,0 +1,195 @@
+"""The residual stage of model v2: what the base stage's image misses, coded in 8x8 blocks (format 3).
+
+Design C of issue 20 (docs/DESIGN.md, "Model v2"): the base stage (RAQ VQ grid and its decoder) gives an
+image; the difference between the original and that image is cut into 8x8 RGB blocks, each block (192
+values) is turned by a fixed orthonormal transform learned from training residuals (a KLT, i.e. the
+eigenvectors of their covariance, strongest first) into coefficients, and the coefficients are
+scalar-quantized with one step per stream and coded with frozen Laplacian tables chosen by the
+coefficient's index and the base block's activity (how much detail the base image has there). The
+coefficients are stored in 8 groups of 24, strongest first, one section each, so dropping trailing
+sections (``raqcodec.trim``) removes the finest detail first.
+
+Everything a decoder computes is integer: the basis is stored as integers at scale 2^-14, steps at
+2^-4, the activity class from integer pixel sums and frozen thresholds, the table per (level, class,
+coefficient) from a frozen table. Exactness of the inverse transform: |symbol| <= MAX_SYMBOL (2^12 - 1),
+step <= 2^10 at 2^-4, so every dequantized value is below 2^22 and every product with a basis entry
+(<= 2^14) below 2^36; 192 of them sum to below 2^44 < 2^53, so the float64 matrix product is exact in
+any order, with or without FMA, on any BLAS.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..entropy.gaussian import SCALE_LEVELS, SCALE_MAX, SCALE_MIN, GaussianTables, freeze_tables
+from ..errors import ResidualError
+
+BLOCK = 8
+COEFFICIENTS = 3 * BLOCK * BLOCK  # 192
+GROUPS = 8
+GROUP_COEFFICIENTS = COEFFICIENTS // GROUPS
+LEVELS = 32  # step[level] = 2^(6 - level / 4) pixel units: 64 down to 0.37
+BASIS_BITS = 14
+STEP_BITS = 4
+MAX_SYMBOL = (1 << 12) - 1
+MAX_STEP = 1 << 10  # at 2^-STEP_BITS
+ACTIVITY_CLASSES = 12
+# The encoder rounds |c| / step down by this much before rounding (a dead zone: a coefficient just past
+# half a step costs more bits than its error saves). Measured on 6 Kodak images (tools: benchmarks/
+# residual_fit.py): 0.2 gave the best front of {0, 0.1, 0.2, 0.3}.
+DEAD_ZONE = 0.2
+PREFIX = "residual."
+
+
+def step_value(level: int) -> float:
+    return 2.0 ** (6 - level / 4)
+
+
+def step_int(level: int) -> int:
+    return int(round(step_value(level) * (1 << STEP_BITS)))
+
+
+def to_blocks(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) with H, W multiples of 8 -> (H/8 * W/8, 192) in block raster order, channel last."""
+    h, w, _ = image.shape
+    return image.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK, 3).transpose(0, 2, 1, 3, 4).reshape(-1, COEFFICIENTS)
+
+
+def from_blocks(blocks: np.ndarray, h: int, w: int) -> np.ndarray:
+    return blocks.reshape(h // BLOCK, w // BLOCK, BLOCK, BLOCK, 3).transpose(0, 2, 1, 3, 4).reshape(h, w, 3)
+
+
+def pad_to_blocks(image: np.ndarray) -> np.ndarray:
+    """Edge replication to multiples of 8 (the base image of a stream is a multiple of 4)."""
+    h, w, _ = image.shape
+    return np.pad(image, ((0, -h % BLOCK), (0, -w % BLOCK), (0, 0)), mode="edge")
+
+
+def activity(base: np.ndarray) -> np.ndarray:
+    """Integer detail measure per 8x8 block of a padded base image: the sum over the block of the
+    absolute differences to the next pixel down and right (RGB summed; the last row/column repeats)."""
+    x = base.astype(np.int64).sum(2)
+    dy = np.abs(np.diff(x, axis=0, append=x[-1:]))
+    dx = np.abs(np.diff(x, axis=1, append=x[:, -1:]))
+    h, w = x.shape
+    return (dy + dx).reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).sum((1, 3)).reshape(-1)
+
+
+def activity_thresholds() -> np.ndarray:
+    """Class c holds activities in [thr[c-1], thr[c]): half-octave steps of the mean difference per
+    pixel and channel (3 channels x 2 directions x 64 pixels per block)."""
+    return np.array([int(math.ceil(384 * (2.0 ** ((c + 1) / 2) - 1))) for c in range(ACTIVITY_CLASSES - 1)])
+
+
+class ResidualStage:
+    """The frozen residual stage of a model file (``residual.*`` tensors)."""
+
+    def __init__(self, tensors: dict[str, Tensor]) -> None:
+        t = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}
+        try:
+            self.basis = t["basis"].to(torch.float64)  # (192 coefficients, 192 values) at 2^-14
+            self.steps = t["steps"].to(torch.int64).numpy()
+            self.table_index = t["table_index"].to(torch.int64).numpy()  # (levels, classes, 192)
+            self.thresholds = t["activity_thresholds"].to(torch.int64).numpy()
+            self.tables = GaussianTables(t["tails"].numpy(), t["freqs"].numpy())
+        except KeyError as exc:
+            raise ValueError(f"residual stage is incomplete (missing {exc})") from None
+        if (self.basis.shape != (COEFFICIENTS, COEFFICIENTS) or self.steps.shape != (LEVELS,)
+                or self.table_index.shape != (LEVELS, ACTIVITY_CLASSES, COEFFICIENTS)
+                or self.thresholds.shape != (ACTIVITY_CLASSES - 1,)):
+            raise ValueError("residual stage tensors have the wrong shapes")
+        if (float(self.basis.abs().max()) >= 2**BASIS_BITS or self.steps.min() < 1 or self.steps.max() > MAX_STEP
+                or self.table_index.min() < 0 or self.table_index.max() >= self.tables.levels):
+            raise ValueError("residual stage tensors are out of range")
+        self.analysis = (self.basis * 2.0**-BASIS_BITS).t().contiguous()  # encoder: values -> coefficients
+
+    # -- both sides ------------------------------------------------------------------------------
+    def classes(self, base: np.ndarray) -> np.ndarray:
+        """Activity class per block of a padded base image."""
+        return np.searchsorted(self.thresholds, activity(base), side="right")
+
+    def tables_for(self, classes: np.ndarray, level: int) -> np.ndarray:
+        """(blocks, 192) table index per coefficient."""
+        return self.table_index[level][classes]
+
+    def reconstruct(self, base: np.ndarray, symbols: np.ndarray, level: int) -> np.ndarray:
+        """Padded base image (uint8) + dequantized residual -> uint8, exactly."""
+        h, w, _ = base.shape
+        values = torch.from_numpy(symbols.astype(np.float64) * float(self.steps[level]))  # < 2^22
+        residual = values @ self.basis  # exact: see the module docstring
+        shift = BASIS_BITS + STEP_BITS
+        pixels = torch.floor((residual + 2.0 ** (shift - 1)) * 2.0**-shift).numpy()
+        out = base.astype(np.int64) + from_blocks(pixels.astype(np.int64), h, w)
+        return np.clip(out, 0, 255).astype(np.uint8)
+
+    # -- coding --------------------------------------------------------------------------------------
+    def encode_groups(self, symbols: np.ndarray, classes: np.ndarray, level: int, groups: int) -> list[bytes]:
+        """One section per leading group of 24 coefficients: coefficient-major, then block order."""
+        if np.abs(symbols).max(initial=0) > MAX_SYMBOL:
+            raise ValueError(f"residual symbols must be within +-{MAX_SYMBOL}")
+        tables = self.tables_for(classes, level)
+        return [self.tables.encode(symbols[:, _group(g)].T, tables[:, _group(g)].T) for g in range(groups)]
+
+    def decode_groups(self, sections: list[bytes], classes: np.ndarray, level: int) -> np.ndarray:
+        tables = self.tables_for(classes, level)
+        out = np.zeros(tables.shape, dtype=np.int64)
+        for g, section in enumerate(sections):
+            try:
+                out[:, _group(g)] = self.tables.decode(section, tables[:, _group(g)].T).T
+            except ValueError as exc:
+                raise ResidualError(f"corrupt .raq file: residual section {g} ({exc})") from None
+        if np.abs(out).max(initial=0) > MAX_SYMBOL:
+            raise ResidualError(f"corrupt .raq file: a residual symbol beyond +-{MAX_SYMBOL}")
+        return out
+
+    # -- encoder side ----------------------------------------------------------------------------------
+    def coefficients(self, target: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """Float coefficients (blocks, 192) of target - base (both padded, uint8)."""
+        diff = torch.from_numpy(to_blocks(target.astype(np.float64) - base.astype(np.float64)))
+        return (diff @ self.analysis).numpy()
+
+    def quantize(self, coefficients: np.ndarray, level: int) -> np.ndarray:
+        scaled = np.abs(coefficients) / (self.steps[level] * 2.0**-STEP_BITS)
+        magnitude = np.minimum(np.floor(scaled + 0.5 - DEAD_ZONE), MAX_SYMBOL).clip(min=0)
+        return (np.sign(coefficients) * magnitude).astype(np.int64)
+
+    def group_bits(self, symbols: np.ndarray, classes: np.ndarray, level: int) -> np.ndarray:
+        """Estimated bits of each group's section (ideal information plus a rANS flush)."""
+        bits = self.tables.symbol_bits(symbols, self.tables_for(classes, level))
+        return bits.reshape(len(symbols), GROUPS, GROUP_COEFFICIENTS).sum((0, 2)) + 32.0
+
+    def squared_error(self, coefficients: np.ndarray, symbols: np.ndarray, level: int, groups: int) -> float:
+        """Sum of squared pixel errors of the kept groups' quantization and the dropped groups'
+        coefficients (orthonormal basis: the pixel error, before rounding and clipping)."""
+        step = self.steps[level] * 2.0**-STEP_BITS
+        kept = groups * GROUP_COEFFICIENTS
+        err = np.sum((coefficients[:, :kept] - symbols[:, :kept] * step) ** 2)
+        return float(err + np.sum(coefficients[:, kept:] ** 2))
+
+
+def _group(g: int) -> slice:
+    return slice(g * GROUP_COEFFICIENTS, (g + 1) * GROUP_COEFFICIENTS)
+
+
+def freeze(klt: np.ndarray, mean_abs: np.ndarray) -> dict[str, Tensor]:
+    """Model-file tensors from a fitted basis (192 x 192, orthonormal rows, strongest first) and the mean
+    absolute coefficient per (activity class, coefficient) in pixel units."""
+    tails, freqs = freeze_tables("laplace")
+    ladder = np.log(SCALE_MIN * (SCALE_MAX / SCALE_MIN) ** (np.arange(SCALE_LEVELS) / (SCALE_LEVELS - 1)))
+    index = np.zeros((LEVELS, ACTIVITY_CLASSES, COEFFICIENTS), dtype=np.int32)
+    for level in range(LEVELS):
+        scale = np.log(np.maximum(mean_abs / step_value(level), 1e-6))
+        index[level] = np.abs(scale[..., None] - ladder).argmin(-1)
+    return {
+        f"{PREFIX}basis": torch.from_numpy(np.round(klt * 2.0**BASIS_BITS).clip(-(2**BASIS_BITS) + 1, 2**BASIS_BITS - 1)
+                                           .astype(np.int32)),
+        f"{PREFIX}steps": torch.tensor([step_int(level) for level in range(LEVELS)], dtype=torch.int32),
+        f"{PREFIX}table_index": torch.from_numpy(index),
+        f"{PREFIX}activity_thresholds": torch.from_numpy(activity_thresholds().astype(np.int32)),
+        f"{PREFIX}tails": torch.from_numpy(tails),
+        f"{PREFIX}freqs": torch.from_numpy(freqs),
+    }

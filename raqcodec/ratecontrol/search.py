@@ -1,0 +1,272 @@
+"""The budget search of one encode: which codebook size, which refinement step and (model v2) which
+residual level and coefficient groups give the closest image whose whole file fits ``bpp``.
+
+``fit_budget(session, bpp)`` is the whole search; ``BudgetSession`` is what it needs of the encode in
+hand (the model, the analysed image, the index coder) and caches the work every probe shares. Three
+stages, each a module of this package: the largest nearest-neighbour size that fits (``sizes``), the
+refinement search along each probed size's refinement path (here), and the residual stage's levels and
+groups against the base stage's best (``residual``). Every decision is made on estimated bits and
+confirmed by real encodes, so a file never exceeds its budget.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..entropy.coders import IndexCoder
+from ..errors import BudgetError
+from ..model.loaded import CodecModel
+from .residual import BaseCandidate, ladder_candidates
+from .residual import search as residual_search
+from .sizes import RateChoice, SectionCoder, choose_size
+
+RefinementPath = Iterator[tuple[np.ndarray, float]]  # a refinement path's (indices, MSE) per step, step 0 first
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How far the budget search looks. The defaults are the codec's; tests pass others.
+
+    Under a budget, refinement and the codebook size compete for the same bytes: refined indices decode
+    closer but are less predictable (5-50% more bits with the context model), and which buys more quality
+    per byte differs from image to image. Measured at 0.2 bpp: kodim02 gains 0.6 dB by going from K~ = 262
+    with 2 steps to K~ = 190 with 4; kodim20 loses with every step beyond 2. So the encoder searches both
+    (``refine_under_budget``), along refinement paths of up to ``refine_steps`` steps...
+    """
+
+    refine_steps: int = 8
+    size_ladder: float = 2**-0.25
+    # ...for images up to this size; larger ones search the steps asked for only (a refinement step takes
+    # about 1.3 us per pixel on a 2-core CPU, so half a dozen probes of 8 steps take about 2 minutes at
+    # 2 MP and most of an hour at 48 MP).
+    max_pixels: int = 1 << 21
+    # A budget the model cannot use is reported (``EncodeResult.budget_unused``) when the file takes less
+    # than this share of it: near the top of the model's range a file a few percent under is no news.
+    unused_share: float = 0.95
+    confirm_tries: int = 3  # real encodes per size before its candidates are given up
+
+
+DEFAULT_SEARCH = SearchSettings()
+
+
+@dataclass
+class BudgetSession:
+    """One encode's shared state: the model, the analysed image and the coder, with per-size caches
+    (rate control's search and confirmation ask for the same sizes again)."""
+
+    model: CodecModel
+    coder: IndexCoder
+    rows: object  # the encoder's latents (CodecModel.analyse)
+    grid: tuple[int, int]  # index grid (h, w)
+    rgb: np.ndarray  # the source pixels, unpadded (refinement compares decodes with them)
+    padded: np.ndarray  # the source padded to the grid (the residual stage codes its difference)
+    adapter: str
+    positions: int | None  # tile budget in latent positions (raqcodec.model.tiling)
+    _indices: dict[int, np.ndarray] = field(default_factory=dict)
+    _estimates: dict[int, int] = field(default_factory=dict)
+
+    def quantize(self, size: int) -> np.ndarray:
+        """Nearest-neighbour indices at ``size``, int32 (rate control keeps a dozen grids: 0.6 GB in int64
+        for an 8000x6000 image)."""
+        if size not in self._indices:
+            self._indices[size] = self.model.indices(self.rows, self.adapter, size).astype(np.int32)
+        return self._indices[size]
+
+    def refined(self, size: int, steps: int) -> np.ndarray:
+        """Indices after ``steps`` of decoder-aware refinement (``raqcodec.model.refine``)."""
+        return self.model.refined_indices(self.rows, self.grid, self.rgb, self.adapter, size, steps,
+                                          self.positions).astype(np.int32)
+
+    def path(self, size: int, steps: int) -> RefinementPath:
+        return self.model.refinement_path(self.rows, self.grid, self.rgb, self.adapter, size, steps, self.positions)
+
+    def section(self, indices: np.ndarray, size: int) -> bytes:
+        """The index section the coder writes for ``indices`` at ``size``."""
+        return self.coder.encode(indices.reshape(self.grid), self.model.codebook(self.adapter, size))
+
+    def estimated_bits(self, size: int) -> int:
+        """Estimated section bits of the nearest-neighbour grid at ``size`` (one estimate per size)."""
+        if size not in self._estimates:
+            self._estimates[size] = self.coder.estimate_bits(self.quantize(size).reshape(self.grid),
+                                                             self.model.codebook(self.adapter, size))
+        return self._estimates[size]
+
+    def grid_bits(self, indices: np.ndarray, size: int) -> int:
+        """Estimated section bits of any grid at ``size``: a path's step 0 is rate control's estimate;
+        refined grids are scored at their size's nearest-neighbour sharpness (no search of their own)."""
+        if np.array_equal(indices, self.quantize(size)):
+            return self.estimated_bits(size)
+        return self.coder.estimate_bits(indices.reshape(self.grid), self.model.codebook(self.adapter, size),
+                                        like=self.quantize(size).reshape(self.grid))
+
+
+@dataclass
+class BudgetFit:
+    """What the budget search chose."""
+
+    size: int
+    indices: np.ndarray
+    section: bytes
+    refine_level: int | None = None  # the residual stage's step level (None: no residual sections)
+    refinement_sections: tuple[bytes, ...] = ()
+    budget_unused: str | None = None  # why the file is well under the budget (the model's limit)
+    notes: list[str] = field(default_factory=list)
+
+
+def fit_budget(session: BudgetSession, bpp: float, overhead: int, refine: int,
+               settings: SearchSettings = DEFAULT_SEARCH, done: Callable[[str], None] = lambda stage: None
+               ) -> BudgetFit:
+    """The closest grid (and residual sections) whose file of ``overhead`` bytes plus the sections fits
+    ``bpp``; raises BudgetError when even the smallest codebook does not. ``refine``: the refinement
+    steps asked for (0: none). ``done(stage)`` marks the end of each stage (timings)."""
+    m = session.model
+    height, width = session.rgb.shape[:2]
+    pixels = width * height
+    budget = int(bpp * pixels // 8) - overhead
+
+    def describe(lo_bytes: int, hi_bytes: int) -> str:
+        lo_bpp, hi_bpp = (lo_bytes + overhead) * 8 / pixels, (hi_bytes + overhead) * 8 / pixels
+        return (f"{bpp:g} bpp is below what model {m.name} can reach for this image: "
+                f"{lo_bpp:.3f} to {hi_bpp:.3f} bpp (codebook sizes {m.size_range[0]}..{m.size_range[1]})")
+
+    choice = choose_size(session.quantize, m.size_range, budget, describe, session.section, session.estimated_bits)
+    size, indices, section = choice.size, choice.indices, choice.section
+    done("rate control")
+    steps = 0
+    limited = size == m.size_range[1]  # the largest codebook fits: only refinement can use more
+    if refine:
+        # small images search a long refinement path (its extra steps take minutes on large ones)
+        steps = max(refine, settings.refine_steps) if pixels <= settings.max_pixels else refine
+
+        def largest_fitting(below: int, section_bytes: int) -> int | None:
+            try:
+                return choose_size(session.quantize, (m.size_range[0], below), section_bytes, describe,
+                                   session.section, session.estimated_bits).size
+            except BudgetError:
+                return None
+
+        size, indices, section, limited = refine_under_budget(
+            choice, functools.partial(session.path, steps=steps), budget, m.size_range, session.section,
+            session.grid_bits, largest_fitting, settings)
+        done("refinement search")
+    fit = BudgetFit(size, indices, section)
+    used = (len(section) + overhead) * 8 / pixels
+    if limited and used < settings.unused_share * bpp:
+        with_steps = f" with {steps} refinement steps" if steps else " (no refinement)"
+        fit.budget_unused = (f"--bpp {bpp:g} is more than model {m.name} can use for this image, so the budget "
+                             f"is not used up: its largest codebook (K~={size}){with_steps} takes {used:.3f} bpp")
+        fit.notes.append(fit.budget_unused)
+    if m.residual is not None:
+        # the residual stage competes with the base stage's own best (refined indices included)
+        candidates = [BaseCandidate(size, indices, 8.0 * len(section), section)]
+        candidates += [c for c in ladder_candidates(session.quantize, session.estimated_bits, m.size_range, budget)
+                       if c.size != size]
+        found = residual_search(m, m.residual, session.padded, session.grid, candidates, budget, session.section)
+        if found is not None and found.sections:
+            fit.size, fit.indices, fit.section = found.size, found.indices, found.index_section
+            fit.refine_level, fit.refinement_sections = found.level, tuple(found.sections)
+            if fit.budget_unused is not None:
+                fit.notes.remove(fit.budget_unused)
+                fit.budget_unused = None
+        done("residual stage")
+    return fit
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """The closest step of one size's refinement path that fits, and what the next closer one costs."""
+
+    error: float  # the float decoder's MSE
+    size: int
+    indices: np.ndarray
+    section: bytes
+    growth: int | None  # estimated bytes of the first closer step that does not fit, over nearest neighbour's
+
+
+def refine_under_budget(choice: RateChoice, path: Callable[[int], RefinementPath], budget: int,
+                        size_range: tuple[int, int], section_of: SectionCoder,
+                        estimate_bits: Callable[[np.ndarray, int], int],
+                        largest_fitting: Callable[[int, int], int | None],
+                        settings: SearchSettings = DEFAULT_SEARCH) -> tuple[int, np.ndarray, bytes, bool]:
+    """The refined grid that decodes closest among those whose section fits ``budget`` bytes, and whether
+    the model rather than the budget was the limit (the largest size won with every step of its path).
+
+    Probed sizes: ``choice.size`` (the largest whose nearest-neighbour grid fits); then the largest
+    smaller size that leaves room for the bytes the first step that did not fit there would add
+    (``largest_fitting(below, section_bytes)``); from there sizes ``settings.size_ladder`` times smaller
+    until one decodes no closer than the best so far; then halfway (in log size) between the best and each
+    probed neighbour. The plain choice stands if nothing refined fits."""
+    smallest = size_range[0]
+    tried: dict[int, _Fit | None] = {}
+
+    def probe(size: int) -> _Fit | None:
+        if size not in tried:
+            tried[size] = best_fitting(path(size), size, budget, section_of, estimate_bits, settings.confirm_tries)
+        return tried[size]
+
+    def error(size: int) -> float:
+        fit = tried.get(size)
+        return fit.error if fit is not None else math.inf
+
+    first = probe(choice.size)
+    size = choice.size
+    if first is not None and first.growth is not None and choice.size > smallest:
+        size = largest_fitting(choice.size - 1, budget - first.growth) or choice.size
+    best, targeted = error(choice.size), True
+    while size != choice.size and probe(size) is not None:
+        if error(size) >= best and not targeted:
+            break  # a rung that decodes no closer (the targeted size always leads on to the ladder)
+        best, targeted = min(best, error(size)), False
+        smaller = max(smallest, round(size * settings.size_ladder))
+        if smaller >= size:
+            break
+        size = smaller
+    ranked = sorted(tried)
+    i = ranked.index(min(tried, key=error))
+    for neighbour in ranked[max(0, i - 1) : i] + ranked[i + 1 : i + 2]:
+        probe(round(math.sqrt(ranked[i] * neighbour)))  # halfway (in log size) to each neighbour
+    top = tried[min(tried, key=error)]
+    if top is None:
+        return choice.size, choice.indices, choice.section, False
+    return top.size, top.indices, top.section, top.size == size_range[1] and top.growth is None
+
+
+def best_fitting(path: RefinementPath, size: int, budget: int, section_of: SectionCoder,
+                 estimate_bits: Callable[[np.ndarray, int], int], confirm_tries: int = 3) -> _Fit | None:
+    """The closest step of a refinement path whose section fits ``budget`` bytes, or None.
+
+    Along the steps that improve on every earlier one the error falls and the bits mostly rise. The
+    newest such step is estimated at steps 1, 2, 4, 8...; the path stops at the first that does not fit
+    (the rest would not either, and computing them costs most of the search), the last fitting one
+    between is found by bisection on the estimates (step 0, nearest neighbour, is taken to fit), and it
+    is confirmed by up to ``confirm_tries`` real encodes, stepping back while it does not fit."""
+    improving: list[tuple[np.ndarray, float]] = []
+    bits: dict[int, int] = {}  # position in ``improving`` -> estimated bits
+
+    def fits(j: int) -> bool:
+        if j not in bits:
+            bits[j] = estimate_bits(improving[j][0], size)
+        return bits[j] <= 8 * budget
+
+    for step, (indices, error) in enumerate(path):
+        if not improving or error < improving[-1][1]:
+            improving.append((indices, error))
+        if step and step & (step - 1) == 0 and not fits(len(improving) - 1):
+            break
+    lo = max([0] + [j for j in bits if fits(j)])
+    hi = min([j for j in bits if not fits(j)], default=len(improving))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    growth = (bits[hi] - estimate_bits(improving[0][0], size)) // 8 if hi in bits else None
+    for j in range(lo, max(-1, lo - confirm_tries), -1):
+        indices, error = improving[j]
+        section = section_of(indices, size)
+        if len(section) <= budget:
+            return _Fit(error, size, indices, section, growth)
+    return None

@@ -1,0 +1,99 @@
+"""Rate control: the largest codebook size whose whole file fits a byte budget.
+
+Why the largest: codebooks are nested (seq2seq) or near-nested, so a larger K~ never quantizes a latent
+worse; among the sizes that fit, the largest gives the best reconstruction. File size grows with K~ almost
+monotonically, so a search on the size estimate (interpolating in log K~) finds the boundary, and real encodes settle it
+(stepping down until the real file fits).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from ..errors import BudgetError
+
+
+@dataclass(frozen=True)
+class RateChoice:
+    size: int
+    indices: np.ndarray
+    section: bytes
+
+
+SectionCoder = Callable[[np.ndarray, int], bytes]  # (indices, size) -> index section
+SizeEstimate = Callable[[int], int]  # size -> estimated section bits of that size's nearest-neighbour grid
+
+
+def choose_size(
+    quantize: Callable[[int], np.ndarray], size_range: tuple[int, int], section_budget_bytes: int,
+    describe_budget: Callable[[int, int], str], encode: SectionCoder, estimated_bits: SizeEstimate,
+) -> RateChoice:
+    """Largest size in ``size_range`` whose index section fits ``section_budget_bytes``.
+
+    ``quantize(size)`` returns the index array for a codebook size; ``encode(indices, size)`` is the index
+    coder's, ``estimated_bits(size)`` its estimate for ``quantize(size)``. ``describe_budget(lo_bytes, hi_bytes)`` words the error when even the
+    smallest codebook does not fit.
+    """
+    lo, hi = size_range
+    budget_bits = section_budget_bytes * 8
+    cache: dict[int, np.ndarray] = {}
+    estimates: dict[int, int] = {}
+    smallest_bytes: list[int] = []  # the smallest codebook's real section size, once encoded
+
+    def indices(size: int) -> np.ndarray:
+        if size not in cache:
+            cache[size] = quantize(size)
+        return cache[size]
+
+    def excess(size: int) -> int:
+        """Estimated bits over the budget (<= 0: fits)."""
+        if size not in estimates:
+            estimates[size] = estimated_bits(size)
+        return estimates[size] - budget_bits
+
+    def unreachable() -> BudgetError:
+        if not smallest_bytes:
+            smallest_bytes.append(len(encode(indices(lo), lo)))
+        return BudgetError(describe_budget(smallest_bytes[0], (excess(hi) + budget_bits) // 8))
+
+    if excess(lo) > 0:
+        smallest_bytes.append(len(encode(indices(lo), lo)))
+        if smallest_bytes[0] > section_budget_bytes:
+            raise unreachable()
+    best = hi if excess(hi) <= 0 else _boundary(lo, hi, excess)
+    for size in range(best, lo - 1, -1):  # the estimate is close, not exact: confirm with real encodes
+        section = encode(indices(size), size)
+        if len(section) <= section_budget_bytes:
+            return RateChoice(size, indices(size), section)
+    raise unreachable()
+
+
+def _boundary(good: int, bad: int, excess: Callable[[int], int]) -> int:
+    """Largest size between ``good`` (treated as fitting) and ``bad`` (excess > 0) whose excess is <= 0.
+
+    Bits grow smoothly with log K~, so the next probe interpolates the excess linearly in log size
+    (Illinois variant of regula falsi: an end kept twice has its excess halved, which keeps the bracket
+    shrinking from both sides). A handful of estimates instead of a bisection's ~10 matters when each
+    estimate runs the context model.
+    """
+    f_good, f_bad = float(min(excess(good), 0)), float(excess(bad))
+    kept = 0  # +1: the good end was kept last time, -1: the bad end
+    while bad - good > 1:
+        share = -f_good / (f_bad - f_good)  # f_good <= 0 < f_bad
+        guess = math.exp(math.log(good) + share * (math.log(bad) - math.log(good)))
+        mid = min(max(round(guess), good + 1), bad - 1)
+        f_mid = float(excess(mid))
+        if f_mid <= 0:
+            good, f_good = mid, f_mid
+            if kept == -1:
+                f_bad /= 2
+            kept = -1
+        else:
+            bad, f_bad = mid, f_mid
+            if kept == 1:
+                f_good /= 2
+            kept = 1
+    return good
