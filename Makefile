@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TORCH_PIN ?= torch==2.13.0
 DEMO_OUT := demo-out
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test lint install install-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,13 @@ demo: install
 	$(PY) -m raqcodec info $(DEMO_OUT)/grace_hopper.raq; \
 	$(PY) -m raqcodec compare "$$sample" $(DEMO_OUT)/grace_hopper.png
 
-test: install-test
+# Lint (ruff), formatting (ruff format) and types (mypy), as configured in pyproject.toml.
+lint: install-test
+	$(PY) -m ruff check raqcodec tests benchmarks
+	$(PY) -m ruff format --check raqcodec tests benchmarks
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest -q --durations=15
 
 clean:

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import raqcodec
-from raqcodec.io import bitstream
 from raqcodec.entropy import order0 as entropy
+from raqcodec.io import bitstream
 from raqcodec.io.atomic import atomic_path
 from raqcodec.model.loaded import CodecModel
 
@@ -38,10 +38,16 @@ def measure(image: Path, size: int, model: CodecModel) -> dict[str, Any]:
     info = raqcodec.inspect(result.data, model=model)
     order0_section = entropy.encode_indices(info["indices"].ravel(), size)
     previous = VERSION1_OVERHEAD + len(order0_section)
-    return {"image": image.name, "codebook_size": size, "coder": bitstream.read_header(result.data).coder,
-            "bytes": len(result.data), "payload_bits": info["payload_bits"],
-            "order0_entropy_bits": info["order0_entropy_bits"], "previous_release_bytes": previous,
-            "smaller_than_previous": len(result.data) < previous}
+    return {
+        "image": image.name,
+        "codebook_size": size,
+        "coder": bitstream.read_header(result.data).coder,
+        "bytes": len(result.data),
+        "payload_bits": info["payload_bits"],
+        "order0_entropy_bits": info["order0_entropy_bits"],
+        "previous_release_bytes": previous,
+        "smaller_than_previous": len(result.data) < previous,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,20 +69,34 @@ def main(argv: list[str] | None = None) -> None:
         rows += per_size
         payload = sum(r["payload_bits"] for r in per_size)
         h0 = sum(r["order0_entropy_bits"] for r in per_size)
-        entry = {"codebook_size": size, "payload_bits": payload, "order0_entropy_bits": round(h0, 1),
-                 "ratio": payload / h0, "ratio_ok": payload / h0 <= args.limit,
-                 "bytes": sum(r["bytes"] for r in per_size),
-                 "previous_release_bytes": sum(r["previous_release_bytes"] for r in per_size),
-                 "every_image_smaller": all(r["smaller_than_previous"] for r in per_size)}
+        entry = {
+            "codebook_size": size,
+            "payload_bits": payload,
+            "order0_entropy_bits": round(h0, 1),
+            "ratio": payload / h0,
+            "ratio_ok": payload / h0 <= args.limit,
+            "bytes": sum(r["bytes"] for r in per_size),
+            "previous_release_bytes": sum(r["previous_release_bytes"] for r in per_size),
+            "every_image_smaller": all(r["smaller_than_previous"] for r in per_size),
+        }
         summary.append(entry)
-        print(f"K~={size:5d}: payload / order-0 entropy = {entry['ratio']:.4f} (limit {args.limit}); files "
-              f"{entry['bytes']} vs previous release {entry['previous_release_bytes']} bytes "
-              f"({entry['bytes'] / entry['previous_release_bytes'] - 1:+.1%}); every image smaller: "
-              f"{entry['every_image_smaller']}", flush=True)
-    result = {"dataset": str(args.data), "images": len(images), "model": model.name,
-              "context_checksum": f"{model.context.checksum:08x}" if model.context else None,
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join([Path(sys.executable).name, *sys.argv]), "summary": summary, "rows": rows}
+        print(
+            f"K~={size:5d}: payload / order-0 entropy = {entry['ratio']:.4f} (limit {args.limit}); files "
+            f"{entry['bytes']} vs previous release {entry['previous_release_bytes']} bytes "
+            f"({entry['bytes'] / entry['previous_release_bytes'] - 1:+.1%}); every image smaller: "
+            f"{entry['every_image_smaller']}",
+            flush=True,
+        )
+    result = {
+        "dataset": str(args.data),
+        "images": len(images),
+        "model": model.name,
+        "context_checksum": f"{model.context.checksum:08x}" if model.context else None,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "summary": summary,
+        "rows": rows,
+    }
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -31,8 +31,11 @@ def pixel_hash(image: Image.Image) -> str:
 
 
 def cli_decode(raq: Path, png: Path, device: str) -> str:
-    subprocess.run([sys.executable, "-m", "raqcodec", "decode", str(raq), "-o", str(png), "--force",
-                    "--device", device], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "raqcodec", "decode", str(raq), "-o", str(png), "--force", "--device", device],
+        check=True,
+        capture_output=True,
+    )
     with Image.open(png) as img:
         img.load()
         return pixel_hash(img)
@@ -68,10 +71,19 @@ def main() -> None:
             api = pixel_hash(raqcodec.decode(data, device=args.device))
             same = first == second == api and expected.get(name, api) == api
             mismatches += not same
-            rows.append({"image": name, "bytes": len(data), "sha256": api, "cli_twice_and_api_identical": same,
-                         "stream": base64.b64encode(data).decode()})
-    print(f"{len(rows) - mismatches}/{len(rows)} streams decode to identical pixels "
-          f"(CLI twice, API once{', and the reference' if expected else ''}) on {args.device}")
+            rows.append(
+                {
+                    "image": name,
+                    "bytes": len(data),
+                    "sha256": api,
+                    "cli_twice_and_api_identical": same,
+                    "stream": base64.b64encode(data).decode(),
+                }
+            )
+    print(
+        f"{len(rows) - mismatches}/{len(rows)} streams decode to identical pixels "
+        f"(CLI twice, API once{', and the reference' if expected else ''}) on {args.device}"
+    )
     if not args.check:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({"device": args.device, "bpp": args.bpp, "rows": rows}, indent=1) + "\n")

@@ -44,8 +44,13 @@ print(json.dumps({"bytes": len(data), "seconds": seconds, "module": raqcodec.__f
 
 def timed(source: Path, image: Path, bpp: float, repeats: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(source))
-    proc = subprocess.run([sys.executable, "-c", TIMER, str(image), str(bpp), str(repeats)], env=env,
-                          capture_output=True, text=True, cwd=source)
+    proc = subprocess.run(
+        [sys.executable, "-c", TIMER, str(image), str(bpp), str(repeats)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=source,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"timing {source} failed:\n{proc.stderr}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -67,8 +72,9 @@ def main() -> None:
         raise SystemExit(f"no image at {args.image}")
     with tempfile.TemporaryDirectory() as tmp:
         release = Path(tmp) / "release"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(release), args.release],
-                       check=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(release), args.release], check=True
+        )
         try:
             sides: dict[str, dict] = {"release": {"seconds": []}, "current": {"seconds": []}}
             for _ in range(args.rounds):
@@ -81,17 +87,29 @@ def main() -> None:
     for side in sides.values():
         side["median_s"] = statistics.median(side["seconds"])
     growth = sides["current"]["median_s"] - sides["release"]["median_s"]
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    result = {"image": str(args.image), "bpp": args.bpp, "release": args.release, "current": commit,
-              "rounds": args.rounds, "repeats": args.repeats, "sides": sides, "growth_s": growth,
-              "load_average": os.getloadavg(), "cpu": platform.processor() or platform.machine(),
-              "python": platform.python_version()}
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    result = {
+        "image": str(args.image),
+        "bpp": args.bpp,
+        "release": args.release,
+        "current": commit,
+        "rounds": args.rounds,
+        "repeats": args.repeats,
+        "sides": sides,
+        "growth_s": growth,
+        "load_average": os.getloadavg(),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"decode median: release {args.release} {sides['release']['median_s']:.3f} s "
-          f"({sides['release']['bytes']} bytes), current {commit} {sides['current']['median_s']:.3f} s "
-          f"({sides['current']['bytes']} bytes): {growth:+.3f} s -> {args.output}")
+    print(
+        f"decode median: release {args.release} {sides['release']['median_s']:.3f} s "
+        f"({sides['release']['bytes']} bytes), current {commit} {sides['current']['median_s']:.3f} s "
+        f"({sides['current']['bytes']} bytes): {growth:+.3f} s -> {args.output}"
+    )
 
 
 if __name__ == "__main__":

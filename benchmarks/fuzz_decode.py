@@ -31,8 +31,9 @@ import time
 import traceback
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -42,9 +43,20 @@ from raqcodec.io import bitstream
 
 # (offset, size) of the header fields a mutation may rewrite; offsets as in docs/FORMAT.md
 HEADER_FIELDS = {
-    "version": (4, 1), "flags": (5, 1), "fingerprint": (6, 8), "adapter": (14, 1), "codebook_size": (15, 2),
-    "codebook_crc": (17, 4), "width": (21, 2), "height": (23, 2), "mode": (25, 1), "bit_depth": (26, 1),
-    "index_len": (27, 4), "alpha_len": (31, 4), "coder": (35, 1), "context_checksum": (36, 4),
+    "version": (4, 1),
+    "flags": (5, 1),
+    "fingerprint": (6, 8),
+    "adapter": (14, 1),
+    "codebook_size": (15, 2),
+    "codebook_crc": (17, 4),
+    "width": (21, 2),
+    "height": (23, 2),
+    "mode": (25, 1),
+    "bit_depth": (26, 1),
+    "index_len": (27, 4),
+    "alpha_len": (31, 4),
+    "coder": (35, 1),
+    "context_checksum": (36, 4),
 }
 _LENGTHS = struct.Struct(">II")
 
@@ -56,7 +68,7 @@ def fix_crc(data: bytes) -> bytes:
     """The stream with its trailing CRC recomputed (no-op on streams too short to have one)."""
     if len(data) < bitstream.MIN_FILE_SIZE:
         return data
-    body = data[:-bitstream.CRC_SIZE]
+    body = data[: -bitstream.CRC_SIZE]
     return body + struct.pack(">I", zlib.crc32(body))
 
 
@@ -83,12 +95,12 @@ def overwrite_bytes(data: bytes, rng: np.random.Generator) -> bytes:
     out = bytearray(data)
     start = int(rng.integers(len(out)))
     chunk = rng.integers(0, 256, int(rng.integers(1, 17)), dtype=np.uint8).tobytes()
-    out[start:start + len(chunk)] = chunk[:len(out) - start]
+    out[start : start + len(chunk)] = chunk[: len(out) - start]
     return bytes(out)
 
 
 def truncate(data: bytes, rng: np.random.Generator) -> bytes:
-    return data[:int(rng.integers(len(data)))]
+    return data[: int(rng.integers(len(data)))]
 
 
 def insert_bytes(data: bytes, rng: np.random.Generator) -> bytes:
@@ -98,7 +110,7 @@ def insert_bytes(data: bytes, rng: np.random.Generator) -> bytes:
 
 def delete_bytes(data: bytes, rng: np.random.Generator) -> bytes:
     at = int(rng.integers(len(data)))
-    return data[:at] + data[at + int(rng.integers(1, 65)):]
+    return data[:at] + data[at + int(rng.integers(1, 65)) :]
 
 
 def rewrite_field(data: bytes, rng: np.random.Generator) -> bytes:
@@ -107,10 +119,10 @@ def rewrite_field(data: bytes, rng: np.random.Generator) -> bytes:
     offset, size = HEADER_FIELDS[name]
     if offset + size > len(data):
         return data
-    old = int.from_bytes(data[offset:offset + size], "big")
+    old = int.from_bytes(data[offset : offset + size], "big")
     top = (1 << (8 * size)) - 1
     value = [0, top, (old + 1) & top, (old - 1) & top, int.from_bytes(rng.bytes(size), "big")][int(rng.integers(5))]
-    return data[:offset] + value.to_bytes(size, "big") + data[offset + size:]
+    return data[:offset] + value.to_bytes(size, "big") + data[offset + size :]
 
 
 def replace_index_section(data: bytes, rng: np.random.Generator) -> bytes:
@@ -121,14 +133,18 @@ def replace_index_section(data: bytes, rng: np.random.Generator) -> bytes:
     start = bitstream.HEADER_SIZE
     section = rng.integers(0, 256, int(rng.integers(1, 2 * index_len + 2)), dtype=np.uint8).tobytes()
     if rng.random() < 0.5:  # keep the context section's valid shape: 1 byte + whole 32-bit words
-        section = section[:1 + 4 * ((len(section) - 1) // 4)] or b"\0"
-    rest = data[start + index_len:]
+        section = section[: 1 + 4 * ((len(section) - 1) // 4)] or b"\0"
+    rest = data[start + index_len :]
     return data[:27] + _LENGTHS.pack(len(section), alpha_len) + data[35:start] + section + rest
 
 
 MUTATORS: dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
-    "flip_bits": flip_bits, "overwrite_bytes": overwrite_bytes, "truncate": truncate,
-    "insert_bytes": insert_bytes, "delete_bytes": delete_bytes, "rewrite_field": rewrite_field,
+    "flip_bits": flip_bits,
+    "overwrite_bytes": overwrite_bytes,
+    "truncate": truncate,
+    "insert_bytes": insert_bytes,
+    "delete_bytes": delete_bytes,
+    "rewrite_field": rewrite_field,
     "replace_index_section": replace_index_section,
 }
 
@@ -190,8 +206,7 @@ def make_seeds(model: Any, sizes: tuple[int, ...]) -> list[bytes]:
     rgb = np.stack([(np.sin(x / 9.0 + c) * 80 + 128 + rng.normal(0, 8, x.shape)) for c in range(3)], -1)
     rgb = np.clip(rgb + y[..., None] * 0.5, 0, 255).astype(np.uint8)
     rgba = np.concatenate([rgb[:40, :40], (x[:40, :40, None] * 6 % 256).astype(np.uint8)], -1)
-    images = [Image.fromarray(rgb), Image.fromarray(rgba, "RGBA"),
-              Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)]
+    images = [Image.fromarray(rgb), Image.fromarray(rgba, "RGBA"), Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)]
     coders = ["order0"] + (["context"] if getattr(model, "context", None) is not None else [])
     seeds = []
     for image in images:
@@ -206,8 +221,14 @@ def make_seeds(model: Any, sizes: tuple[int, ...]) -> list[bytes]:
     return seeds
 
 
-def fuzz(model: Any, cases: int, seed: int = 0, timeout: float = 10.0, sizes: tuple[int, ...] = (2, 16, 1024),
-         progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def fuzz(
+    model: Any,
+    cases: int,
+    seed: int = 0,
+    timeout: float = 10.0,
+    sizes: tuple[int, ...] = (2, 16, 1024),
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     lo, hi = model.size_range
     seeds = make_seeds(model, tuple(sorted({min(max(s, lo), hi) for s in sizes})))
     rng = np.random.default_rng(seed)
@@ -226,9 +247,16 @@ def fuzz(model: Any, cases: int, seed: int = 0, timeout: float = 10.0, sizes: tu
             failures.append({"case": i, "mutation": name, "detail": detail, "stream_hex": data.hex()[:2000]})
         if progress:
             progress(i + 1)
-    return {"cases": cases, "seed": seed, "seeds": len(seeds), "timeout_seconds": timeout,
-            "outcomes": dict(outcomes), "by_mutation": {k: dict(v) for k, v in sorted(by_mutation.items())},
-            "slowest_case_seconds": slowest, "failures": failures}
+    return {
+        "cases": cases,
+        "seed": seed,
+        "seeds": len(seeds),
+        "timeout_seconds": timeout,
+        "outcomes": dict(outcomes),
+        "by_mutation": {k: dict(v) for k, v in sorted(by_mutation.items())},
+        "slowest_case_seconds": slowest,
+        "failures": failures,
+    }
 
 
 def main() -> int:
@@ -248,13 +276,19 @@ def main() -> int:
     with Progress(transient=True) as bar:
         task = bar.add_task("fuzzing", total=args.cases)
         result = fuzz(model, args.cases, args.seed, args.timeout, progress=lambda n: bar.update(task, completed=n))
-    result |= {"model": model.name, "seconds": round(time.perf_counter() - started, 1),
-               "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               "python": platform.python_version(), "raqcodec": raqcodec.__version__}
+    result |= {
+        "model": model.name,
+        "seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "python": platform.python_version(),
+        "raqcodec": raqcodec.__version__,
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{result['cases']} cases: {result['outcomes']}; slowest {result['slowest_case_seconds']:.2f} s; "
-          f"peak RSS {result['peak_rss_mib']:.0f} MiB -> {args.output}")
+    print(
+        f"{result['cases']} cases: {result['outcomes']}; slowest {result['slowest_case_seconds']:.2f} s; "
+        f"peak RSS {result['peak_rss_mib']:.0f} MiB -> {args.output}"
+    )
     for failure in result["failures"][:20]:
         print(f"  case {failure['case']} ({failure['mutation']}): {failure['detail']}")
     return 1 if result["failures"] else 0

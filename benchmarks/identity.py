@@ -77,13 +77,25 @@ def main() -> None:
         sys.exit(compare(*args.compare))
     if args.data is None:
         parser.error("give --data or --compare")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
     start = time.perf_counter()
     rows = measure(args.data)
     out = RESULTS / f"identity_{args.label}.json"
-    out.write_text(json.dumps({"commit": commit, "model": "default", "settings": SETTINGS, "rows": rows,
-                               "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "commit": commit,
+                "model": "default",
+                "settings": SETTINGS,
+                "rows": rows,
+                "seconds": round(time.perf_counter() - start, 1),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

@@ -38,23 +38,47 @@ def evaluate(images: list[Path], setting: list[str], model: str | None, adapter:
         out = Path(tmp)
         model_args = ["--model", model] if model else []
         started = time.perf_counter()
-        encoded = run_cli(["encode", *map(str, images), "-o", str(out / "raq"), *setting, *model_args,
-                           "--adapter", adapter, "--device", "cpu", "-j", str(jobs)])
+        encoded = run_cli(
+            [
+                "encode",
+                *map(str, images),
+                "-o",
+                str(out / "raq"),
+                *setting,
+                *model_args,
+                "--adapter",
+                adapter,
+                "--device",
+                "cpu",
+                "-j",
+                str(jobs),
+            ]
+        )
         decoded = run_cli(["decode", *(r["output"] for r in encoded), "-o", str(out / "png"), "--device", "cpu"])
         wall = time.perf_counter() - started
         per_image = []
         for enc, dec in zip(encoded, decoded):
             ref = np.asarray(Image.open(enc["input"]).convert("RGB"))
             rec = np.asarray(Image.open(dec["output"]).convert("RGB"))
-            per_image.append({"image": Path(enc["input"]).name, "bpp": enc["bpp"], "psnr": psnr(mse(ref, rec)),
-                              "codebook_size": enc["codebook_size"], "encode_s": enc["seconds"],
-                              "decode_s": dec["seconds"]})
+            per_image.append(
+                {
+                    "image": Path(enc["input"]).name,
+                    "bpp": enc["bpp"],
+                    "psnr": psnr(mse(ref, rec)),
+                    "codebook_size": enc["codebook_size"],
+                    "encode_s": enc["seconds"],
+                    "decode_s": dec["seconds"],
+                }
+            )
     return {
-        "setting": " ".join(setting), "adapter": adapter,
+        "setting": " ".join(setting),
+        "adapter": adapter,
         "mean_bpp": statistics.fmean(r["bpp"] for r in per_image),
-        "min_bpp": min(r["bpp"] for r in per_image), "max_bpp": max(r["bpp"] for r in per_image),
+        "min_bpp": min(r["bpp"] for r in per_image),
+        "max_bpp": max(r["bpp"] for r in per_image),
         "mean_psnr": statistics.fmean(r["psnr"] for r in per_image),
-        "wall_seconds": wall, "images": per_image,
+        "wall_seconds": wall,
+        "images": per_image,
     }
 
 
@@ -63,8 +87,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="Folder of Kodak PNGs (kodim01..24).")
     parser.add_argument("--model", default=None)
     parser.add_argument("--bpp", type=float, nargs="*", default=[0.1, 0.2, 0.3, 0.6])
-    parser.add_argument("--sizes", type=int, nargs="*", default=None,
-                        help="Codebook sizes (default: the model's k_min and k_max, and 16, 64, 256, 1024).")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="Codebook sizes (default: the model's k_min and k_max, and 16, 64, 256, 1024).",
+    )
     parser.add_argument("--adapters", nargs="*", default=["seq2seq"])
     parser.add_argument("--update-card", action="store_true", help="Write the figures into the model card.")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="Encoder processes (raqcodec encode -j).")
@@ -85,10 +114,17 @@ def main() -> None:
         for size in args.sizes:
             rows.append(evaluate(images, ["--codebook-size", str(size)], args.model, adapter, args.jobs))
     for r in rows:
-        print(f"{r['adapter']:8s} {r['setting']:22s} bpp mean {r['mean_bpp']:.4f} (min {r['min_bpp']:.4f}, "
-              f"max {r['max_bpp']:.4f})  PSNR {r['mean_psnr']:.2f} dB")
-    result = {"model": model.name, "fingerprint": model.fingerprint, "data": str(args.data), "images": len(images),
-              "rows": rows}
+        print(
+            f"{r['adapter']:8s} {r['setting']:22s} bpp mean {r['mean_bpp']:.4f} (min {r['min_bpp']:.4f}, "
+            f"max {r['max_bpp']:.4f})  PSNR {r['mean_psnr']:.2f} dB"
+        )
+    result = {
+        "model": model.name,
+        "fingerprint": model.fingerprint,
+        "data": str(args.data),
+        "images": len(images),
+        "rows": rows,
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -97,8 +133,9 @@ def main() -> None:
         card = json.loads(card_path.read_text()) if card_path.exists() else {}
         card["kodak"] = {
             "images": len(images),
-            "points": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "images"}
-                       for r in rows],
+            "points": [
+                {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "images"} for r in rows
+            ],
             "script": "benchmarks/kodak_eval.py",
         }
         sized = [r for r in rows if r["setting"].startswith("--codebook-size") and r["adapter"] == "seq2seq"]

@@ -31,9 +31,25 @@ Curve = list[tuple[float, float]]
 
 def rd_command(images: list[Path], args: argparse.Namespace) -> list[str]:
     """The `raqcodec rd` call that does the measuring."""
-    command = [sys.executable, "-m", "raqcodec", "rd", *map(str, images), "--bpp", ",".join(map(str, args.bpp)),
-               "--baselines", args.baselines, "-o", str(args.out), "--plot", str(args.plot), "-j", str(args.jobs),
-               "--force", "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "raqcodec",
+        "rd",
+        *map(str, images),
+        "--bpp",
+        ",".join(map(str, args.bpp)),
+        "--baselines",
+        args.baselines,
+        "-o",
+        str(args.out),
+        "--plot",
+        str(args.plot),
+        "-j",
+        str(args.jobs),
+        "--force",
+        "-q",
+    ]
     return command + (["--model", args.model] if args.model else [])
 
 
@@ -42,10 +58,16 @@ def psnr_curve(results: dict[str, Any], codec: str = "raqcodec", max_target: flo
     script's first format (lists of points with mean_bpp / mean_psnr / ok / target_bpp)."""
     if results.get("format", "").startswith("raqcodec-rd/"):
         points = results["codecs"][codec]["points"]
-        return [(p["bpp"], p["psnr"]) for p in points if p["complete"] and p["psnr"] is not None
-                and (max_target is None or p.get("bpp_target", 0) <= max_target)]
-    return [(p["mean_bpp"], p["mean_psnr"]) for p in results[codec] if p.get("ok", True)
-            and (max_target is None or p.get("target_bpp", 0) <= max_target)]
+        return [
+            (p["bpp"], p["psnr"])
+            for p in points
+            if p["complete"] and p["psnr"] is not None and (max_target is None or p.get("bpp_target", 0) <= max_target)
+        ]
+    return [
+        (p["mean_bpp"], p["mean_psnr"])
+        for p in results[codec]
+        if p.get("ok", True) and (max_target is None or p.get("target_bpp", 0) <= max_target)
+    ]
 
 
 def bd_summary(anchor: Curve, test: Curve, anchor_name: str) -> dict[str, Any]:
@@ -66,12 +88,16 @@ def release_figures(results: dict[str, Any], low_rate_max: float, previous: Path
     figures: dict[str, Any] = {}
     if "raqcodec" in results["codecs"] and "jpeg" in results["codecs"]:
         low = psnr_curve(results, max_target=low_rate_max)
-        figures["bd_low_rate_vs_jpeg"] = {"max_target_bpp": low_rate_max,
-                                          **bd_summary(psnr_curve(results, "jpeg"), low, "jpeg")}
+        figures["bd_low_rate_vs_jpeg"] = {
+            "max_target_bpp": low_rate_max,
+            **bd_summary(psnr_curve(results, "jpeg"), low, "jpeg"),
+        }
     if previous is not None:
         earlier = json.loads(previous.read_text(encoding="utf-8"))
-        figures["bd_vs_previous"] = {"results": str(previous),
-                                     **bd_summary(psnr_curve(earlier), psnr_curve(results), "previous")}
+        figures["bd_vs_previous"] = {
+            "results": str(previous),
+            **bd_summary(psnr_curve(earlier), psnr_curve(results), "previous"),
+        }
     return figures
 
 
@@ -87,8 +113,12 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "kodak",
-                        help="Folder of Kodak PNGs (kodim01..24). [default: ../shared/data/kodak]")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT.parent / "shared" / "data" / "kodak",
+        help="Folder of Kodak PNGs (kodim01..24). [default: ../shared/data/kodak]",
+    )
     parser.add_argument("--model", default=None, help="Model name or .safetensors path (default: the default model).")
     parser.add_argument("--bpp", type=float, nargs="+", default=DEFAULT_BPP, help="raqcodec --bpp targets.")
     parser.add_argument("--baselines", default="jpeg,webp,avif")
@@ -96,12 +126,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-j", "--jobs", type=int, default=2, help="Worker processes for `raqcodec rd`.")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "kodak_rd.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "rd_kodak.png")
-    parser.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "results" / "kodak_rd_bd.md",
-                        help="Where to write the Markdown BD-rate table.")
-    parser.add_argument("--previous", type=Path, default=None,
-                        help="Results JSON of an earlier run to compute the BD-rate against.")
-    parser.add_argument("--low-rate-max", type=float, default=0.3,
-                        help="Also report the BD-rate vs JPEG over the --bpp targets up to this value.")
+    parser.add_argument(
+        "--table",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "kodak_rd_bd.md",
+        help="Where to write the Markdown BD-rate table.",
+    )
+    parser.add_argument(
+        "--previous", type=Path, default=None, help="Results JSON of an earlier run to compute the BD-rate against."
+    )
+    parser.add_argument(
+        "--low-rate-max",
+        type=float,
+        default=0.3,
+        help="Also report the BD-rate vs JPEG over the --bpp targets up to this value.",
+    )
     return parser.parse_args(argv)
 
 
@@ -115,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     if status not in (0, 1) or not args.out.exists():
         raise SystemExit(f"raqcodec rd failed (exit {status})")
     results = json.loads(args.out.read_text(encoding="utf-8"))
-    results["benchmark"] = {"script": "benchmarks/kodak_rd.py",
-                            "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-                            **release_figures(results, args.low_rate_max, args.previous)}
+    results["benchmark"] = {
+        "script": "benchmarks/kodak_rd.py",
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        **release_figures(results, args.low_rate_max, args.previous),
+    }
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     table = markdown_table(results)

@@ -24,14 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cliprocess import run_cli
 from PIL import Image
 
 import raqcodec
 from raqcodec import codec
-from raqcodec.model import tiling
 from raqcodec.eval.metrics import mse, psnr
-
-from cliprocess import run_cli
+from raqcodec.model import tiling
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -70,8 +69,12 @@ def run_measured(args: list[str]) -> dict:
     """Run the CLI in a fresh process: wall seconds and that process's peak RSS (``cliprocess``)."""
     load_before = os.getloadavg()[0]
     run = run_cli(args)
-    return {"seconds": run.seconds, "peak_rss_mib": run.peak_rss_mib, "output": run.stdout.strip(),
-            "load_average_1min": [load_before, os.getloadavg()[0]]}
+    return {
+        "seconds": run.seconds,
+        "peak_rss_mib": run.peak_rss_mib,
+        "output": run.stdout.strip(),
+        "load_average_1min": [load_before, os.getloadavg()[0]],
+    }
 
 
 def psnr_in_bands(a: np.ndarray, b: np.ndarray, rows: int = 256) -> float:
@@ -90,8 +93,12 @@ def large(data: Path, work: Path, bpp: float, size: int, width: int, height: int
     source = work / "large.png"
     mosaic(photos, cols, rows, side).save(source, compress_level=1)
     reference = np.asarray(Image.open(source).convert("RGB"))
-    results: dict = {"width": width, "height": height, "photos": [str(p) for p in photos],
-                     "how": f"{cols}x{rows} mosaic of the largest photos, central squares resized to {side}x{side}"}
+    results: dict = {
+        "width": width,
+        "height": height,
+        "photos": [str(p) for p in photos],
+        "how": f"{cols}x{rows} mosaic of the largest photos, central squares resized to {side}x{side}",
+    }
     for name, setting in (("bpp", ["--bpp", str(bpp)]), ("codebook_size", ["-k", str(size)])):
         raq, png = work / f"large-{name}.raq", work / f"large-{name}.png"
         enc = run_measured(["encode", str(source), *setting, "-o", str(raq), "--force", "--json"])
@@ -99,12 +106,21 @@ def large(data: Path, work: Path, bpp: float, size: int, width: int, height: int
         info = json.loads(enc.pop("output").splitlines()[-1])
         dec.pop("output")
         decoded = np.asarray(Image.open(png).convert("RGB"))
-        results[name] = {"setting": setting, "bytes": raq.stat().st_size,
-                         "bpp": raq.stat().st_size * 8 / (width * height), "codebook_size": info.get("codebook_size"),
-                         "psnr_db": psnr_in_bands(decoded, reference), "encode": enc, "decode": dec}
-        print(f"{width}x{height} {' '.join(setting)}: K~={info.get('codebook_size')} "
-              f"{results[name]['bpp']:.3f} bpp {results[name]['psnr_db']:.2f} dB; encode {enc['seconds']:.0f} s "
-              f"{enc['peak_rss_mib']:.0f} MiB, decode {dec['seconds']:.0f} s {dec['peak_rss_mib']:.0f} MiB", flush=True)
+        results[name] = {
+            "setting": setting,
+            "bytes": raq.stat().st_size,
+            "bpp": raq.stat().st_size * 8 / (width * height),
+            "codebook_size": info.get("codebook_size"),
+            "psnr_db": psnr_in_bands(decoded, reference),
+            "encode": enc,
+            "decode": dec,
+        }
+        print(
+            f"{width}x{height} {' '.join(setting)}: K~={info.get('codebook_size')} "
+            f"{results[name]['bpp']:.3f} bpp {results[name]['psnr_db']:.2f} dB; encode {enc['seconds']:.0f} s "
+            f"{enc['peak_rss_mib']:.0f} MiB, decode {dec['seconds']:.0f} s {dec['peak_rss_mib']:.0f} MiB",
+            flush=True,
+        )
         del decoded
     return results
 
@@ -117,8 +133,13 @@ def tiled_vs_untiled(data: Path, sizes: list[int], tile_pixels: int) -> dict:
     model = raqcodec.load_model(None)
     f = model.config.downsampling
     tiles = tiling.plan_tiles((side // f, side // f), tile_pixels // f**2, model.decoder_halo)
-    results: dict = {"photo": str(path), "how": f"central square resized to {side}x{side} (Lanczos)",
-                     "tile_pixels": tile_pixels, "decoder_tiles": len(tiles), "sizes": {}}
+    results: dict = {
+        "photo": str(path),
+        "how": f"central square resized to {side}x{side} (Lanczos)",
+        "tile_pixels": tile_pixels,
+        "decoder_tiles": len(tiles),
+        "sizes": {},
+    }
     for size in sizes:
         row: dict = {}
         grids = {}
@@ -130,15 +151,23 @@ def tiled_vs_untiled(data: Path, sizes: list[int], tile_pixels: int) -> dict:
             decoded = np.asarray(codec.decode(data_, model=model, device="cpu", max_tile_pixels=budget))
             decode_s = time.perf_counter() - started
             grids[name] = codec.inspect(data_, model=model)["indices"]
-            row[name] = {"bytes": len(data_), "bpp": len(data_) * 8 / side**2, "psnr_db": psnr(mse(decoded, image)),
-                         "encode_seconds": encode_s, "decode_seconds": decode_s}
+            row[name] = {
+                "bytes": len(data_),
+                "bpp": len(data_) * 8 / side**2,
+                "psnr_db": psnr(mse(decoded, image)),
+                "encode_seconds": encode_s,
+                "decode_seconds": decode_s,
+            }
         row["loss_db"] = row["untiled"]["psnr_db"] - row["tiled"]["psnr_db"]
         row["indices_differing"] = float(np.mean(grids["untiled"] != grids["tiled"]))
         row["ok"] = row["loss_db"] <= MAX_TILING_LOSS_DB
         results["sizes"][str(size)] = row
-        print(f"2048x2048 K~={size}: untiled {row['untiled']['psnr_db']:.3f} dB, tiled ({tile_pixels} px) "
-              f"{row['tiled']['psnr_db']:.3f} dB, loss {row['loss_db']:+.4f} dB, "
-              f"{row['indices_differing']:.2%} indices differ", flush=True)
+        print(
+            f"2048x2048 K~={size}: untiled {row['untiled']['psnr_db']:.3f} dB, tiled ({tile_pixels} px) "
+            f"{row['tiled']['psnr_db']:.3f} dB, loss {row['loss_db']:+.4f} dB, "
+            f"{row['indices_differing']:.2%} indices differ",
+            flush=True,
+        )
     return results
 
 
@@ -150,20 +179,29 @@ def main() -> None:
     parser.add_argument("--size", default="8000x6000", help="WxH of the large image (multiples of 2000).")
     parser.add_argument("--photo-sizes", default="256,1024", help="K~ values for the tiled/untiled comparison.")
     parser.add_argument("--tile-pixels", type=int, default=1 << 19, help="Forced budget for the tiled run.")
-    parser.add_argument("--parts", default="a,b",
-                        help="a: large image, b: tiled vs untiled; the other part of an existing --output is kept.")
+    parser.add_argument(
+        "--parts",
+        default="a,b",
+        help="a: large image, b: tiled vs untiled; the other part of an existing --output is kept.",
+    )
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "benchmarks" / "results" / "large_image.json")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     parts = set(args.parts.split(","))
     previous = json.loads(args.output.read_text()) if args.output.exists() else {}
     result: dict = {key: previous[key] for key in ("tiled_vs_untiled", "large") if key in previous}
-    result |= {"default_tile_pixels": tiling.DEFAULT_TILE_PIXELS, "torch_threads": torch.get_num_threads(),
-               "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-               "torch": torch.__version__, "raqcodec": raqcodec.__version__}
+    result |= {
+        "default_tile_pixels": tiling.DEFAULT_TILE_PIXELS,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "raqcodec": raqcodec.__version__,
+    }
     if "b" in parts:
         result["tiled_vs_untiled"] = tiled_vs_untiled(
-            args.data, [int(s) for s in args.photo_sizes.split(",")], args.tile_pixels)
+            args.data, [int(s) for s in args.photo_sizes.split(",")], args.tile_pixels
+        )
     if "a" in parts:
         with tempfile.TemporaryDirectory() as tmp:
             result["large"] = large(args.data, Path(tmp), args.bpp, args.codebook_size, width, height)

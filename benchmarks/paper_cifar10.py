@@ -41,17 +41,17 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 import raqcodec
-from raqcodec.train.export import training_summary
-from raqcodec.io.atomic import atomic_path
-from raqcodec.model.intkmeans import integer_kmeans
 from raqcodec.eval.metrics import batch_mse, perplexity, psnr, ssim
-from raqcodec.model.loaded import small_codebook_source
+from raqcodec.io.atomic import atomic_path
 from raqcodec.model.files import TRAINING_ONLY
+from raqcodec.model.intkmeans import integer_kmeans
+from raqcodec.model.loaded import small_codebook_source
 from raqcodec.nn.cluster import ClusterSettings, cluster_codebook
 from raqcodec.nn.quantizer import from_rows, nearest_indices, to_rows
 from raqcodec.nn.raq import RAQModel
 from raqcodec.train import Recipe, build_sources, load_recipe, train
 from raqcodec.train.data import read_cifar_tar
+from raqcodec.train.export import training_summary
 from raqcodec.train.state import read_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,8 +98,10 @@ def model_specs(fixed_sizes: list[int], steps: int, seed: int) -> list[ModelSpec
     """RAQ first: an interrupted budget (--max-minutes) then still yields the model the table is about."""
     common = (("train.steps", steps), ("train.seed", seed))
     specs = [ModelSpec("raq", "paper-cifar10", common)]
-    specs += [ModelSpec(f"fixed-k{k}", "paper-cifar10-fixed", (*common, ("model.codebook_size", k)))
-              for k in sorted(set(fixed_sizes) | {MODEL_BASED_BASE, RANDOM_FROM})]
+    specs += [
+        ModelSpec(f"fixed-k{k}", "paper-cifar10-fixed", (*common, ("model.codebook_size", k)))
+        for k in sorted(set(fixed_sizes) | {MODEL_BASED_BASE, RANDOM_FROM})
+    ]
     specs.append(ModelSpec("raq-no-crossforcing", "paper-cifar10", (*common, ("model.cross_forcing", "none"))))
     # Ours, beside the faithful recipe: half the K~ draws log-uniform. Uniform draws over 8..1024 give
     # K~ <= 32 about 2% of the steps, which is where RAQ trails the fixed models most.
@@ -119,8 +121,10 @@ def cpu_name() -> str:
 
 def hardware(device: str) -> str:
     where = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "CPU"
-    return (f"{where}; {cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    return (
+        f"{where}; {cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
 
 def plain(value: Any) -> Any:
@@ -136,9 +140,11 @@ def save_weights(path: Path, model: RAQModel, recipe: Recipe, info: dict[str, An
     """The model's state dict without EMA accumulators (and, for a fixed model, without the untrained
     adapter), recipe and budget as JSON metadata. safetensors: data only, never pickle."""
     fixed = recipe.train.mode == "fixed"
-    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
-               for k, v in model.state_dict().items()
-               if k not in TRAINING_ONLY and not (fixed and k.startswith("adapter."))}
+    tensors = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if k not in TRAINING_ONLY and not (fixed and k.startswith("adapter."))
+    }
     meta = {"kind": WEIGHTS_KIND, "recipe": recipe.to_dict(), "dtype": str(dtype).removeprefix("torch."), **info}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"raqcodec": json.dumps(meta)})
@@ -165,8 +171,9 @@ def load_weights(path: Path, device: str) -> tuple[RAQModel, dict[str, Any]]:
     model = RAQModel(recipe.model)
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     missing, unexpected = model.load_state_dict(tensors, strict=False)
-    absent = {k for k in missing if k not in TRAINING_ONLY
-              and not (recipe.train.mode == "fixed" and k.startswith("adapter."))}
+    absent = {
+        k for k in missing if k not in TRAINING_ONLY and not (recipe.train.mode == "fixed" and k.startswith("adapter."))
+    }
     if unexpected or absent:
         raise SystemExit(f"{path}: unexpected tensors {unexpected}, missing {sorted(absent)}")
     return model.to(device).eval(), info
@@ -178,8 +185,12 @@ def evaluation_order(paths: list[Path]) -> list[Path]:
 
     def order(p: Path) -> tuple:
         recipe = infos[p]["recipe"]
-        return (recipe["train"]["mode"] != "fixed", recipe["model"]["codebook_size"],
-                recipe["model"].get("cross_forcing") == "none", p.name)
+        return (
+            recipe["train"]["mode"] != "fixed",
+            recipe["model"]["codebook_size"],
+            recipe["model"].get("cross_forcing") == "none",
+            p.name,
+        )
 
     return sorted(paths, key=order)
 
@@ -230,17 +241,29 @@ def ensure_trained(spec: ModelSpec, args: argparse.Namespace) -> bool:
     check_run_dir(run_dir, recipe)
     source, validation = training_data(args.data / "cifar10-train.tar.gz")
     print(f"{spec.name}: training to step {recipe.train.steps} in {run_dir}", file=sys.stderr, flush=True)
-    result = train(recipe, source, run_dir, validation=validation, max_minutes=args.max_minutes,
-                   show_progress=sys.stderr.isatty(), device=args.device)
+    result = train(
+        recipe,
+        source,
+        run_dir,
+        validation=validation,
+        max_minutes=args.max_minutes,
+        show_progress=sys.stderr.isatty(),
+        device=args.device,
+    )
     if result.step < recipe.train.steps:
-        print(f"{spec.name}: stopped at step {result.step} of {recipe.train.steps}; rerun to continue",
-              file=sys.stderr)
+        print(f"{spec.name}: stopped at step {result.step} of {recipe.train.steps}; rerun to continue", file=sys.stderr)
         return False
     summary = training_summary(run_dir)
-    info = {"name": spec.name, "steps": result.step, "train_seconds": summary["train_seconds"],
-            "last_session_seconds": round(result.seconds, 1), "hardware": hardware(args.device),
-            "device": args.device, "last_validation": summary["last_validation"],
-            "saved": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    info = {
+        "name": spec.name,
+        "steps": result.step,
+        "train_seconds": summary["train_seconds"],
+        "last_session_seconds": round(result.seconds, 1),
+        "hardware": hardware(args.device),
+        "device": args.device,
+        "last_validation": summary["last_validation"],
+        "saved": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     save_weights(path, result.model, recipe, info, getattr(torch, args.weights_dtype))
     print(f"{spec.name}: saved {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
     return True
@@ -282,8 +305,12 @@ def evaluate_codebook(model: RAQModel, latents: Tensor, images: Tensor, book: Te
         ssims.append(ssim(reference, rounded))
         indices.append(idx.cpu())
     used = torch.cat(indices)
-    return {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
-            "perplexity": perplexity(used, book.shape[0]), "codes_used": int(used.unique().numel())}
+    return {
+        "psnr": float(torch.cat(psnrs).mean()),
+        "ssim": float(torch.cat(ssims).mean()),
+        "perplexity": perplexity(used, book.shape[0]),
+        "codes_used": int(used.unique().numel()),
+    }
 
 
 def fixed_candidates(model: RAQModel, args: argparse.Namespace) -> list[Candidate]:
@@ -316,19 +343,30 @@ def raq_candidates(model: RAQModel, method: str) -> list[Candidate]:
     out = []
     for size in (*EXTRA_SIZES[:1], *MAIN_SIZES, *EXTRA_SIZES[1:]):
         if size > cfg.k_max:
-            note = (f"unsupported: the adapter has learned step embeddings for {cfg.k_max} steps only "
-                    f"(cross_forcing={cfg.cross_forcing} feeds embedding row t at step t), so no codebook "
-                    f"longer than {cfg.k_max} exists")
+            note = (
+                f"unsupported: the adapter has learned step embeddings for {cfg.k_max} steps only "
+                f"(cross_forcing={cfg.cross_forcing} feeds embedding row t at step t), so no codebook "
+                f"longer than {cfg.k_max} exists"
+            )
             out.append(Candidate(method, size, None, note))
         else:
-            note = f"below the trained range {cfg.k_min}..{cfg.k_max}: a prefix of the sequence" \
-                if size < cfg.k_min else ""
+            note = (
+                f"below the trained range {cfg.k_min}..{cfg.k_max}: a prefix of the sequence"
+                if size < cfg.k_min
+                else ""
+            )
             out.append(Candidate(method, size, sequence[:size], note))
             if size < cfg.k_min and method == "raq":
                 source = small_codebook_source(cfg)
-                out.append(Candidate("raq_kmeans", size, small_codebook(sequence, source, size),
-                                     "how raqcodec serves sizes below the trained range: integer k-means of "
-                                     f"the first {source} vectors of the sequence"))
+                out.append(
+                    Candidate(
+                        "raq_kmeans",
+                        size,
+                        small_codebook(sequence, source, size),
+                        "how raqcodec serves sizes below the trained range: integer k-means of "
+                        f"the first {source} vectors of the sequence",
+                    )
+                )
     return out
 
 
@@ -352,8 +390,13 @@ def evaluate_model(path: Path, images: Tensor, args: argparse.Namespace) -> tupl
     latents = encode_all(model, images, args.eval_batch, args.device)
     rows = []
     for c in candidates:
-        row: dict[str, Any] = {"method": c.method, "K": c.size, "model": info["name"],
-                               "bpp_uncoded": math.log2(c.size) / 16, "extra": c.size not in MAIN_SIZES}
+        row: dict[str, Any] = {
+            "method": c.method,
+            "K": c.size,
+            "model": info["name"],
+            "bpp_uncoded": math.log2(c.size) / 16,
+            "extra": c.size not in MAIN_SIZES,
+        }
         if c.book is None:
             row.update(psnr=None, ssim=None, perplexity=None, codes_used=None, supported=False)
         else:
@@ -362,11 +405,19 @@ def evaluate_model(path: Path, images: Tensor, args: argparse.Namespace) -> tupl
             row["note"] = c.note
         rows.append(row)
         if row["psnr"] is not None:
-            print(f"  {c.method:20s} K~={c.size:5d}  PSNR {row['psnr']:.3f}  SSIM {row['ssim']:.4f}  "
-                  f"perplexity {row['perplexity']:.1f}", file=sys.stderr)
-    record = {"file": str(path), "sha256": sha256(path), "bytes": path.stat().st_size,
-              **{k: info.get(k) for k in ("steps", "train_seconds", "hardware", "device", "dtype", "saved")},
-              "recipe": info["recipe"], "eval_seconds": round(time.perf_counter() - started, 1)}
+            print(
+                f"  {c.method:20s} K~={c.size:5d}  PSNR {row['psnr']:.3f}  SSIM {row['ssim']:.4f}  "
+                f"perplexity {row['perplexity']:.1f}",
+                file=sys.stderr,
+            )
+    record = {
+        "file": str(path),
+        "sha256": sha256(path),
+        "bytes": path.stat().st_size,
+        **{k: info.get(k) for k in ("steps", "train_seconds", "hardware", "device", "dtype", "saved")},
+        "recipe": info["recipe"],
+        "eval_seconds": round(time.perf_counter() - started, 1),
+    }
     return rows, record
 
 
@@ -387,32 +438,49 @@ RAQ_VARIANTS = {"raq": "RAQ (the paper's recipe)", "raq_mixed": "RAQ with mixed 
 
 
 def raq_gaps(keyed: dict[tuple[str, int], dict[str, Any]], method: str) -> dict[int, float]:
-    return {k: value(keyed, method, k) - value(keyed, "fixed", k) for k in MAIN_SIZES
-            if value(keyed, method, k) is not None and value(keyed, "fixed", k) is not None}
+    return {
+        k: value(keyed, method, k) - value(keyed, "fixed", k)
+        for k in MAIN_SIZES
+        if value(keyed, method, k) is not None and value(keyed, "fixed", k) is not None
+    }
 
 
 def run_checks(rows: list[dict[str, Any]], reproduction: dict[str, Any] | None) -> list[dict[str, Any]]:
     keyed = by_key(rows)
-    margins = {k: value(keyed, "raq", k) - value(keyed, "random_subset", k) for k in MAIN_SIZES
-               if k <= 256 and value(keyed, "raq", k) is not None and value(keyed, "random_subset", k) is not None}
+    margins = {
+        k: value(keyed, "raq", k) - value(keyed, "random_subset", k)
+        for k in MAIN_SIZES
+        if k <= 256 and value(keyed, "raq", k) is not None and value(keyed, "random_subset", k) is not None
+    }
     model_based = [k for k in MAIN_SIZES if value(keyed, "model_based", k) is not None]
     checks = []
     for method, label in RAQ_VARIANTS.items():
         gaps = raq_gaps(keyed, method)
         if gaps or method == "raq":
-            checks.append({"check": f"{label} within {RAQ_GAP_LIMIT} dB PSNR of fixed wherever both exist",
-                           "passed": bool(gaps) and all(g >= -RAQ_GAP_LIMIT for g in gaps.values()),
-                           "detail": {str(k): round(g, 3) for k, g in gaps.items()}})
+            checks.append(
+                {
+                    "check": f"{label} within {RAQ_GAP_LIMIT} dB PSNR of fixed wherever both exist",
+                    "passed": bool(gaps) and all(g >= -RAQ_GAP_LIMIT for g in gaps.values()),
+                    "detail": {str(k): round(g, 3) for k, g in gaps.items()},
+                }
+            )
     return checks + [
-        {"check": "model-based rows present at every K~ of the table",
-         "passed": len(model_based) == len(MAIN_SIZES), "detail": model_based},
-        {"check": f"random subset at least {RANDOM_MARGIN} dB under RAQ at K~ <= 256",
-         "passed": bool(margins) and all(m >= RANDOM_MARGIN for m in margins.values()),
-         "detail": {str(k): round(m, 3) for k, m in margins.items()}},
-        {"check": "re-running the evaluation on the same weights files gives the same rows",
-         # Different row sets (another version of this script) are not a reproduction either way.
-         "passed": reproduction["identical"] if reproduction and reproduction["same_rows_present"] else None,
-         "detail": reproduction or "no earlier result for the same weights and test images to compare with"},
+        {
+            "check": "model-based rows present at every K~ of the table",
+            "passed": len(model_based) == len(MAIN_SIZES),
+            "detail": model_based,
+        },
+        {
+            "check": f"random subset at least {RANDOM_MARGIN} dB under RAQ at K~ <= 256",
+            "passed": bool(margins) and all(m >= RANDOM_MARGIN for m in margins.values()),
+            "detail": {str(k): round(m, 3) for k, m in margins.items()},
+        },
+        {
+            "check": "re-running the evaluation on the same weights files gives the same rows",
+            # Different row sets (another version of this script) are not a reproduction either way.
+            "passed": reproduction["identical"] if reproduction and reproduction["same_rows_present"] else None,
+            "detail": reproduction or "no earlier result for the same weights and test images to compare with",
+        },
     ]
 
 
@@ -429,11 +497,20 @@ def compare_with_previous(out: Path, rows: list[dict[str, Any]], models: dict[st
         return None
     old_rows = by_key(old["rows"])
     same_keys = set(old_rows) == set(by_key(rows))
-    diffs = [abs(row[f] - old_rows[key][f]) for key, row in by_key(rows).items() if key in old_rows
-             for f in ("psnr", "ssim", "perplexity") if row[f] is not None and old_rows[key][f] is not None]
-    return {"previous_date": old.get("date"), "previous_eval_hardware": old.get("eval_hardware"),
-            "identical": old_rows == by_key(rows), "same_rows_present": same_keys,
-            "max_abs_difference": max(diffs, default=0.0)}
+    diffs = [
+        abs(row[f] - old_rows[key][f])
+        for key, row in by_key(rows).items()
+        if key in old_rows
+        for f in ("psnr", "ssim", "perplexity")
+        if row[f] is not None and old_rows[key][f] is not None
+    ]
+    return {
+        "previous_date": old.get("date"),
+        "previous_eval_hardware": old.get("eval_hardware"),
+        "identical": old_rows == by_key(rows),
+        "same_rows_present": same_keys,
+        "max_abs_difference": max(diffs, default=0.0),
+    }
 
 
 def cell(psnr_value: float | None, ssim_value: float | None = None) -> str:
@@ -489,22 +566,46 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in sorted(MAIN_SIZES, reverse=True):
-        lines.append(" | ".join([
-            f"| {k}", f"{math.log2(k) / 16:.3f}", paper_cell(k, "fixed"), ours_cell(keyed, "fixed", k),
-            paper_cell(k, "raq"), ours_cell(keyed, "raq", k), gap_cell(PAPER[k]["raq"][0], PAPER[k]["fixed"][0]),
-            gap_cell(value(keyed, "raq", k), value(keyed, "fixed", k)), ours_cell(keyed, "raq_mixed", k),
-            gap_cell(value(keyed, "raq_mixed", k), value(keyed, "fixed", k)),
-            ours_cell(keyed, "raq_no_crossforcing", k),
-            paper_cell(k, "model_based"), ours_cell(keyed, "model_based", k),
-            paper_cell(k, "random_subset"), ours_cell(keyed, "random_subset", k)]) + " |")
+        lines.append(
+            " | ".join(
+                [
+                    f"| {k}",
+                    f"{math.log2(k) / 16:.3f}",
+                    paper_cell(k, "fixed"),
+                    ours_cell(keyed, "fixed", k),
+                    paper_cell(k, "raq"),
+                    ours_cell(keyed, "raq", k),
+                    gap_cell(PAPER[k]["raq"][0], PAPER[k]["fixed"][0]),
+                    gap_cell(value(keyed, "raq", k), value(keyed, "fixed", k)),
+                    ours_cell(keyed, "raq_mixed", k),
+                    gap_cell(value(keyed, "raq_mixed", k), value(keyed, "fixed", k)),
+                    ours_cell(keyed, "raq_no_crossforcing", k),
+                    paper_cell(k, "model_based"),
+                    ours_cell(keyed, "model_based", k),
+                    paper_cell(k, "random_subset"),
+                    ours_cell(keyed, "random_subset", k),
+                ]
+            )
+            + " |"
+        )
     methods = ("fixed", "raq", "raq_mixed", "raq_no_crossforcing", "model_based", "random_subset")
-    lines += ["", "## Codebook perplexity on the test set (exp of the entropy of the index histogram)", "",
-              "| K~ | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    lines += [
+        "",
+        "## Codebook perplexity on the test set (exp of the entropy of the index histogram)",
+        "",
+        "| K~ | " + " | ".join(methods) + " |",
+        "|---" * (len(methods) + 1) + "|",
+    ]
     for k in sorted(MAIN_SIZES, reverse=True):
         vals = [value(keyed, m, k, "perplexity") for m in methods]
         lines.append(f"| {k} | " + " | ".join("–" if v is None else f"{v:.1f}" for v in vals) + " |")
-    lines += ["", "## Outside the training range (K~ 4 and 2048)", "",
-              "| method | K~ | PSNR | SSIM | perplexity | note |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Outside the training range (K~ 4 and 2048)",
+        "",
+        "| method | K~ | PSNR | SSIM | perplexity | note |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in sorted((r for r in result["rows"] if r["extra"]), key=lambda r: (r["K"], r["method"])):
         perp = "–" if r["perplexity"] is None else f"{r['perplexity']:.1f}"
         ssim_text = "–" if r["ssim"] is None else f"{r['ssim']:.4f}"
@@ -514,8 +615,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"- **{VERDICT[c['passed']]}**: {c['check']} ({json.dumps(c['detail'])})")
     lines += ["", "## Budget", "", "| model | steps | train seconds | hardware | weights |", "|---|---|---|---|---|"]
     for name, m in result["models"].items():
-        lines.append(f"| {name} | {m['steps']} | {m['train_seconds']} | {m['hardware']} | "
-                     f"{Path(m['file']).name}, {m['bytes'] / 1e6:.2f} MB {m['dtype']} |")
+        lines.append(
+            f"| {name} | {m['steps']} | {m['train_seconds']} | {m['hardware']} | "
+            f"{Path(m['file']).name}, {m['bytes'] / 1e6:.2f} MB {m['dtype']} |"
+        )
     lines += ["", f"Evaluation: {result['eval_hardware']}, {result['eval_seconds']} s in all.", ""]
     return "\n".join(lines)
 
@@ -527,12 +630,18 @@ def write_text(path: Path, text: str) -> None:
 
 def software() -> dict[str, str]:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "raqcodec": raqcodec.__version__, "git_commit": commit or "unknown"}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "raqcodec": raqcodec.__version__,
+        "git_commit": commit or "unknown",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -540,28 +649,54 @@ def software() -> dict[str, str]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True,
-                        help="Folder with cifar10-train.tar.gz and cifar10-test.tar.gz.")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="Folder with cifar10-train.tar.gz and cifar10-test.tar.gz."
+    )
     parser.add_argument("--steps", type=int, default=195000, help="Training steps of every model (paper: 195000).")
-    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "paper_cifar10",
-                        help="Training run folders (resumable: rerun to continue).")
-    parser.add_argument("--checkpoints", type=Path, default=RESULTS / "paper_cifar10",
-                        help="Weights-only files of the finished models (what --eval-only reads).")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=REPO / "runs" / "paper_cifar10",
+        help="Training run folders (resumable: rerun to continue).",
+    )
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=RESULTS / "paper_cifar10",
+        help="Weights-only files of the finished models (what --eval-only reads).",
+    )
     parser.add_argument("--eval-only", action="store_true", help="Evaluate the files in --checkpoints; no training.")
     parser.add_argument("--test-limit", type=int, default=None, help="Only the first N test images (smoke runs).")
-    parser.add_argument("--out", type=Path, default=RESULTS / "paper_cifar10.json",
-                        help="Result JSON; the Markdown table goes beside it (.md).")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS / "paper_cifar10.json",
+        help="Result JSON; the Markdown table goes beside it (.md).",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-minutes", type=float, default=None, help="Per model, passed to train().")
     parser.add_argument("--seed", type=int, default=0, help="Training seed of every model and the random subset's.")
-    parser.add_argument("--fixed-sizes", type=int, nargs="+", default=list(DEFAULT_FIXED),
-                        help=f"Fixed-rate K to train (K={MODEL_BASED_BASE} and {RANDOM_FROM} are always added).")
-    parser.add_argument("--weights-dtype", choices=["float32", "float16"], default="float16",
-                        help="Storage of the weights files (float16 halves what the repository carries); "
-                             "evaluation always reads them back, so the numbers are those of the stored "
-                             "weights. Existing files are converted.")
-    parser.add_argument("--ikm-steps", type=int, default=ClusterSettings().ikm_steps,
-                        help="Inverse-DKM steps for model-based K~ > 128 (paper: 5000).")
+    parser.add_argument(
+        "--fixed-sizes",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_FIXED),
+        help=f"Fixed-rate K to train (K={MODEL_BASED_BASE} and {RANDOM_FROM} are always added).",
+    )
+    parser.add_argument(
+        "--weights-dtype",
+        choices=["float32", "float16"],
+        default="float16",
+        help="Storage of the weights files (float16 halves what the repository carries); "
+        "evaluation always reads them back, so the numbers are those of the stored "
+        "weights. Existing files are converted.",
+    )
+    parser.add_argument(
+        "--ikm-steps",
+        type=int,
+        default=ClusterSettings().ikm_steps,
+        help="Inverse-DKM steps for model-based K~ > 128 (paper: 5000).",
+    )
     parser.add_argument("--eval-batch", type=int, default=500)
     return parser.parse_args()
 
@@ -601,15 +736,17 @@ def main() -> None:
     batch = {m["recipe"]["train"]["batch_size"] for m in models.values()}
     result: dict[str, Any] = {
         "benchmark": "RAQ paper CIFAR-10 table (arXiv 2405.14222, Tables 9-10)",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", *sys.argv]),
         "test_images": len(images),
         "metrics": "per-image PSNR (RGB, 8-bit, capped at 100 dB) and SSIM (raqcodec.eval.metrics), means over "
-                   "images; perplexity = exp(entropy of the test-set index histogram)",
-        "budget": {"steps": steps.pop() if len(steps) == 1 else sorted(steps),
-                   "batch_size": batch.pop() if len(batch) == 1 else sorted(batch),
-                   "hardware": {k: m["hardware"] for k, m in models.items()},
-                   "train_seconds": {k: m["train_seconds"] for k, m in models.items()}},
+        "images; perplexity = exp(entropy of the test-set index histogram)",
+        "budget": {
+            "steps": steps.pop() if len(steps) == 1 else sorted(steps),
+            "batch_size": batch.pop() if len(batch) == 1 else sorted(batch),
+            "hardware": {k: m["hardware"] for k, m in models.items()},
+            "train_seconds": {k: m["train_seconds"] for k, m in models.items()},
+        },
         "eval_hardware": hardware(args.device),
         "eval_seconds": round(time.perf_counter() - started, 1),
         "ikm_steps": args.ikm_steps,

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import torch
+from cliprocess import run_cli
 
 import raqcodec
-from cliprocess import run_cli
 
 
 def default_image() -> Path:
@@ -73,8 +73,7 @@ def main() -> None:
         decoded = raqcodec.decode(data, model=model, device=args.device)
         decode_times.append(time.perf_counter() - t)
         t = time.perf_counter()
-        order0 = raqcodec.encode(image, bpp=args.bpp, model=model, device=args.device, refine=refine,
-                                 entropy="order0")
+        order0 = raqcodec.encode(image, bpp=args.bpp, model=model, device=args.device, refine=refine, entropy="order0")
         order0_encode_times.append(time.perf_counter() - t)
         t = time.perf_counter()
         raqcodec.decode(order0, model=model, device=args.device)
@@ -84,39 +83,76 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raq, png = Path(tmp) / "x.raq", Path(tmp) / "x.png"
         model_args = ["--model", args.model] if args.model else []
-        cli_encode = [cli_peak_rss(["encode", str(image), "--bpp", str(args.bpp), "-o", str(raq), "--force",
-                                    "--device", args.device, "--refine", str(refine), *model_args]) for _ in range(3)]
-        cli_decode = [cli_peak_rss(["decode", str(raq), "-o", str(png), "--force", "--device", args.device])
-                      for _ in range(3)]
+        cli_encode = [
+            cli_peak_rss(
+                [
+                    "encode",
+                    str(image),
+                    "--bpp",
+                    str(args.bpp),
+                    "-o",
+                    str(raq),
+                    "--force",
+                    "--device",
+                    args.device,
+                    "--refine",
+                    str(refine),
+                    *model_args,
+                ]
+            )
+            for _ in range(3)
+        ]
+        cli_decode = [
+            cli_peak_rss(["decode", str(raq), "-o", str(png), "--force", "--device", args.device]) for _ in range(3)
+        ]
 
     result = {
-        "image": str(image), "width": decoded.width, "height": decoded.height, "bpp_budget": args.bpp,
-        "bytes": len(data), "bpp": len(data) * 8 / (decoded.width * decoded.height), "model": model.name,
-        "device": args.device, "repeats": args.repeats, "refine_steps": refine,
+        "image": str(image),
+        "width": decoded.width,
+        "height": decoded.height,
+        "bpp_budget": args.bpp,
+        "bytes": len(data),
+        "bpp": len(data) * 8 / (decoded.width * decoded.height),
+        "model": model.name,
+        "device": args.device,
+        "repeats": args.repeats,
+        "refine_steps": refine,
         "encode_seconds_median": statistics.median(encode_times),
         "decode_seconds_median": statistics.median(decode_times),
-        "encode_seconds_all": encode_times, "decode_seconds_all": decode_times,
-        "coder": header.coder, "codebook_size": header.codebook_size,
-        "order0": {"codebook_size": raqcodec.io.bitstream.read_header(order0).codebook_size, "bytes": len(order0),
-                   "encode_seconds_median": statistics.median(order0_encode_times),
-                   "decode_seconds_median": statistics.median(order0_decode_times)},
+        "encode_seconds_all": encode_times,
+        "decode_seconds_all": decode_times,
+        "coder": header.coder,
+        "codebook_size": header.codebook_size,
+        "order0": {
+            "codebook_size": raqcodec.io.bitstream.read_header(order0).codebook_size,
+            "bytes": len(order0),
+            "encode_seconds_median": statistics.median(order0_encode_times),
+            "decode_seconds_median": statistics.median(order0_decode_times),
+        },
         "decode_seconds_over_order0": statistics.median(decode_times) - statistics.median(order0_decode_times),
         "model_load_seconds": load_seconds,
         "cli_encode_wall_seconds_median": statistics.median(w for w, _ in cli_encode),
         "cli_decode_wall_seconds_median": statistics.median(w for w, _ in cli_decode),
         "cli_encode_peak_rss_mib": max(m for _, m in cli_encode),
         "cli_decode_peak_rss_mib": max(m for _, m in cli_decode),
-        "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "python": platform.python_version(), "torch": torch.__version__, "raqcodec": raqcodec.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "raqcodec": raqcodec.__version__,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{result['width']}x{result['height']} at {result['bpp']:.3f} bpp: encode {result['encode_seconds_median']:.3f} s, "
-          f"decode {result['decode_seconds_median']:.3f} s (median of {args.repeats}); CLI wall encode "
-          f"{result['cli_encode_wall_seconds_median']:.2f} s, decode {result['cli_decode_wall_seconds_median']:.2f} s; "
-          f"peak RSS encode {result['cli_encode_peak_rss_mib']:.0f} MiB, decode {result['cli_decode_peak_rss_mib']:.0f} MiB"
-          f"; coder {result['coder']} K~={result['codebook_size']}, decode "
-          f"{result['decode_seconds_over_order0']:+.3f} s against the order-0 coder at the same budget -> {args.output}")
+    print(
+        f"{result['width']}x{result['height']} at {result['bpp']:.3f} bpp: "
+        f"encode {result['encode_seconds_median']:.3f} s, "
+        f"decode {result['decode_seconds_median']:.3f} s (median of {args.repeats}); CLI wall encode "
+        f"{result['cli_encode_wall_seconds_median']:.2f} s, decode {result['cli_decode_wall_seconds_median']:.2f} s; "
+        f"peak RSS encode {result['cli_encode_peak_rss_mib']:.0f} MiB, "
+        f"decode {result['cli_decode_peak_rss_mib']:.0f} MiB"
+        f"; coder {result['coder']} K~={result['codebook_size']}, decode "
+        f"{result['decode_seconds_over_order0']:+.3f} s against the order-0 coder at the same budget -> {args.output}"
+    )
 
 
 if __name__ == "__main__":

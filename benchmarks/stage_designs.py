@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raqcodec.entropy.context import estimated_bits
 from raqcodec.eval import baselines
 from raqcodec.eval.bdrate import bd_rate, rd_curve
-from raqcodec.entropy.context import estimated_bits
+from raqcodec.model.registry import load as load_model
 from raqcodec.nn.quantizer import nearest_indices, to_rows
 from raqcodec.nn.stages import ScalarRefinement
-from raqcodec.model.registry import load as load_model
 from raqcodec.train.data import load_rgb
 from raqcodec.train.stages import StageRecipe, StageTrainer, split_photos
 from raqcodec.train.state import read_info
@@ -54,7 +54,9 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def design_points(trainer: StageTrainer, image: np.ndarray, base_bits: dict[int, float]) -> dict[str, tuple[float, float]]:
+def design_points(
+    trainer: StageTrainer, image: np.ndarray, base_bits: dict[int, float]
+) -> dict[str, tuple[float, float]]:
     """setting -> (bpp, PSNR) for one image; ``base_bits`` caches base-stage bits by (encoder-specific) K~."""
     x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255
     pixels = image.shape[0] * image.shape[1]
@@ -138,21 +140,31 @@ def load_images(paths: list[Path]) -> list[np.ndarray]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", action="append", default=[], help="NAME=RUN_DIR (design read from the run)")
-    p.add_argument("--residual-model", action="append", default=[], metavar="NAME=FILE",
-                   help="design C: a model file with a residual stage")
+    p.add_argument(
+        "--residual-model",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="design C: a model file with a residual stage",
+    )
     p.add_argument("--train", type=Path, required=True, help="training folder; its held-out photos are used")
     p.add_argument("--kodak", type=Path, required=True)
     p.add_argument("--held-out", type=int, default=12, help="how many held-out photos")
     p.add_argument("--kodak-images", type=int, default=12)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--previous", type=Path, help="a results file of this script whose curves are kept "
-                   "(for runs measured earlier on the same images)")
+    p.add_argument(
+        "--previous",
+        type=Path,
+        help="a results file of this script whose curves are kept (for runs measured earlier on the same images)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     _, held = split_photos([args.train])
-    sets = {"held_out": load_images(held[: args.held_out]),
-            "kodak": load_images(sorted(args.kodak.glob("*.png"))[: args.kodak_images])}
+    sets = {
+        "held_out": load_images(held[: args.held_out]),
+        "kodak": load_images(sorted(args.kodak.glob("*.png"))[: args.kodak_images]),
+    }
     trainers: dict[str, StageTrainer] = {"base": StageTrainer(StageRecipe(design="scalar"))}
     info: dict[str, dict] = {"base": {"steps": 0}}
     for spec in args.run:
@@ -167,7 +179,8 @@ def main() -> None:
     results: dict[str, dict] = {"runs": {**previous["runs"], **info}, "sets": {}}
     for set_name, images in sets.items():
         curves: dict[str, list[tuple[float, float]]] = {
-            n: [tuple(p) for p in c] for n, c in previous["sets"].get(set_name, {}).get("curves", {}).items()}
+            n: [tuple(p) for p in c] for n, c in previous["sets"].get(set_name, {}).get("curves", {}).items()
+        }
         started = time.time()
         if "webp" not in curves:  # anchors kept from --previous (same images) are not measured again
             curves["webp"] = mean_curve([webp_points(im) for im in images])
@@ -197,8 +210,7 @@ def main() -> None:
                         bd[f"{n}_vs_{anchor}"] = bd_rate(curves[anchor], curves[n])
                     except ValueError as exc:
                         bd[f"{n}_vs_{anchor}"] = str(exc)
-        results["sets"][set_name] = {"images": len(images), "curves": curves, "fronts": fronts,
-                                     "bd_rate_percent": bd}
+        results["sets"][set_name] = {"images": len(images), "curves": curves, "fronts": fronts, "bd_rate_percent": bd}
         print(json.dumps({set_name: bd}, indent=1), file=sys.stderr)
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 

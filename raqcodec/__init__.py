@@ -16,12 +16,21 @@ from __future__ import annotations
 # No imports here, not even typing: `python -m raqcodec` imports this package before its entry point can
 # install the signal handlers, and every millisecond spent here is one where Ctrl-C gives a traceback.
 _LAZY: dict[str, str | tuple[str, str]] = {
-    "encode": "codec", "decode": "codec", "inspect": "codec", "encode_detailed": "codec",
-    "header_summary": ("io.bitstream", "describe"), "EncodeResult": "codec",
-    "load_model": ("model.registry", "load"), "available_models": "model.registry",
+    "encode": "codec",
+    "decode": "codec",
+    "inspect": "codec",
+    "encode_detailed": "codec",
+    "header_summary": ("io.bitstream", "describe"),
+    "EncodeResult": "codec",
+    "load_model": ("model.registry", "load"),
+    "available_models": "model.registry",
     "DEFAULT_MODEL": "model.registry",
-    "FormatError": "errors", "EntropyError": "errors", "ImageError": "errors", "BudgetError": "errors",
-    "CodecError": "errors", "ModelFileError": "errors",
+    "FormatError": "errors",
+    "EntropyError": "errors",
+    "ImageError": "errors",
+    "BudgetError": "errors",
+    "CodecError": "errors",
+    "ModelFileError": "errors",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -9,7 +9,7 @@ from .interrupts import exit_on_signals
 
 def run() -> None:
     exit_on_signals()
-    from .cli.commands import main
+    from .cli import main
 
     main()
 

@@ -56,7 +56,7 @@ class EncodeResult:
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" (CUDA when present), "cpu", "cuda" or "cuda:N" (or such a torch.device); CodecError otherwise."""
+    """ "auto" (CUDA when present), "cpu", "cuda" or "cuda:N" (or such a torch.device); CodecError otherwise."""
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -100,10 +100,19 @@ def index_coder(model: CodecModel, entropy: str = "auto") -> IndexCoder:
     return ContextCoder(model.context)
 
 
-def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,
-                    model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto",
-                    refine: int = DEFAULT_REFINE_STEPS, entropy: str = "auto",
-                    max_tile_pixels: int | None = None, search: SearchSettings = DEFAULT_SEARCH) -> EncodeResult:
+def encode_detailed(
+    image: ImageInput,
+    *,
+    bpp: float | None = None,
+    codebook_size: int | None = None,
+    model: ModelRef = None,
+    adapter: str = "seq2seq",
+    device: str | torch.device = "auto",
+    refine: int = DEFAULT_REFINE_STEPS,
+    entropy: str = "auto",
+    max_tile_pixels: int | None = None,
+    search: SearchSettings = DEFAULT_SEARCH,
+) -> EncodeResult:
     """Encode at a bitrate budget (``bpp``: all file bytes x 8 / pixels) or at an explicit ``codebook_size``.
 
     ``refine``: steps of decoder-aware index refinement (``raqcodec.model.refine``; 0 = nearest neighbour).
@@ -127,13 +136,23 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
     stages.done("model")
     src = images.load_image(image)
     if max(src.width, src.height) > MAX_SIDE:
-        raise CodecError(f"{src.width}x{src.height} is too large: .raq version {bitstream.FORMAT_VERSION} "
-                         f"stores sides up to {MAX_SIDE} pixels")
+        raise CodecError(
+            f"{src.width}x{src.height} is too large: .raq version {bitstream.FORMAT_VERSION} "
+            f"stores sides up to {MAX_SIDE} pixels"
+        )
     stages.done("read")
     padded = images.pad_to_multiple(src.rgb, m.config.downsampling)
     grid = (padded.shape[0] // m.config.downsampling, padded.shape[1] // m.config.downsampling)
-    session = BudgetSession(model=m, coder=coder, rows=m.analyse(padded, positions), grid=grid, rgb=src.rgb,
-                            padded=padded, adapter=adapter, positions=positions)
+    session = BudgetSession(
+        model=m,
+        coder=coder,
+        rows=m.analyse(padded, positions),
+        grid=grid,
+        rgb=src.rgb,
+        padded=padded,
+        adapter=adapter,
+        positions=positions,
+    )
     del padded
     stages.done("analysis")
     notes = list(src.notes)
@@ -160,22 +179,53 @@ def encode_detailed(image: ImageInput, *, bpp: float | None = None, codebook_siz
         notes += fit.notes
     del session
     header = bitstream.Header(
-        version=version, model_fingerprint=m.fingerprint_bytes, adapter=adapter,
-        codebook_size=size, codebook_crc=codebook_crc(m.codebook(adapter, size)), width=src.width,
-        height=src.height, mode=src.mode, bit_depth=src.bit_depth, has_alpha=bool(alpha),
-        coder=coder.name, context_checksum=coder.checksum, refine_level=refine_level,
+        version=version,
+        model_fingerprint=m.fingerprint_bytes,
+        adapter=adapter,
+        codebook_size=size,
+        codebook_crc=codebook_crc(m.codebook(adapter, size)),
+        width=src.width,
+        height=src.height,
+        mode=src.mode,
+        bit_depth=src.bit_depth,
+        has_alpha=bool(alpha),
+        coder=coder.name,
+        context_checksum=coder.checksum,
+        refine_level=refine_level,
     )
-    data = bitstream.pack(bitstream.Stream(header=header, indices_section=section, alpha_section=alpha,
-                                           refinement_sections=refinement_sections))
+    data = bitstream.pack(
+        bitstream.Stream(
+            header=header, indices_section=section, alpha_section=alpha, refinement_sections=refinement_sections
+        )
+    )
     stages.done("container")
-    return EncodeResult(data=data, width=src.width, height=src.height, codebook_size=size, adapter=adapter,
-                        model=m.name, coder=coder.name, seconds=time.perf_counter() - started, notes=notes,
-                        stages=stages.seconds, budget_unused=budget_unused)
+    return EncodeResult(
+        data=data,
+        width=src.width,
+        height=src.height,
+        codebook_size=size,
+        adapter=adapter,
+        model=m.name,
+        coder=coder.name,
+        seconds=time.perf_counter() - started,
+        notes=notes,
+        stages=stages.seconds,
+        budget_unused=budget_unused,
+    )
 
 
-def encode(image: ImageInput, *, bpp: float | None = None, codebook_size: int | None = None,
-           model: ModelRef = None, adapter: str = "seq2seq", device: str | torch.device = "auto",
-           refine: int = DEFAULT_REFINE_STEPS, entropy: str = "auto", max_tile_pixels: int | None = None) -> bytes:
+def encode(
+    image: ImageInput,
+    *,
+    bpp: float | None = None,
+    codebook_size: int | None = None,
+    model: ModelRef = None,
+    adapter: str = "seq2seq",
+    device: str | torch.device = "auto",
+    refine: int = DEFAULT_REFINE_STEPS,
+    entropy: str = "auto",
+    max_tile_pixels: int | None = None,
+) -> bytes:
     """Encode ``image`` (a path, image file bytes, a binary file object, a PIL image or an array) to
     ``.raq`` bytes.
 
@@ -186,8 +236,17 @@ def encode(image: ImageInput, *, bpp: float | None = None, codebook_size: int | 
     ``entropy``, ``refine``, ``max_tile_pixels``), an image too large for the format or a device that is
     not there. ``max_tile_pixels``: see ``encode_detailed``.
     """
-    return encode_detailed(image, bpp=bpp, codebook_size=codebook_size, model=model, adapter=adapter,
-                           device=device, refine=refine, entropy=entropy, max_tile_pixels=max_tile_pixels).data
+    return encode_detailed(
+        image,
+        bpp=bpp,
+        codebook_size=codebook_size,
+        model=model,
+        adapter=adapter,
+        device=device,
+        refine=refine,
+        entropy=entropy,
+        max_tile_pixels=max_tile_pixels,
+    ).data
 
 
 @dataclass
@@ -203,8 +262,10 @@ def _open(data: bytes, model: ModelRef, stages: _Stages | None = None) -> Decode
     stream = bitstream.unpack(data)
     h = stream.header
     if h.width * h.height > MAX_PIXELS:
-        raise CodecError(f"stream declares {h.width}x{h.height} = {h.width * h.height} pixels, over the "
-                         f"limit of {MAX_PIXELS}; refusing to decode it")
+        raise CodecError(
+            f"stream declares {h.width}x{h.height} = {h.width * h.height} pixels, over the "
+            f"limit of {MAX_PIXELS}; refusing to decode it"
+        )
     candidates = [model] if isinstance(model, (str, os.PathLike)) else []
     m = model if isinstance(model, CodecModel) else registry.find_by_fingerprint(h.model_fingerprint, candidates)
     if stages is not None:
@@ -213,8 +274,10 @@ def _open(data: bytes, model: ModelRef, stages: _Stages | None = None) -> Decode
         raise CodecError(f"stream was made with model {h.model_fingerprint.hex()}, not with {m.name}")
     refined = h.version >= bitstream.REFINED_VERSION
     if refined != (m.residual is not None):
-        raise CodecError(f"a format {h.version} stream cannot come from model {m.name}, which "
-                         f"{'has' if m.residual is not None else 'has no'} residual stage")
+        raise CodecError(
+            f"a format {h.version} stream cannot come from model {m.name}, which "
+            f"{'has' if m.residual is not None else 'has no'} residual stage"
+        )
     if len(stream.refinement_sections) > GROUPS:
         raise CodecError(f"stream has {len(stream.refinement_sections)} residual sections, at most {GROUPS} exist")
     lo, hi = m.size_range
@@ -222,15 +285,19 @@ def _open(data: bytes, model: ModelRef, stages: _Stages | None = None) -> Decode
         raise CodecError(f"stream codebook size {h.codebook_size} is outside model {m.name}'s range {lo}..{hi}")
     book = m.codebook(h.adapter, h.codebook_size)
     if codebook_crc(book) != h.codebook_crc:
-        why = ("cluster adapter codebooks are recomputed in floating point, and this machine computes a different "
-               "one than the encoder did" if h.adapter == "cluster" else
-               f"the stream's header is damaged, or model {m.name}'s file differs from the one that encoded it")
+        why = (
+            "cluster adapter codebooks are recomputed in floating point, and this machine computes a different "
+            "one than the encoder did"
+            if h.adapter == "cluster"
+            else f"the stream's header is damaged, or model {m.name}'s file differs from the one that encoded it"
+        )
         raise CodecError(f"codebook checksum mismatch for {h.adapter} K~={h.codebook_size}: {why}")
     f = m.config.downsampling  # pixels per index along each axis
     grid = ((h.height + f - 1) // f, (h.width + f - 1) // f)
     indices = _stream_coder(m, h).decode(stream.indices_section, grid, book)
-    return Decoded(stream=stream, model=m, indices=indices, codebook=book,
-                   alpha=_inflate_alpha(stream) if h.has_alpha else None)
+    return Decoded(
+        stream=stream, model=m, indices=indices, codebook=book, alpha=_inflate_alpha(stream) if h.has_alpha else None
+    )
 
 
 def _stream_coder(m: CodecModel, h: bitstream.Header) -> IndexCoder:
@@ -238,11 +305,14 @@ def _stream_coder(m: CodecModel, h: bitstream.Header) -> IndexCoder:
     if h.coder == "order0":
         return Order0Coder()
     if m.context is None:
-        raise CodecError(f"stream was coded with a context model (checksum {h.context_checksum:08x}), "
-                         f"but model {m.name} has none")
+        raise CodecError(
+            f"stream was coded with a context model (checksum {h.context_checksum:08x}), but model {m.name} has none"
+        )
     if m.context.checksum != h.context_checksum:
-        raise CodecError(f"context model checksum mismatch: the stream needs {h.context_checksum:08x}, "
-                         f"model {m.name} has {m.context.checksum:08x}")
+        raise CodecError(
+            f"context model checksum mismatch: the stream needs {h.context_checksum:08x}, "
+            f"model {m.name} has {m.context.checksum:08x}"
+        )
     return ContextCoder(m.context)
 
 
@@ -260,8 +330,14 @@ def _inflate_alpha(stream: bitstream.Stream) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
 
 
-def decode(data: StreamInput, *, model: ModelRef = None, device: str | torch.device = "auto",
-           max_tile_pixels: int | None = None, stages: dict[str, float] | None = None) -> PIL.Image.Image:
+def decode(
+    data: StreamInput,
+    *,
+    model: ModelRef = None,
+    device: str | torch.device = "auto",
+    max_tile_pixels: int | None = None,
+    stages: dict[str, float] | None = None,
+) -> PIL.Image.Image:
     """Decode a ``.raq`` stream (bytes, a path or a binary file object) to a PIL image (mode L or RGB,
     plus alpha and 16-bit when the source had them).
 
@@ -311,17 +387,21 @@ def inspect(data: StreamInput, *, model: ModelRef = None) -> dict[str, Any]:
     dec = _open(data, model)
     h = dec.stream.header
     info = bitstream.summary(h, len(data))  # already unpacked and CRC-checked
-    info.update(model=dec.model.name, payload_bits=8 * len(dec.stream.indices_section),
-                order0_entropy_bits=empirical_entropy_bits(dec.indices, h.codebook_size),
-                indices=dec.indices,
-                codebook=(dec.codebook.float() * 2.0**-dec.model.act_frac_bits).numpy())
+    info.update(
+        model=dec.model.name,
+        payload_bits=8 * len(dec.stream.indices_section),
+        order0_entropy_bits=empirical_entropy_bits(dec.indices, h.codebook_size),
+        indices=dec.indices,
+        codebook=(dec.codebook.float() * 2.0**-dec.model.act_frac_bits).numpy(),
+    )
     stage = dec.model.residual
     if h.refine_level is not None and stage is not None:
         base = dec.model.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape)
         classes = stage.classes(pad_to_blocks(base))
-        info.update(residual_symbols=stage.decode_groups(list(dec.stream.refinement_sections), classes, h.refine_level),
-                    residual_step=float(stage.steps[h.refine_level]) * 2.0**-RESIDUAL_STEP_BITS,
-                    residual_basis=(stage.basis * 2.0**-RESIDUAL_BASIS_BITS).numpy(),
-                    residual_bits=8 * sum(len(x) for x in dec.stream.refinement_sections))
+        info.update(
+            residual_symbols=stage.decode_groups(list(dec.stream.refinement_sections), classes, h.refine_level),
+            residual_step=float(stage.steps[h.refine_level]) * 2.0**-RESIDUAL_STEP_BITS,
+            residual_basis=(stage.basis * 2.0**-RESIDUAL_BASIS_BITS).numpy(),
+            residual_bits=8 * sum(len(x) for x in dec.stream.refinement_sections),
+        )
     return info
-

@@ -84,5 +84,11 @@ class BaselineUnavailable(RuntimeError):
 # Failures a user can cause and read in one line (subclasses included): the command line prints them and
 # exits 1 (or 2 for option values), a batch run or ``raqcodec rd`` records them against the file.
 USER_ERRORS: tuple[type[Exception], ...] = (
-    OSError, ImageError, BudgetError, FormatError, EntropyError, CodecError, ModelFileError,
+    OSError,
+    ImageError,
+    BudgetError,
+    FormatError,
+    EntropyError,
+    CodecError,
+    ModelFileError,
 )

@@ -9,8 +9,8 @@ down. What it must not leave behind it removes first: every temporary file ``io.
 open (registered here) and child processes (``rd``'s workers).
 
 Where unwinding is worth more than exiting at once (a batch with worker processes, which must be
-stopped and swept), ``raqcodec.batch.run.interruptible`` swaps in a handler that raises ``Interrupted``,
-and puts this one back afterwards.
+stopped and swept), ``interruptible`` (used by ``raqcodec.batch.run``) swaps in a handler that raises
+``Interrupted``, and puts this one back afterwards.
 
 This module imports only modules the interpreter has loaded by then (no typing, no threading): until
 its handlers are installed, an interrupt gives Python's own traceback.
@@ -39,7 +39,7 @@ def _main_thread() -> bool:
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM, raised where the program is (under ``raqcodec.batch.run.interruptible``), so that
+    """SIGINT or SIGTERM, raised where the program is (under ``interruptible``), so that
     every ``finally`` runs on the way out."""
 
     def __init__(self, signum: int) -> None:
@@ -89,7 +89,7 @@ def _stop_children() -> None:
     if process_module is None:
         return
     try:
-        children = list(process_module._children)  # type: ignore[attr-defined]
+        children = list(process_module._children)
     except Exception:  # noqa: BLE001 - best effort on the way out
         return
     for child in children:

@@ -11,8 +11,18 @@ import numbers
 from .errors import BudgetError, CodecError
 from .io.bitstream import ADAPTERS
 
-__all__ = ["ADAPTERS", "DEFAULT_REFINE_STEPS", "DEVICES", "DEVICE_TYPES", "ENTROPY_CHOICES", "MAX_REFINE_STEPS",
-           "check_codebook_size", "check_encode_arguments", "is_positive_bpp", "size_in_range"]
+__all__ = [
+    "ADAPTERS",
+    "DEFAULT_REFINE_STEPS",
+    "DEVICES",
+    "DEVICE_TYPES",
+    "ENTROPY_CHOICES",
+    "MAX_REFINE_STEPS",
+    "check_codebook_size",
+    "check_encode_arguments",
+    "is_positive_bpp",
+    "size_in_range",
+]
 
 # Encoder-side index refinement (raqcodec.model.refine): steps by default and the most allowed. Images over
 # the tile budget (raqcodec.model.tiling) are refined tile by tile, like every other network evaluation.
@@ -25,8 +35,7 @@ DEVICES = ("auto", *DEVICE_TYPES)  # what the command line offers; auto: CUDA wh
 
 def is_positive_bpp(value: object) -> bool:
     """A budget in bits per pixel: a finite real number above 0 (not a bool)."""
-    return (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-            and value > 0)
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value) and float(value) > 0
 
 
 def size_in_range(size: int, size_range: tuple[int, int]) -> bool:
@@ -41,13 +50,16 @@ def check_codebook_size(size: int, size_range: tuple[int, int], model_name: str)
         raise BudgetError(f"codebook size {size} is outside model {model_name}'s range {lo}..{hi}")
 
 
-def check_encode_arguments(bpp: object, codebook_size: object, adapter: object, refine: object,
-                           entropy: object) -> None:
+def check_encode_arguments(
+    bpp: object, codebook_size: object, adapter: object, refine: object, entropy: object
+) -> None:
     """Every encode argument that needs no model checked before any work, each failure one of the
     documented errors (the tile budget is ``raqcodec.model.tiling.tile_pixels``'s to check)."""
     if (bpp is None) == (codebook_size is None):
         raise BudgetError("give exactly one of bpp and codebook_size")
-    if codebook_size is not None and (isinstance(codebook_size, bool) or not isinstance(codebook_size, numbers.Integral)):
+    if codebook_size is not None and (
+        isinstance(codebook_size, bool) or not isinstance(codebook_size, numbers.Integral)
+    ):
         raise BudgetError(f"codebook_size must be an integer, got {codebook_size!r}")
     if bpp is not None and not is_positive_bpp(bpp):
         raise BudgetError(f"bpp must be a positive number, got {bpp!r}")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .io import bitstream
 from .errors import TrimError
+from .io import bitstream
 
 
 def trimmed_sizes(data: bytes) -> list[int]:
@@ -42,8 +42,9 @@ def trim(data: bytes, *, bpp: float | None = None, groups: int | None = None) ->
         if len(out) * 8 <= bpp * pixels:
             return out
     smallest = len(_keep(stream, 0)) * 8 / pixels
-    raise TrimError(f"{bpp:g} bpp is below this stream's base stage ({smallest:.4f} bpp); "
-                    "re-encode it for a smaller budget")
+    raise TrimError(
+        f"{bpp:g} bpp is below this stream's base stage ({smallest:.4f} bpp); re-encode it for a smaller budget"
+    )
 
 
 def _keep(stream: bitstream.Stream, groups: int) -> bytes:

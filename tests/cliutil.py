@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-from PIL import Image
-
 from conftest import smooth_image
+from PIL import Image
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RAQ_MAGIC = b"\x89RAQ"
@@ -42,14 +42,26 @@ def tiny_env(tiny_model_path: Path) -> dict[str, str]:
     return env
 
 
-def raqcodec(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: bytes | None = None,
-             umask: int | None = None, timeout: float = 300, python_flags: tuple[str, ...] = ()
-             ) -> subprocess.CompletedProcess:
+def raqcodec(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: bytes | None = None,
+    umask: int | None = None,
+    timeout: float = 300,
+    python_flags: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:
     """``python -m raqcodec ARGS`` in a fresh process; stdout as bytes, stderr as text."""
     preexec: Callable[[], Any] | None = (lambda: os.umask(umask)) if umask is not None else None
-    proc = subprocess.run([sys.executable, *python_flags, "-m", "raqcodec", *args], input=stdin,
-                          capture_output=True, env=env if env is not None else dict(os.environ), cwd=cwd,
-                          timeout=timeout, preexec_fn=preexec)
+    proc = subprocess.run(
+        [sys.executable, *python_flags, "-m", "raqcodec", *args],
+        input=stdin,
+        capture_output=True,
+        env=env if env is not None else dict(os.environ),
+        cwd=cwd,
+        timeout=timeout,
+        preexec_fn=preexec,
+    )
     proc.stderr = proc.stderr.decode("utf-8", "replace")
     return proc
 

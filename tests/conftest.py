@@ -23,8 +23,9 @@ def tiny_context(seed: int = 0) -> dict[str, torch.Tensor]:
     return context.freeze(ContextNet(ContextConfig(latent_dim=TINY.latent_dim, hidden=16, proj_dim=4, components=2)))
 
 
-def make_tiny_model(directory: Path, name: str = "tiny", seed: int = 0, with_context: bool = True,
-                    context_seed: int = 0) -> Path:
+def make_tiny_model(
+    directory: Path, name: str = "tiny", seed: int = 0, with_context: bool = True, context_seed: int = 0
+) -> Path:
     torch.manual_seed(seed)
     model = RAQModel(TINY)
     calib = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
@@ -55,7 +56,7 @@ def smooth_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
     chans = []
-    for c in range(3):
+    for _channel in range(3):
         fy, fx, phase = rng.uniform(0.01, 0.08, 2).tolist() + [rng.uniform(0, 6.28)]
         chans.append(0.5 + 0.35 * np.sin(fy * y + fx * x + phase))
     img = np.stack(chans, -1) + rng.normal(0, 0.02, (height, width, 3))

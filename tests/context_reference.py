@@ -21,14 +21,16 @@ def _floor_shift(x: Tensor, bits: int) -> Tensor:
     return torch.floor(x * 2.0**-bits)
 
 
-def reference_frequencies(ctx: C.ContextModel, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray,
-                          sharpness: int = 0) -> Tensor:
+def reference_frequencies(
+    ctx: C.ContextModel, codebook: Tensor, slots: np.ndarray, pass_ids: np.ndarray, sharpness: int = 0
+) -> Tensor:
     """(n, K) int64 frequencies of n positions."""
     book = codebook.to(torch.float64)
     k = book.shape[0]
     m, r, hsize = ctx.components, ctx.proj_dim, ctx.hidden_size
-    feats = _floor_shift(torch.einsum("shd,kd->skh", ctx.slot_weight, book),
-                         ctx.codebook_bits + ctx.slot_bits - C.ACT_BITS).clamp(-C.ACT_LIMIT, C.ACT_LIMIT)
+    feats = _floor_shift(
+        torch.einsum("shd,kd->skh", ctx.slot_weight, book), ctx.codebook_bits + ctx.slot_bits - C.ACT_BITS
+    ).clamp(-C.ACT_LIMIT, C.ACT_LIMIT)
     feats = torch.cat([feats, ctx.missing[:, None, :].to(torch.float64)], 1).reshape(-1, hsize)
     proj = _floor_shift(book @ ctx.proj.t(), ctx.codebook_bits + ctx.proj_bits - C.ACT_BITS)
     proj = torch.cat([proj.clamp(-C.PROJ_LIMIT, C.PROJ_LIMIT).to(torch.int64), torch.zeros(1, r, dtype=torch.int64)])

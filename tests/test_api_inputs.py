@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import smooth_image
 from PIL import Image
 
 import raqcodec
-
-from conftest import smooth_image
 
 
 @pytest.fixture
@@ -37,32 +36,56 @@ def test_encode_accepts_bytes_and_file_objects(tiny_model_path: Path, png: Path)
     reference = raqcodec.encode(png, codebook_size=8, model=tiny_model_path)
     raw = png.read_bytes()
     with open(png, "rb") as fh:
-        for source in (str(png), raw, bytearray(raw), io.BytesIO(raw), fh, Image.open(png),
-                       np.asarray(Image.open(png))):
+        for source in (
+            str(png),
+            raw,
+            bytearray(raw),
+            io.BytesIO(raw),
+            fh,
+            Image.open(png),
+            np.asarray(Image.open(png)),
+        ):
             assert raqcodec.encode(source, codebook_size=8, model=tiny_model_path) == reference, type(source)
 
 
-@pytest.mark.parametrize("kwargs,error", [
-    ({"codebook_size": 16.5}, "BudgetError"), ({"codebook_size": True}, "BudgetError"),
-    ({"codebook_size": "16"}, "BudgetError"), ({"bpp": "0.3"}, "BudgetError"), ({"bpp": True}, "BudgetError"),
-    ({"bpp": float("nan")}, "BudgetError"), ({}, "BudgetError"), ({"bpp": 1.0, "codebook_size": 8}, "BudgetError"),
-    ({"codebook_size": 8, "device": "tpu"}, "CodecError"), ({"codebook_size": 8, "device": 3}, "CodecError"),
-    ({"codebook_size": 8, "adapter": "nope"}, "CodecError"), ({"codebook_size": 8, "entropy": "nope"}, "CodecError"),
-    ({"codebook_size": 8, "refine": -1}, "CodecError"), ({"codebook_size": 8, "refine": 2.5}, "CodecError"),
-    ({"codebook_size": 8, "max_tile_pixels": 0}, "CodecError"),
-    ({"codebook_size": 8, "model": "nope"}, "ModelFileError"),
-])
-def test_bad_encode_arguments_raise_documented_errors(tiny_model_path: Path, png: Path, kwargs: dict,
-                                                      error: str) -> None:
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [
+        ({"codebook_size": 16.5}, "BudgetError"),
+        ({"codebook_size": True}, "BudgetError"),
+        ({"codebook_size": "16"}, "BudgetError"),
+        ({"bpp": "0.3"}, "BudgetError"),
+        ({"bpp": True}, "BudgetError"),
+        ({"bpp": float("nan")}, "BudgetError"),
+        ({}, "BudgetError"),
+        ({"bpp": 1.0, "codebook_size": 8}, "BudgetError"),
+        ({"codebook_size": 8, "device": "tpu"}, "CodecError"),
+        ({"codebook_size": 8, "device": 3}, "CodecError"),
+        ({"codebook_size": 8, "adapter": "nope"}, "CodecError"),
+        ({"codebook_size": 8, "entropy": "nope"}, "CodecError"),
+        ({"codebook_size": 8, "refine": -1}, "CodecError"),
+        ({"codebook_size": 8, "refine": 2.5}, "CodecError"),
+        ({"codebook_size": 8, "max_tile_pixels": 0}, "CodecError"),
+        ({"codebook_size": 8, "model": "nope"}, "ModelFileError"),
+    ],
+)
+def test_bad_encode_arguments_raise_documented_errors(
+    tiny_model_path: Path, png: Path, kwargs: dict, error: str
+) -> None:
     kwargs = {"model": tiny_model_path, **kwargs}
     with pytest.raises(getattr(raqcodec, error)) as caught:
         raqcodec.encode(png, **kwargs)
     assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("source,error", [
-    (12345, "ImageError"), (b"not an image", "ImageError"), ("missing.png", "ImageError"),
-])
+@pytest.mark.parametrize(
+    "source,error",
+    [
+        (12345, "ImageError"),
+        (b"not an image", "ImageError"),
+        ("missing.png", "ImageError"),
+    ],
+)
 def test_bad_images_raise_image_errors(tiny_model_path: Path, source: object, error: str) -> None:
     with pytest.raises(getattr(raqcodec, error)):
         raqcodec.encode(source, codebook_size=8, model=tiny_model_path)

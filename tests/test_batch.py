@@ -1,4 +1,4 @@
-"""Batch runs of encode/decode (raqcodec.batch.run): directory trees and patterns, mirrored outputs, failures
+"""Batch runs of encode/decode (raqcodec.batch): directory trees and patterns, mirrored outputs, failures
 listed, resume by skipping complete outputs, shards, interruption leaving nothing partial, and outputs
 that cannot leave the output directory."""
 
@@ -10,19 +10,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import smooth_image
 from PIL import Image
 
-from raqcodec.batch import run as batch
+from raqcodec.batch import jobs as batch_jobs
+from raqcodec.batch import outputs as batch_outputs
+from raqcodec.batch import plan
+from raqcodec.cli import main
 from raqcodec.io.bitstream import read_header
-from raqcodec.cli.commands import main
-
-from conftest import smooth_image
 
 UNICODE = "x y/fötö ü 写真.png"  # spaces, accents and CJK, in a folder with a space
 
@@ -60,8 +61,11 @@ def make_tree(root: Path, count: int, corrupt: bool = True, size: tuple[int, int
 
 
 def outputs(root: Path, suffix: str = ".raq") -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
-            and p.suffix == suffix}
+    return {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.suffix == suffix
+    }
 
 
 def leftovers(root: Path) -> list[Path]:
@@ -73,14 +77,15 @@ def with_suffix(names: list[str], suffix: str) -> set[str]:
     return {str(Path(n).with_suffix(suffix).as_posix()) for n in names}
 
 
-def cli(*args: str) -> "CliRunner.Result":
+def cli(*args: str) -> CliRunner.Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def raqcodec(*args: str, env: dict[str, str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "raqcodec", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "raqcodec", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
     return proc, time.perf_counter() - started
 
 
@@ -112,8 +117,9 @@ def records(stdout: str) -> list[dict]:
 
 def test_tree_with_failures_then_resume_then_shards(env: dict, tmp_path: Path, one_thread: None) -> None:
     names = make_tree(tmp_path / "tree", 38)
-    first, first_s = raqcodec("encode", "tree/", "-o", "out/", "-k", "16", "--model", "tiny", "-j", "2",
-                              env=env, cwd=tmp_path)
+    first, first_s = raqcodec(
+        "encode", "tree/", "-o", "out/", "-k", "16", "--model", "tiny", "-j", "2", env=env, cwd=tmp_path
+    )
     assert first.returncode == 1, first.stderr
     assert outputs(tmp_path / "out") == with_suffix(names, ".raq")  # 38, mirrored, unicode name included
     assert not leftovers(tmp_path / "out")
@@ -126,8 +132,9 @@ def test_tree_with_failures_then_resume_then_shards(env: dict, tmp_path: Path, o
     for path in (tmp_path / "out").rglob("*.raq"):
         read_header(path.read_bytes())
 
-    again, again_s = raqcodec("encode", "tree/", "-o", "out/", "-k", "16", "--model", "tiny", "-j", "2", "--json",
-                              env=env, cwd=tmp_path)
+    again, again_s = raqcodec(
+        "encode", "tree/", "-o", "out/", "-k", "16", "--model", "tiny", "-j", "2", "--json", env=env, cwd=tmp_path
+    )
     assert again.returncode == 1
     statuses = {r["input"]: r["status"] for r in records(again.stdout)}
     assert sorted(statuses.values()).count("skipped") == 38 and sorted(statuses.values()).count("failed") == 2
@@ -138,8 +145,19 @@ def test_tree_with_failures_then_resume_then_shards(env: dict, tmp_path: Path, o
 
     seen: dict[str, str] = {}
     for shard in ("1/2", "2/2"):
-        res = cli("encode", str(tmp_path / "tree"), "-o", str(tmp_path / "sharded"), "-k", "16", "--model", "tiny",
-                  "--shard", shard, "--json")
+        res = cli(
+            "encode",
+            str(tmp_path / "tree"),
+            "-o",
+            str(tmp_path / "sharded"),
+            "-k",
+            "16",
+            "--model",
+            "tiny",
+            "--shard",
+            shard,
+            "--json",
+        )
         assert res.exit_code in (0, 1), res.output
         for record in records(res.stdout):
             assert record["input"] not in seen  # disjoint
@@ -152,9 +170,14 @@ def test_tree_with_failures_then_resume_then_shards(env: dict, tmp_path: Path, o
 def test_interrupted_run_leaves_nothing_partial(env: dict, tmp_path: Path, one_thread: None, signum: int) -> None:
     names = make_tree(tmp_path / "tree", 32, corrupt=False)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "raqcodec", "encode", "tree", "-o", "out", "-k", "16", "--model",
-                             "tiny", "-j", "2"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raqcodec", "encode", "tree", "-o", "out", "-k", "16", "--model", "tiny", "-j", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (out.exists() and any(out.rglob("*.raq"))) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -180,8 +203,12 @@ def test_interrupted_run_leaves_nothing_partial(env: dict, tmp_path: Path, one_t
 
 def test_decode_tree_force_and_incomplete_outputs(env: dict, tmp_path: Path, one_thread: None) -> None:
     names = make_tree(tmp_path / "tree", 4, corrupt=False)
-    assert cli("encode", str(tmp_path / "tree"), "-o", str(tmp_path / "raq"), "-k", "16", "--model", "tiny",
-               "-q").exit_code == 0
+    assert (
+        cli(
+            "encode", str(tmp_path / "tree"), "-o", str(tmp_path / "raq"), "-k", "16", "--model", "tiny", "-q"
+        ).exit_code
+        == 0
+    )
     res = cli("decode", str(tmp_path / "raq"), "-o", str(tmp_path / "png"), "--json")
     assert res.exit_code == 0, res.output
     assert outputs(tmp_path / "png", ".png") == with_suffix(names, ".png")
@@ -217,8 +244,9 @@ def test_decode_tree_force_and_incomplete_outputs(env: dict, tmp_path: Path, one
     assert all(p.stat().st_mtime_ns != t for p, t in before.items())
 
 
-def test_glob_patterns_and_beside_inputs(env: dict, tmp_path: Path, one_thread: None,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_glob_patterns_and_beside_inputs(
+    env: dict, tmp_path: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     names = make_tree(tmp_path / "tree", 5, corrupt=False)
     monkeypatch.chdir(tmp_path)
     res = cli("encode", "tree/**/s1/*.png", "-o", "out", "-k", "16", "--model", "tiny", "-q")  # unexpanded
@@ -233,8 +261,9 @@ def test_glob_patterns_and_beside_inputs(env: dict, tmp_path: Path, one_thread: 
     assert not (tmp_path / "tree" / ".hidden.raq").exists() and not (tmp_path / "tree" / "d0" / "notes.raq").exists()
 
 
-def test_outputs_never_leave_the_output_directory(env: dict, tmp_path: Path, one_thread: None,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_outputs_never_leave_the_output_directory(
+    env: dict, tmp_path: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_tree(tmp_path / "tree", 4, corrupt=False)
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -244,8 +273,7 @@ def test_outputs_never_leave_the_output_directory(env: dict, tmp_path: Path, one
     Image.fromarray(smooth_image(32, 48)).save(outside / "elsewhere.png")
     (tmp_path / "tree" / "alias.png").symlink_to(tmp_path / "tree" / "d1" / "s1" / "img01.png")
 
-    res = cli("encode", str(tmp_path / "tree"), "-o", str(tmp_path / "out"), "-k", "16", "--model", "tiny",
-              "--json")
+    res = cli("encode", str(tmp_path / "tree"), "-o", str(tmp_path / "out"), "-k", "16", "--model", "tiny", "--json")
     assert res.exit_code == 1
     failed = [r for r in records(res.stdout) if r["status"] == "failed"]
     assert [Path(r["input"]).relative_to(tmp_path / "tree").as_posix() for r in failed] == ["d0/s0/img00.png"]
@@ -277,14 +305,14 @@ def test_usage_errors(env: dict, tmp_path: Path) -> None:
 
 def test_shards_are_stable_and_independent_of_the_other_files() -> None:
     keys = [f"a/b{i}/photo {i}.png" for i in range(200)] + ["fötö ü 写真.png"]
-    jobs = [batch.Job(Path(k), Path(k + ".raq"), k, None) for k in keys]
-    parts = [batch.select_shard(jobs, i, 3) for i in (1, 2, 3)]
+    jobs = [batch_jobs.Job(Path(k), Path(k + ".raq"), k, None) for k in keys]
+    parts = [plan.select_shard(jobs, i, 3) for i in (1, 2, 3)]
     assert sorted(j.key for part in parts for j in part) == sorted(keys)  # a partition
     assert all(40 < len(part) < 95 for part in parts)
-    assert batch.select_shard(jobs[::7], 2, 3) == [j for j in parts[1] if j in jobs[::7]]  # no ordering or set effect
-    assert batch.shard_of("a/b.png", 4) == 3  # sha256 of the relative path: the same on every machine
+    assert plan.select_shard(jobs[::7], 2, 3) == [j for j in parts[1] if j in jobs[::7]]  # no ordering or set effect
+    assert plan.shard_of("a/b.png", 4) == 3  # sha256 of the relative path: the same on every machine
     nfd, nfc = "fo\u0308to\u0308.png", "f\u00f6t\u00f6.png"  # macOS spells names NFD
-    assert batch.plan_key(PurePosixPath(nfd)) == batch.plan_key(PurePosixPath(nfc)) == nfc
+    assert plan.plan_key(PurePosixPath(nfd)) == plan.plan_key(PurePosixPath(nfc)) == nfc
 
 
 def test_stale_temporary_files_are_swept(env: dict, tmp_path: Path) -> None:
@@ -293,14 +321,19 @@ def test_stale_temporary_files_are_swept(env: dict, tmp_path: Path) -> None:
     out.mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    old = time.time() - 2 * batch.STALE_AFTER_S
-    files = {"stale": out / f".x.raq.{dead.pid}.0badcafe.tmp", "fresh": out / f".y.raq.{dead.pid}.0badcafe.tmp",
-             "alive": out / f".z.raq.{os.getpid()}.0badcafe.tmp", "other": out / f".w.txt.{dead.pid}.0badcafe.tmp"}
+    old = time.time() - 2 * batch_jobs.STALE_AFTER_S
+    files = {
+        "stale": out / f".x.raq.{dead.pid}.0badcafe.tmp",
+        "fresh": out / f".y.raq.{dead.pid}.0badcafe.tmp",
+        "alive": out / f".z.raq.{os.getpid()}.0badcafe.tmp",
+        "other": out / f".w.txt.{dead.pid}.0badcafe.tmp",
+    }
     for name, path in files.items():
         path.write_bytes(b"partial")
         if name != "fresh":
             os.utime(path, (old, old))
-    removed = batch.sweep_stale_temps([batch.Job(tmp_path / "a.png", tmp_path / "out" / "a.raq", "a.png",
-                                                 tmp_path / "out")], ".raq")
+    removed = batch_outputs.sweep_stale_temps(
+        [batch_jobs.Job(tmp_path / "a.png", tmp_path / "out" / "a.raq", "a.png", tmp_path / "out")], ".raq"
+    )
     assert removed == [files["stale"]]
     assert all(path.exists() for name, path in files.items() if name != "stale")

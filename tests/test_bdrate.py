@@ -40,16 +40,29 @@ def test_swapping_anchor_and_test_inverts() -> None:
 
 
 def test_order_duplicates_and_dominated_points_are_handled() -> None:
-    messy = [ANCHOR[2], ANCHOR[0], ANCHOR[3], ANCHOR[1],
-             (0.62, 30.0),  # same rate, worse quality
-             (0.70, 31.0)]  # more bits than (0.62, 31.4) for less quality
+    messy = [
+        ANCHOR[2],
+        ANCHOR[0],
+        ANCHOR[3],
+        ANCHOR[1],
+        (0.62, 30.0),  # same rate, worse quality
+        (0.70, 31.0),
+    ]  # more bits than (0.62, 31.4) for less quality
     assert bd_rate(messy, TEST) == pytest.approx(bd_rate(ANCHOR, TEST), abs=1e-12)
     rates, quals = rd_curve(messy)
     assert np.all(np.diff(rates) > 0) and np.all(np.diff(quals) > 0)
 
 
-@pytest.mark.parametrize("curve", [[(0.2, 30.0)], [(0.2, 30.0), (0.3, 30.0)], [(0.3, 31.0), (0.4, 30.0)],
-                                   [(0.0, 20.0), (0.2, 30.0)], [(0.1, math.nan), (0.2, 30.0)]])
+@pytest.mark.parametrize(
+    "curve",
+    [
+        [(0.2, 30.0)],
+        [(0.2, 30.0), (0.3, 30.0)],
+        [(0.3, 31.0), (0.4, 30.0)],
+        [(0.0, 20.0), (0.2, 30.0)],
+        [(0.1, math.nan), (0.2, 30.0)],
+    ],
+)
 def test_unusable_curves_raise(curve: list[tuple[float, float]]) -> None:
     with pytest.raises(ValueError):
         bd_rate(ANCHOR, curve)
@@ -75,10 +88,18 @@ def test_integral_is_exact_for_cubics() -> None:
     assert pchip_integral(x, y, 0.25, 2.5) == pytest.approx((2.5**2 - 0.25**2) + (2.5 - 0.25), abs=1e-12)
 
 
-@pytest.mark.parametrize("anchor,test", [(ANCHOR, TEST), (TEST, ANCHOR),
-                                         (ANCHOR, [(0.25, 27.0), (0.4, 29.5), (0.5, 30.1), (0.9, 33.9)]),
-                                         ([(0.1, 20.0), (0.2, 28.0), (0.25, 28.5), (0.8, 29.0), (1.5, 36.0)],
-                                          [(0.15, 22.0), (0.3, 27.0), (0.31, 30.0), (0.9, 33.0)])])
+@pytest.mark.parametrize(
+    "anchor,test",
+    [
+        (ANCHOR, TEST),
+        (TEST, ANCHOR),
+        (ANCHOR, [(0.25, 27.0), (0.4, 29.5), (0.5, 30.1), (0.9, 33.9)]),
+        (
+            [(0.1, 20.0), (0.2, 28.0), (0.25, 28.5), (0.8, 29.0), (1.5, 36.0)],
+            [(0.15, 22.0), (0.3, 27.0), (0.31, 30.0), (0.9, 33.0)],
+        ),
+    ],
+)
 def test_matches_bjontegaard_package(anchor: list, test: list) -> None:
     bj = pytest.importorskip("bjontegaard")
     (ra, qa), (rt, qt) = zip(*anchor), zip(*test)

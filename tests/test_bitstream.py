@@ -16,9 +16,20 @@ FINGERPRINT = bytes.fromhex("0123456789abcdef")
 
 
 def make_header(**changes: object) -> Header:
-    fields = dict(version=2, model_fingerprint=FINGERPRINT, adapter="cluster", codebook_size=1000,
-                  codebook_crc=0xDEADBEEF, width=641, height=479, mode="RGB", bit_depth=16, has_alpha=True,
-                  coder="context", context_checksum=0xCAFEF00D)
+    fields = dict(
+        version=2,
+        model_fingerprint=FINGERPRINT,
+        adapter="cluster",
+        codebook_size=1000,
+        codebook_crc=0xDEADBEEF,
+        width=641,
+        height=479,
+        mode="RGB",
+        bit_depth=16,
+        has_alpha=True,
+        coder="context",
+        context_checksum=0xCAFEF00D,
+    )
     fields.update(changes)
     return Header(**fields)  # type: ignore[arg-type]
 
@@ -88,8 +99,9 @@ def test_byte_layout() -> None:
 
 
 def test_extreme_values_roundtrip() -> None:
-    stream = make_stream(b"", adapter="seq2seq", codebook_size=65535, codebook_crc=0, width=65535, height=1,
-                         mode="L", bit_depth=8)
+    stream = make_stream(
+        b"", adapter="seq2seq", codebook_size=65535, codebook_crc=0, width=65535, height=1, mode="L", bit_depth=8
+    )
     data = pack(stream)
     assert data[5] == 0 and data[14] == 0 and data[25] == 0
     assert unpack(data) == stream
@@ -100,9 +112,18 @@ def test_extreme_values_roundtrip() -> None:
 def test_header_to_dict() -> None:
     d = make_header().to_dict()
     assert d == {
-        "version": 2, "model_fingerprint": "0123456789abcdef", "adapter": "cluster", "codebook_size": 1000,
-        "codebook_crc": "deadbeef", "width": 641, "height": 479, "mode": "RGB", "bit_depth": 16,
-        "has_alpha": True, "coder": "context", "context_checksum": "cafef00d",
+        "version": 2,
+        "model_fingerprint": "0123456789abcdef",
+        "adapter": "cluster",
+        "codebook_size": 1000,
+        "codebook_crc": "deadbeef",
+        "width": 641,
+        "height": 479,
+        "mode": "RGB",
+        "bit_depth": 16,
+        "has_alpha": True,
+        "coder": "context",
+        "context_checksum": "cafef00d",
     }
     assert json.loads(json.dumps(d)) == d
 
@@ -134,7 +155,9 @@ def test_bad_magic() -> None:
 
 def test_unsupported_version() -> None:
     data = patched(pack(make_stream()), 4, ">B", 7)
-    with pytest.raises(FormatError, match=r"unsupported \.raq format version 7 \(this raqcodec reads versions 1, 2, 3\)"):
+    with pytest.raises(
+        FormatError, match=r"unsupported \.raq format version 7 \(this raqcodec reads versions 1, 2, 3\)"
+    ):
         unpack(data)
     with pytest.raises(FormatError, match="version 0"):
         read_header(patched(data, 4, ">B", 0))
@@ -174,20 +197,23 @@ def test_trailing_garbage() -> None:
 # ---------------------------------------------------------------- field errors (CRC recomputed)
 
 
-@pytest.mark.parametrize("offset,fmt,value,message", [
-    (5, ">B", 0x02, "unknown flag bits 0x02"),
-    (5, ">B", 0x81, "unknown flag bits 0x81"),
-    (14, ">B", 2, "unknown adapter id 2"),
-    (15, ">H", 1, "codebook size 1 is below 2"),
-    (15, ">H", 0, "codebook size 0 is below 2"),
-    (21, ">H", 0, "image size 0x479 is empty"),
-    (23, ">H", 0, "image size 641x0 is empty"),
-    (25, ">B", 2, "unknown colour mode 2"),
-    (26, ">B", 12, "unsupported bit depth 12"),
-    (26, ">B", 0, "unsupported bit depth 0"),
-    (35, ">B", 2, "unknown entropy coder id 2"),
-    (35, ">B", 0, "context checksum on an order-0 stream"),
-])
+@pytest.mark.parametrize(
+    "offset,fmt,value,message",
+    [
+        (5, ">B", 0x02, "unknown flag bits 0x02"),
+        (5, ">B", 0x81, "unknown flag bits 0x81"),
+        (14, ">B", 2, "unknown adapter id 2"),
+        (15, ">H", 1, "codebook size 1 is below 2"),
+        (15, ">H", 0, "codebook size 0 is below 2"),
+        (21, ">H", 0, "image size 0x479 is empty"),
+        (23, ">H", 0, "image size 641x0 is empty"),
+        (25, ">B", 2, "unknown colour mode 2"),
+        (26, ">B", 12, "unsupported bit depth 12"),
+        (26, ">B", 0, "unsupported bit depth 0"),
+        (35, ">B", 2, "unknown entropy coder id 2"),
+        (35, ">B", 0, "context checksum on an order-0 stream"),
+    ],
+)
 def test_bad_field(offset: int, fmt: str, value: int, message: str) -> None:
     data = patched(pack(make_stream()), offset, fmt, value)
     with pytest.raises(FormatError, match=message):
@@ -235,14 +261,33 @@ def test_section_lengths_must_add_up() -> None:
 # ---------------------------------------------------------------- pack validation
 
 
-@pytest.mark.parametrize("changes", [
-    dict(version=4), dict(model_fingerprint=b"short"), dict(model_fingerprint="0123456789abcdef"),
-    dict(adapter="vq"), dict(codebook_size=1), dict(codebook_size=65536), dict(codebook_size=True),
-    dict(codebook_crc=-1), dict(codebook_crc=1 << 32), dict(width=0), dict(width=65536), dict(height=0),
-    dict(height=70000), dict(mode="RGBA"), dict(bit_depth=12), dict(has_alpha=1), dict(width=3.0),
-    dict(version=1), dict(coder="rans"), dict(context_checksum=-1), dict(context_checksum=1 << 32),
-    dict(coder="order0"),  # an order-0 stream carries no context checksum
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(version=4),
+        dict(model_fingerprint=b"short"),
+        dict(model_fingerprint="0123456789abcdef"),
+        dict(adapter="vq"),
+        dict(codebook_size=1),
+        dict(codebook_size=65536),
+        dict(codebook_size=True),
+        dict(codebook_crc=-1),
+        dict(codebook_crc=1 << 32),
+        dict(width=0),
+        dict(width=65536),
+        dict(height=0),
+        dict(height=70000),
+        dict(mode="RGBA"),
+        dict(bit_depth=12),
+        dict(has_alpha=1),
+        dict(width=3.0),
+        dict(version=1),
+        dict(coder="rans"),
+        dict(context_checksum=-1),
+        dict(context_checksum=1 << 32),
+        dict(coder="order0"),  # an order-0 stream carries no context checksum
+    ],
+)
 def test_pack_rejects_bad_header(changes: dict[str, object]) -> None:
     stream = make_stream()
     bad = dataclasses.replace(stream, header=dataclasses.replace(stream.header, **changes))
@@ -278,9 +323,22 @@ def test_errors_are_value_errors_with_one_sentence() -> None:
 def _version1(stream: Stream) -> bytes:
     """A version-1 file: the 35-byte header without coder and context checksum (order-0 only)."""
     h = stream.header
-    head = struct.pack(">4sBB8sBHIHHBBII", B.MAGIC, 1, 1 if h.has_alpha else 0, h.model_fingerprint,
-                       B.ADAPTERS.index(h.adapter), h.codebook_size, h.codebook_crc, h.width, h.height,
-                       B.MODES.index(h.mode), h.bit_depth, len(stream.indices_section), len(stream.alpha_section))
+    head = struct.pack(
+        ">4sBB8sBHIHHBBII",
+        B.MAGIC,
+        1,
+        1 if h.has_alpha else 0,
+        h.model_fingerprint,
+        B.ADAPTERS.index(h.adapter),
+        h.codebook_size,
+        h.codebook_crc,
+        h.width,
+        h.height,
+        B.MODES.index(h.mode),
+        h.bit_depth,
+        len(stream.indices_section),
+        len(stream.alpha_section),
+    )
     return with_crc(head + stream.indices_section + stream.alpha_section)
 
 
@@ -301,8 +359,9 @@ def test_version1_files_still_read() -> None:
 
 def _refined(sections: tuple[bytes, ...], level: int | None = 7, alpha: bytes = b"") -> Stream:
     base = make_stream(alpha)
-    return dataclasses.replace(base, header=dataclasses.replace(base.header, version=3, refine_level=level),
-                               refinement_sections=sections)
+    return dataclasses.replace(
+        base, header=dataclasses.replace(base.header, version=3, refine_level=level), refinement_sections=sections
+    )
 
 
 @pytest.mark.parametrize("alpha", [b"", b"\x78\x9c-alpha"])

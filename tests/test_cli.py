@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import smooth_image
 from PIL import Image
 
 import raqcodec
+from raqcodec.cli import main
 from raqcodec.io import bitstream
-from raqcodec.cli.commands import main
-
-from conftest import smooth_image
 
 
 @pytest.fixture
@@ -34,7 +33,7 @@ def png(tmp_path: Path) -> Path:
     return path
 
 
-def run(*args: str) -> "CliRunner.Result":
+def run(*args: str) -> CliRunner.Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
@@ -128,17 +127,20 @@ def test_models_lists_installed(env: dict) -> None:
     assert "tiny" in names
 
 
-@pytest.mark.parametrize("args,code,message", [
-    (["encode", "{png}", "--model", "tiny"], 2, "exactly one of --bpp and --codebook-size"),
-    (["encode", "{png}", "--model", "tiny", "--bpp", "0.3", "-k", "8"], 2, "exactly one"),
-    (["encode", "{missing}", "--bpp", "1"], 2, "does not exist"),
-    (["encode", "{text}", "--model", "tiny", "--bpp", "1"], 1, "not an image"),
-    (["encode", "{png}", "--model", "nosuchmodel", "--bpp", "1"], 2, "unknown model 'nosuchmodel'"),
-    (["encode", "{png}", "--model", "tiny", "--bpp", "0.001"], 1, "can reach for this image"),
-    (["encode", "{png}", "--model", "tiny", "-k", "100000"], 2, "outside model tiny's codebook sizes 2..64"),
-    (["decode", "{textraq}"], 1, "not a .raq file"),
-    (["info", "{textraq}"], 1, "not a .raq file"),
-])
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["encode", "{png}", "--model", "tiny"], 2, "exactly one of --bpp and --codebook-size"),
+        (["encode", "{png}", "--model", "tiny", "--bpp", "0.3", "-k", "8"], 2, "exactly one"),
+        (["encode", "{missing}", "--bpp", "1"], 2, "does not exist"),
+        (["encode", "{text}", "--model", "tiny", "--bpp", "1"], 1, "not an image"),
+        (["encode", "{png}", "--model", "nosuchmodel", "--bpp", "1"], 2, "unknown model 'nosuchmodel'"),
+        (["encode", "{png}", "--model", "tiny", "--bpp", "0.001"], 1, "can reach for this image"),
+        (["encode", "{png}", "--model", "tiny", "-k", "100000"], 2, "outside model tiny's codebook sizes 2..64"),
+        (["decode", "{textraq}"], 1, "not a .raq file"),
+        (["info", "{textraq}"], 1, "not a .raq file"),
+    ],
+)
 def test_bad_input_exit_codes(env: dict, png: Path, tmp_path: Path, args: list[str], code: int, message: str) -> None:
     text = tmp_path / "notes.png"
     text.write_text("hello")
@@ -158,26 +160,38 @@ def test_errors_are_one_line_without_traceback(env: dict, png: Path, tmp_path: P
     data = bytearray(raq.read_bytes())
     corrupt = tmp_path / "corrupt.raq"
     corrupt.write_bytes(bytes(data[: len(data) // 2]))
-    proc = subprocess.run([sys.executable, "-m", "raqcodec", "decode", str(corrupt)], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "raqcodec", "decode", str(corrupt)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "truncated" in lines[0] and "Traceback" not in proc.stderr
     assert not corrupt.with_suffix(".png").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
-    missing = subprocess.run([sys.executable, "-m", "raqcodec", "encode", "--bpp", "0.3", str(tmp_path / "no.png")],
-                             capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    missing = subprocess.run(
+        [sys.executable, "-m", "raqcodec", "encode", "--bpp", "0.3", str(tmp_path / "no.png")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [
-        f"raqcodec: error: Invalid value for 'INPUTS...': Path '{tmp_path / 'no.png'}' does not exist. (see --help)"]
+        f"raqcodec: error: Invalid value for 'INPUTS...': Path '{tmp_path / 'no.png'}' does not exist. (see --help)"
+    ]
 
 
 def test_one_bad_file_does_not_stop_the_others(env: dict, png: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    res = CliRunner().invoke(main, ["encode", str(bad), str(png), "--model", "tiny", "-k", "8",
-                                    "-o", str(tmp_path / "out")])
+    res = CliRunner().invoke(
+        main, ["encode", str(bad), str(png), "--model", "tiny", "-k", "8", "-o", str(tmp_path / "out")]
+    )
     assert res.exit_code == 1
     assert (tmp_path / "out" / "photo.raq").exists() and not (tmp_path / "out" / "bad.raq").exists()
 
@@ -203,10 +217,17 @@ def test_compare_identical_images_is_valid_json(env: dict, png: Path) -> None:
     assert record["identical"] is True and record["psnr"] is None
 
 
-@pytest.mark.parametrize("args,code,message", [
-    (["export", "{empty}", "--name", "x", "--data", "{empty}", "-o", "{out}"], 1, "no checkpoint in"),
-    (["train", "--data", "{empty}", "-o", "{out}", "--set", "train.steps=abc"], 2, "train.steps must be of type int"),
-])
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["export", "{empty}", "--name", "x", "--data", "{empty}", "-o", "{out}"], 1, "no checkpoint in"),
+        (
+            ["train", "--data", "{empty}", "-o", "{out}", "--set", "train.steps=abc"],
+            2,
+            "train.steps must be of type int",
+        ),
+    ],
+)
 def test_training_commands_fail_in_one_line(tmp_path: Path, args: list[str], code: int, message: str) -> None:
     (tmp_path / "empty").mkdir()
     paths = {"empty": str(tmp_path / "empty"), "out": str(tmp_path / "out")}

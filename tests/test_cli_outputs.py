@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cliutil import error_lines, magic_of, pixels, raqcodec, tiny_env, write_photo
 
 import raqcodec as raqcodec_api
 from raqcodec.io.bitstream import read_header
-
-from cliutil import error_lines, magic_of, pixels, raqcodec, tiny_env, write_photo
 
 
 @pytest.fixture
@@ -41,8 +40,9 @@ def encode_here(env: dict[str, str], image: Path, output: Path, size: int = 16) 
 
 def imported_torch(stderr: str) -> bool:
     """Whether a process run with ``python -X importtime`` imported torch."""
-    return any(line.startswith("import time:") and line.rsplit("|", 1)[-1].strip() == "torch"
-               for line in stderr.splitlines())
+    return any(
+        line.startswith("import time:") and line.rsplit("|", 1)[-1].strip() == "torch" for line in stderr.splitlines()
+    )
 
 
 def test_readme_workflow_never_replaces_the_original(env: dict[str, str], tmp_path: Path) -> None:
@@ -91,8 +91,7 @@ def test_files_raqcodec_did_not_write_need_force(env: dict[str, str], tmp_path: 
     assert notes.read_text() == "my notes\n"
 
     # asked for explicitly: replaced
-    enc = raqcodec("encode", "photo.jpg", "-o", "notes.txt", "-k", "16", "--model", "tiny", "-f",
-                   env=env, cwd=tmp_path)
+    enc = raqcodec("encode", "photo.jpg", "-o", "notes.txt", "-k", "16", "--model", "tiny", "-f", env=env, cwd=tmp_path)
     assert enc.returncode == 0, enc.stderr
     assert magic_of(notes) == "RAQ"
     dec = raqcodec("decode", "x.raq", "-o", "photo.jpg", "--force", env=env, cwd=tmp_path)
@@ -143,8 +142,20 @@ def test_outputs_respect_the_umask_and_keep_a_replaced_files_mode(env: dict[str,
     private = tmp_path / "private.raq"
     private.write_text("someone's private file")
     private.chmod(0o600)
-    enc = raqcodec("encode", "photo.png", "-o", "private.raq", "-k", "16", "--model", "tiny", "--force",
-                   env=env, cwd=tmp_path, umask=0o022)
+    enc = raqcodec(
+        "encode",
+        "photo.png",
+        "-o",
+        "private.raq",
+        "-k",
+        "16",
+        "--model",
+        "tiny",
+        "--force",
+        env=env,
+        cwd=tmp_path,
+        umask=0o022,
+    )
     assert enc.returncode == 0, enc.stderr
     assert magic_of(private) == "RAQ" and stat.S_IMODE(private.stat().st_mode) == 0o600  # not widened
 
@@ -152,14 +163,12 @@ def test_outputs_respect_the_umask_and_keep_a_replaced_files_mode(env: dict[str,
 def test_several_inputs_need_a_directory_for_output(env: dict[str, str], tmp_path: Path) -> None:
     write_photo(tmp_path / "a.png")
     write_photo(tmp_path / "b.png", seed=1)
-    enc = raqcodec("encode", "a.png", "b.png", "-o", "single.raq", "-k", "16", "--model", "tiny",
-                   env=env, cwd=tmp_path)
+    enc = raqcodec("encode", "a.png", "b.png", "-o", "single.raq", "-k", "16", "--model", "tiny", env=env, cwd=tmp_path)
     assert enc.returncode == 2
     assert len(error_lines(enc.stderr)) == 1 and "single.raq" in enc.stderr
     assert not (tmp_path / "single.raq").exists()
     (tmp_path / "file.out").write_text("x")
-    enc = raqcodec("encode", "a.png", "b.png", "-o", "file.out", "-k", "16", "--model", "tiny",
-                   env=env, cwd=tmp_path)
+    enc = raqcodec("encode", "a.png", "b.png", "-o", "file.out", "-k", "16", "--model", "tiny", env=env, cwd=tmp_path)
     assert enc.returncode == 2 and (tmp_path / "file.out").read_text() == "x"
 
 
@@ -212,8 +221,19 @@ def test_unwritable_output_directory_fails_before_any_work(env: dict[str, str], 
     cases.append((str(locked / "sub" / "photo.raq"), str(locked)))
     for target, named in cases:
         started = time.perf_counter()
-        enc = raqcodec("encode", "photo.png", "-o", target, "-k", "16", "--model", "tiny", env=env, cwd=tmp_path,
-                       python_flags=("-X", "importtime"))
+        enc = raqcodec(
+            "encode",
+            "photo.png",
+            "-o",
+            target,
+            "-k",
+            "16",
+            "--model",
+            "tiny",
+            env=env,
+            cwd=tmp_path,
+            python_flags=("-X", "importtime"),
+        )
         took = time.perf_counter() - started
         lines = [line for line in error_lines(enc.stderr) if not line.startswith("import time:")]
         assert enc.returncode == 1, enc.stderr[-2000:]

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cliutil import error_lines, tiny_env, write_photo
+from cliutil import raqcodec as run_cli
+from conftest import smooth_image
 from PIL import Image
 
 import raqcodec
 from raqcodec.io import bitstream
-
-from cliutil import error_lines, raqcodec as run_cli, tiny_env, write_photo
-from conftest import smooth_image
 
 ROOT = Path(__file__).resolve().parent.parent
 # Moments after the process starts. Before ~0.03 s the interpreter itself is starting (site, .pth files):
@@ -46,6 +46,7 @@ def messages(stderr: str) -> list[str]:
 
 # -- signals ----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def long_jobs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Inputs whose encode (--bpp search on a photo) and decode (a 1.2 MP image at K~ 1024) each take
@@ -62,8 +63,9 @@ def long_jobs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _interrupt(args: list[str], cwd: Path, moment: float, signum: int) -> tuple[int, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "raqcodec", *args], cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raqcodec", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     time.sleep(moment)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
@@ -71,8 +73,10 @@ def _interrupt(args: list[str], cwd: Path, moment: float, signum: int) -> tuple[
 
 
 def _check_interrupts(long_jobs: Path, plan: list[tuple[str, float, int]]) -> list[str]:
-    commands = {"encode": ["encode", "photo.jpg", "--bpp", "0.3", "-o", "out.raq"],
-                "decode": ["decode", "big.raq", "-o", "out.png"]}
+    commands = {
+        "encode": ["encode", "photo.jpg", "--bpp", "0.3", "-o", "out.raq"],
+        "decode": ["decode", "big.raq", "-o", "out.png"],
+    }
     inputs = sorted(p.name for p in long_jobs.iterdir())
     seen = []
     for command, moment, signum in plan:
@@ -89,24 +93,32 @@ def _check_interrupts(long_jobs: Path, plan: list[tuple[str, float, int]]) -> li
 
 def test_signals_during_start_up_and_work_exit_cleanly(long_jobs: Path) -> None:
     """A handful of the moments (the slow test sends all 20, both signals, both commands)."""
-    plan = [("encode", MOMENTS[0], signal.SIGINT), ("decode", MOMENTS[3], signal.SIGTERM),
-            ("encode", MOMENTS[6], signal.SIGTERM), ("decode", MOMENTS[9], signal.SIGINT),
-            ("encode", MOMENTS[13], signal.SIGINT), ("decode", MOMENTS[19], signal.SIGTERM)]
+    plan = [
+        ("encode", MOMENTS[0], signal.SIGINT),
+        ("decode", MOMENTS[3], signal.SIGTERM),
+        ("encode", MOMENTS[6], signal.SIGTERM),
+        ("decode", MOMENTS[9], signal.SIGINT),
+        ("encode", MOMENTS[13], signal.SIGINT),
+        ("decode", MOMENTS[19], signal.SIGTERM),
+    ]
     print(_check_interrupts(long_jobs, plan))
 
 
 @pytest.mark.slow
 def test_signals_at_twenty_moments_over_the_first_three_seconds(long_jobs: Path) -> None:
-    plan = [(command, moment, signum) for command in ("encode", "decode") for signum in SIGNALS
-            for moment in MOMENTS]
+    plan = [(command, moment, signum) for command in ("encode", "decode") for signum in SIGNALS for moment in MOMENTS]
     print("\n".join(_check_interrupts(long_jobs, plan)))
 
 
 def test_signal_before_python_runs_our_code_still_stops_the_process(tmp_path: Path) -> None:
     """At once after the start, the process dies of the signal itself (128 + signal in a shell)."""
     for signum in SIGNALS:
-        proc = subprocess.Popen([sys.executable, "-m", "raqcodec", "models"], cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "raqcodec", "models"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode in (-signum, 128 + signum, 0), err  # 0: it finished first
@@ -114,12 +126,34 @@ def test_signal_before_python_runs_our_code_still_stops_the_process(tmp_path: Pa
 
 # -- pipes ----------------------------------------------------------------------------------------------
 
+
 def test_closed_stdout_pipe_is_silent(env: dict[str, str], tmp_path: Path) -> None:
     for i in range(3):
         write_photo(tmp_path / f"img{i}.png", seed=i)
-    proc = subprocess.Popen([sys.executable, "-m", "raqcodec", "encode", "img0.png", "img1.png", "img2.png",
-                             "-o", "out/", "-k", "16", "--model", "tiny", "--json", "-j", "1"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "raqcodec",
+            "encode",
+            "img0.png",
+            "img1.png",
+            "img2.png",
+            "-o",
+            "out/",
+            "-k",
+            "16",
+            "--model",
+            "tiny",
+            "--json",
+            "-j",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
     assert json.loads(first)["status"] == "done"
@@ -136,14 +170,28 @@ def test_closed_stdout_pipe_is_silent(env: dict[str, str], tmp_path: Path) -> No
 
 # -- light commands and usage errors -------------------------------------------------------------------------
 
+
 def test_light_commands_never_import_torch_and_answer_fast(env: dict[str, str], tmp_path: Path) -> None:
     raq = tmp_path / "a.raq"
-    raq.write_bytes(raqcodec.encode(smooth_image(20, 20), codebook_size=8,
-                                    model=Path(env["RAQCODEC_MODEL_PATH"]) / "tiny.safetensors"))
+    raq.write_bytes(
+        raqcodec.encode(
+            smooth_image(20, 20), codebook_size=8, model=Path(env["RAQCODEC_MODEL_PATH"]) / "tiny.safetensors"
+        )
+    )
     write_photo(tmp_path / "a.png")
-    commands = [["--help"], ["--version"], ["info", "a.raq"], ["info", "a.raq", "--json"], ["models"],
-                ["models", "--json"], ["encode", "--help"], ["encode", "a.png"], ["encode", "nothere.png", "-k", "8"],
-                ["decode", "a.raq", "-o", "a.unknown"], ["frobnicate"]]
+    commands = [
+        ["--help"],
+        ["--version"],
+        ["info", "a.raq"],
+        ["info", "a.raq", "--json"],
+        ["models"],
+        ["models", "--json"],
+        ["encode", "--help"],
+        ["encode", "a.png"],
+        ["encode", "nothere.png", "-k", "8"],
+        ["decode", "a.raq", "-o", "a.unknown"],
+        ["frobnicate"],
+    ]
     for args in commands:
         proc = run_cli(*args, env=env, cwd=tmp_path, python_flags=("-X", "importtime"))
         assert "torch" not in imported(proc.stderr), args
@@ -160,12 +208,21 @@ def _wall_time(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     return time.perf_counter() - started
 
 
-@pytest.mark.parametrize("args", [
-    ["encode", "a.png", "--bpp", "0"], ["encode", "a.png", "--bpp", "-1"], ["encode", "a.png", "--bpp", "nan"],
-    ["encode", "a.png", "--bpp", "inf"], ["encode", "a.png", "-k", "0"], ["encode", "a.png", "-k", "5000"],
-    ["encode", "a.png", "--bpp", "0.3", "--model", "nope"], ["decode", "a.raq", "--model", "nope"],
-    ["decode", "a.raq", "--quality", "0"], ["encode", "a.png", "-k", "16", "-q", "-v"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["encode", "a.png", "--bpp", "0"],
+        ["encode", "a.png", "--bpp", "-1"],
+        ["encode", "a.png", "--bpp", "nan"],
+        ["encode", "a.png", "--bpp", "inf"],
+        ["encode", "a.png", "-k", "0"],
+        ["encode", "a.png", "-k", "5000"],
+        ["encode", "a.png", "--bpp", "0.3", "--model", "nope"],
+        ["decode", "a.raq", "--model", "nope"],
+        ["decode", "a.raq", "--quality", "0"],
+        ["encode", "a.png", "-k", "16", "-q", "-v"],
+    ],
+)
 def test_bad_option_values_are_usage_errors_before_torch(tmp_path: Path, args: list[str]) -> None:
     write_photo(tmp_path / "a.png")
     (tmp_path / "a.raq").write_bytes(b"\x89RAQ")
@@ -178,6 +235,7 @@ def test_bad_option_values_are_usage_errors_before_torch(tmp_path: Path, args: l
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
+
 
 def test_directories_find_every_readable_extension(env: dict[str, str], tmp_path: Path) -> None:
     names = ["a.gif", "b.avif", "c.jfif", "d.jpe", "e.png", "f.webp", "g.pgm"]
@@ -193,6 +251,7 @@ def test_directories_find_every_readable_extension(env: dict[str, str], tmp_path
 
 
 # -- compare ---------------------------------------------------------------------------------------------------
+
 
 def test_compare_sees_every_channel_and_reads_raq(env: dict[str, str], tmp_path: Path) -> None:
     rgba = np.concatenate([smooth_image(170, 180), np.full((170, 180, 1), 255, np.uint8)], -1)
@@ -223,6 +282,7 @@ def test_compare_sees_every_channel_and_reads_raq(env: dict[str, str], tmp_path:
 
 # -- budget ----------------------------------------------------------------------------------------------------
 
+
 def test_a_budget_above_reach_is_reported(env: dict[str, str], tmp_path: Path) -> None:
     write_photo(tmp_path / "a.png")
     proc = run_cli("encode", "a.png", "--bpp", "100", "--model", "tiny", "--json", env=env, cwd=tmp_path)
@@ -237,6 +297,7 @@ def test_a_budget_above_reach_is_reported(env: dict[str, str], tmp_path: Path) -
 
 # -- messages and docs --------------------------------------------------------------------------------------------
 
+
 def test_messages_say_what_is_true(env: dict[str, str], tmp_path: Path) -> None:
     palette = Image.fromarray(smooth_image(24, 24)).convert("P")
     palette.save(tmp_path / "pal.png", transparency=0)
@@ -250,9 +311,13 @@ def test_messages_say_what_is_true(env: dict[str, str], tmp_path: Path) -> None:
     assert proc.returncode == 1 and "trailing" in proc.stderr and "CRC" not in proc.stderr, proc.stderr
 
     stream = bitstream.unpack(data)
-    forged = bitstream.pack(bitstream.Stream(
-        header=bitstream.Header(**{**stream.header.__dict__, "codebook_crc": stream.header.codebook_crc ^ 1}),
-        indices_section=stream.indices_section, alpha_section=stream.alpha_section))
+    forged = bitstream.pack(
+        bitstream.Stream(
+            header=bitstream.Header(**{**stream.header.__dict__, "codebook_crc": stream.header.codebook_crc ^ 1}),
+            indices_section=stream.indices_section,
+            alpha_section=stream.alpha_section,
+        )
+    )
     (tmp_path / "forged.raq").write_bytes(forged)
     proc = run_cli("decode", "forged.raq", "-o", "forged.png", env=env, cwd=tmp_path)
     assert proc.returncode == 1 and "checksum" in proc.stderr and "cluster" not in proc.stderr, proc.stderr
@@ -278,12 +343,15 @@ def test_docs_say_what_is_true() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "alpha channel stored losslessly" not in readme
     example = re.search(r'Notes \(e\.g\. "([^"]+)"\)', readme)
-    assert example and example[1].split(":")[0] in "".join(f.read_text() for f in (ROOT / "raqcodec" / "io").glob("*.py"))
-    demo = readme[readme.index("make demo"):readme.index("## Usage")]
+    assert example and example[1].split(":")[0] in "".join(
+        f.read_text() for f in (ROOT / "raqcodec" / "io").glob("*.py")
+    )
+    demo = readme[readme.index("make demo") : readme.index("## Usage")]
     assert "source .venv/bin/activate" in demo and ".venv/bin/raqcodec" in demo
 
 
 # -- conventions ---------------------------------------------------------------------------------------------------
+
 
 def test_quiet_and_verbose(env: dict[str, str], tmp_path: Path) -> None:
     image = Image.fromarray(smooth_image(30, 42))
@@ -291,8 +359,9 @@ def test_quiet_and_verbose(env: dict[str, str], tmp_path: Path) -> None:
     info.add_text("Comment", "a text chunk: raqcodec notes that it is not stored")
     image.save(tmp_path / "a.png", pnginfo=info)  # a file with a note ("metadata not stored: PNG text chunks")
     (tmp_path / "bad.png").write_text("not an image")
-    quiet = run_cli("encode", "a.png", "bad.png", "-o", "out", "-k", "16", "--model", "tiny", "-q", env=env,
-                    cwd=tmp_path)  # no lines, no notes, no summary: only the error
+    quiet = run_cli(
+        "encode", "a.png", "bad.png", "-o", "out", "-k", "16", "--model", "tiny", "-q", env=env, cwd=tmp_path
+    )  # no lines, no notes, no summary: only the error
     assert quiet.returncode == 1 and quiet.stdout == b"" and (tmp_path / "out" / "a.raq").is_file()
     assert len(error_lines(quiet.stderr)) == 1 and "bad.png" in quiet.stderr, quiet.stderr
     (tmp_path / "a.raq").write_bytes((tmp_path / "out" / "a.raq").read_bytes())

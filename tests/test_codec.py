@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, make_tiny_model, smooth_image
 from PIL import Image
 
 import raqcodec
 from raqcodec.io import bitstream
 from raqcodec.model.registry import ModelNotFound
-
-from conftest import TINY, make_tiny_model, smooth_image
 
 
 def _grid(h: int, w: int) -> tuple[int, int]:
@@ -53,7 +52,7 @@ def test_grayscale_decodes_as_grayscale(tiny_model_path: Path) -> None:
 
 
 def test_sixteen_bit_gray_comes_back_sixteen_bit(tiny_model_path: Path) -> None:
-    arr = (smooth_image(16, 16)[:, :, 0].astype(np.uint16) * 257)
+    arr = smooth_image(16, 16)[:, :, 0].astype(np.uint16) * 257
     data = raqcodec.encode(arr, codebook_size=16, model=tiny_model_path)
     assert bitstream.read_header(data).bit_depth == 16
     out = raqcodec.decode(data, model=tiny_model_path)
@@ -135,7 +134,9 @@ def test_codebook_checksum_mismatch_is_an_error(tiny_model_path: Path) -> None:
     stream = bitstream.unpack(data)
     forged = bitstream.Stream(
         header=bitstream.Header(**{**stream.header.__dict__, "codebook_crc": stream.header.codebook_crc ^ 1}),
-        indices_section=stream.indices_section, alpha_section=stream.alpha_section)
+        indices_section=stream.indices_section,
+        alpha_section=stream.alpha_section,
+    )
     with pytest.raises(raqcodec.CodecError, match="checksum"):
         raqcodec.decode(bitstream.pack(forged), model=tiny_model_path)
 
@@ -197,8 +198,13 @@ def _forged(tiny_model_path: Path, **changes: object) -> bytes:
     stream = bitstream.unpack(raqcodec.encode(smooth_image(8, 8), codebook_size=8, model=tiny_model_path))
     sections = {k: changes.pop(k) for k in ("indices_section", "alpha_section") if k in changes}
     header = bitstream.Header(**{**stream.header.__dict__, **changes})
-    return bitstream.pack(bitstream.Stream(header=header, indices_section=sections.get("indices_section",
-                          stream.indices_section), alpha_section=sections.get("alpha_section", stream.alpha_section)))
+    return bitstream.pack(
+        bitstream.Stream(
+            header=header,
+            indices_section=sections.get("indices_section", stream.indices_section),
+            alpha_section=sections.get("alpha_section", stream.alpha_section),
+        )
+    )
 
 
 def test_hostile_image_size_is_refused_before_allocation(tiny_model_path: Path) -> None:
@@ -236,8 +242,10 @@ def test_context_coder_is_the_default_when_the_model_has_one(tiny_model_path: Pa
     # both coders carry the same index grid, and decode to the same pixels
     a, b = raqcodec.inspect(data, model=tiny_model_path), raqcodec.inspect(plain, model=tiny_model_path)
     assert np.array_equal(a["indices"], b["indices"])
-    assert np.array_equal(np.asarray(raqcodec.decode(data, model=tiny_model_path)),
-                          np.asarray(raqcodec.decode(plain, model=tiny_model_path)))
+    assert np.array_equal(
+        np.asarray(raqcodec.decode(data, model=tiny_model_path)),
+        np.asarray(raqcodec.decode(plain, model=tiny_model_path)),
+    )
 
 
 def test_inspect_reports_payload_and_order0_entropy(tiny_model_path: Path) -> None:

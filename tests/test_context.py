@@ -5,19 +5,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from context_reference import reference_frequencies
+from rans_reference import rans_encode
 
 from raqcodec.entropy import context as C
 from raqcodec.entropy.schedule import DEFAULT_SCHEDULE, Schedule
-from raqcodec.nn.context import MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextConfig, ContextNet, context_slots, pass_map, pass_strides
-
-from context_reference import reference_frequencies
-from rans_reference import rans_encode
+from raqcodec.nn.context import (
+    MEAN_SLOTS,
+    NUM_PASSES,
+    SLOT_OFFSETS,
+    ContextConfig,
+    ContextNet,
+    context_slots,
+    pass_map,
+    pass_strides,
+)
 
 D = 8  # latent dimension of the test codebooks
 
 
-def make_context(seed: int = 0, components: int = 2, spread: float = 0.3, schedule: Schedule = DEFAULT_SCHEDULE
-                 ) -> C.ContextModel:
+def make_context(
+    seed: int = 0, components: int = 2, spread: float = 0.3, schedule: Schedule = DEFAULT_SCHEDULE
+) -> C.ContextModel:
     torch.manual_seed(seed)
     net = ContextNet(ContextConfig(latent_dim=D, hidden=16, proj_dim=4, components=components))
     with torch.no_grad():  # a non-trivial head, so the mixtures differ from position to position
@@ -42,9 +51,14 @@ def smooth_grid(h: int, w: int, size: int, seed: int = 0) -> np.ndarray:
 
 # Both ways of computing the rows: the C kernel (where it was built) and the torch path it reproduces.
 KERNEL_BUILT = C._kernel is not None
-_ROW_PATHS = [pytest.param(Schedule(kernel=False), id="torch"),
-              pytest.param(Schedule(kernel=True), id="kernel",
-                           marks=pytest.mark.skipif(not KERNEL_BUILT, reason="C kernel not built (no compiler)"))]
+_ROW_PATHS = [
+    pytest.param(Schedule(kernel=False), id="torch"),
+    pytest.param(
+        Schedule(kernel=True),
+        id="kernel",
+        marks=pytest.mark.skipif(not KERNEL_BUILT, reason="C kernel not built (no compiler)"),
+    ),
+]
 
 
 @pytest.fixture(params=_ROW_PATHS)
@@ -282,7 +296,7 @@ def test_kernel_rows_are_the_torch_rows_bit_for_bit(components: int, size: int) 
         ctx = make_context(seed=size + components, components=components, spread=spread)
         book = make_codebook(size, seed=size)
         if size > 2:
-            book[size // 2:] = book[: size - size // 2].clone()  # ties
+            book[size // 2 :] = book[: size - size // 2].clone()  # ties
         grid = smooth_grid(19, 21, size, seed=size)
         passes = pass_map(*grid.shape)
         ys, xs = np.divmod(np.arange(grid.size), grid.shape[1])
@@ -290,8 +304,12 @@ def test_kernel_rows_are_the_torch_rows_bit_for_bit(components: int, size: int) 
         rows = {}
         for name, schedule in (("kernel", Schedule(kernel=True)), ("torch", Schedule(kernel=False))):
             ctx = ctx.with_schedule(schedule)
-            rows[name] = (ctx.coding_weights(mix), ctx._rows(mix, 1), ctx.chosen_frequencies(mix, grid[ys, xs]),
-                          ctx.chosen_frequencies(mix, ctx._rows(mix, 1).argmax(1)))
+            rows[name] = (
+                ctx.coding_weights(mix),
+                ctx._rows(mix, 1),
+                ctx.chosen_frequencies(mix, grid[ys, xs]),
+                ctx.chosen_frequencies(mix, ctx._rows(mix, 1).argmax(1)),
+            )
         for ours, theirs in zip(rows["kernel"], rows["torch"]):
             assert np.array_equal(np.asarray(ours), np.asarray(theirs))
 

@@ -11,17 +11,17 @@ from click.testing import CliRunner
 from PIL import Image
 
 import raqcodec
-from raqcodec.io import bitstream
+from raqcodec.cli import main
 from raqcodec.entropy import context
 from raqcodec.entropy.schedule import Schedule
-from raqcodec.model import registry
-from raqcodec.cli.commands import main
 from raqcodec.eval.metrics import mse, psnr
+from raqcodec.io import bitstream
 from raqcodec.io.images import load_image, pad_to_multiple
+from raqcodec.model import registry
 
 
 @pytest.fixture(scope="module")
-def model() -> "raqcodec.model.loaded.CodecModel":
+def model() -> raqcodec.model.loaded.CodecModel:
     return raqcodec.load_model()  # the default, by name: must be found wherever the package is installed
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import smooth_image
 from PIL import Image
 from safetensors.torch import load_file
-
-from conftest import smooth_image
 from test_train import TINY_OVERRIDES
+
 from raqcodec.nn.raq import RAQModel
 from raqcodec.train import load_recipe
 
@@ -58,9 +58,22 @@ def test_two_cpu_processes_hold_identical_weights(tmp_path: Path) -> None:
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER, encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(worker), str(photos), str(run), str(tmp_path)],
-        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(worker),
+            str(photos),
+            str(run),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -9,11 +9,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rans_reference import rans_encode
 
 from raqcodec.entropy import order0 as E
-from raqcodec.entropy.order0 import EntropyError, decode_indices, empirical_entropy_bits, encode_indices, estimate_section_bits, quantize_counts
-
-from rans_reference import rans_encode
+from raqcodec.entropy.order0 import (
+    EntropyError,
+    decode_indices,
+    empirical_entropy_bits,
+    encode_indices,
+    estimate_section_bits,
+    quantize_counts,
+)
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -96,8 +102,50 @@ def test_all_symbols_used_omits_gaps() -> None:
 
 def test_golden_section_is_stable() -> None:
     # Pins the format: any change in table layout, quantization or constriction's coder shows here.
-    x = np.array([0, 7, 1, 6, 3, 3, 6, 1, 7, 0, 4, 0, 7, 1, 6, 3, 3, 6, 1, 7,
-                  0, 4, 0, 7, 1, 6, 3, 3, 6, 1, 7, 0, 4, 0, 7, 1, 6, 3, 3, 6])
+    x = np.array(
+        [
+            0,
+            7,
+            1,
+            6,
+            3,
+            3,
+            6,
+            1,
+            7,
+            0,
+            4,
+            0,
+            7,
+            1,
+            6,
+            3,
+            3,
+            6,
+            1,
+            7,
+            0,
+            4,
+            0,
+            7,
+            1,
+            6,
+            3,
+            3,
+            6,
+            1,
+            7,
+            0,
+            4,
+            0,
+            7,
+            1,
+            6,
+            3,
+            3,
+            6,
+        ]
+    )
     section = encode_indices(x, 9)
     assert section.hex() == "03000500355d50ad20000069e788394f1c41cd25c20e6b"
     np.testing.assert_array_equal(decode_indices(section, x.size, 9), x)
@@ -253,7 +301,7 @@ def test_payload_matches_reference_rans(alphabet: int, n: int) -> None:
     x = skewed(np.random.default_rng(n), n, alphabet)
     section = encode_indices(x, alphabet)
     plan = E._plan(np.bincount(x, minlength=alphabet))
-    payload = section[1 + -(-plan.table_bits // 8):]
+    payload = section[1 + -(-plan.table_bits // 8) :]
     words = np.frombuffer(payload, dtype=">u4").tolist()
     ranks = np.searchsorted(plan.symbols, x)
     assert reference_rans_encode(ranks, plan.freqs, plan.precision) == words
@@ -263,8 +311,9 @@ def test_payload_matches_reference_rans(alphabet: int, n: int) -> None:
 # ---------------------------------------------------------------- estimates
 
 
-@pytest.mark.parametrize("alphabet,n", [(2, 100), (2, 30000), (64, 24576), (1024, 24576), (4096, 5000),
-                                        (4096, 100000), (65535, 20000)])
+@pytest.mark.parametrize(
+    "alphabet,n", [(2, 100), (2, 30000), (64, 24576), (1024, 24576), (4096, 5000), (4096, 100000), (65535, 20000)]
+)
 def test_estimate_matches_real_size(alphabet: int, n: int) -> None:
     x = skewed(np.random.default_rng(n + alphabet), n, alphabet)
     real = len(encode_indices(x, alphabet)) * 8
@@ -337,12 +386,15 @@ def test_bit_flips_are_rejected_or_harmless(sample: tuple[np.ndarray, bytes]) ->
         assert_rejected_or_valid(bytes(damaged), x.size, 64)
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda s: bytes([25]) + s[1:], "precision"),
-    (lambda s: s + b"\x00\x00\x00", "multiple of 4"),
-    (lambda s: s + b"\x01\x00\x00\x00", "payload"),
-    (lambda s: b"", "empty"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda s: bytes([25]) + s[1:], "precision"),
+        (lambda s: s + b"\x00\x00\x00", "multiple of 4"),
+        (lambda s: s + b"\x01\x00\x00\x00", "payload"),
+        (lambda s: b"", "empty"),
+    ],
+)
 def test_specific_corruptions(sample: tuple[np.ndarray, bytes], mutate, message: str) -> None:
     x, section = sample
     with pytest.raises(EntropyError, match=message):

@@ -8,14 +8,16 @@ from pathlib import Path
 from PIL import Image
 
 from raqcodec.io import formats
-from raqcodec.model import loaded as model, registry
+from raqcodec.model import loaded as model
+from raqcodec.model import registry
 
 
 def test_every_readable_extension_is_one_pillow_opens() -> None:
     Image.init()
     registered = Image.registered_extensions()
-    assert all(ext in registered for ext in formats.READABLE_EXTENSIONS), \
-        sorted(formats.READABLE_EXTENSIONS - set(registered))
+    assert all(ext in registered for ext in formats.READABLE_EXTENSIONS), sorted(
+        formats.READABLE_EXTENSIONS - set(registered)
+    )
     assert formats.RAQ_EXTENSION not in formats.READABLE_EXTENSIONS
 
 

@@ -17,7 +17,8 @@ import raqcodec
 from raqcodec.io import bitstream
 
 _spec = importlib.util.spec_from_file_location(
-    "fuzz_decode", Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_decode.py")
+    "fuzz_decode", Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_decode.py"
+)
 assert _spec is not None and _spec.loader is not None
 fuzz_decode = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fuzz_decode)
@@ -57,6 +58,7 @@ def test_fixed_crc_is_valid(seeds: list[bytes]) -> None:
 
 def test_a_broken_decoder_is_reported_as_failed(seeds: list[bytes], tiny: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The harness itself can fail: an unexpected exception is a FAILED case, not a rejection."""
+
     def broken(*args: Any, **kwargs: Any) -> None:
         raise KeyError("bug")
 

@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
+from golden.generate import pixels_sha256
 
 import raqcodec
 from raqcodec.io import bitstream
-
-from golden.generate import pixels_sha256
 
 GOLDEN = Path(__file__).parent / "golden"
 MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())

@@ -74,9 +74,7 @@ def _filtered_rows(samples: np.ndarray) -> bytes:
     return b"".join(out)
 
 
-def _png_bytes(
-    samples: np.ndarray, colour_type: int, trns: bytes | None = None, interlace: bool = False
-) -> bytes:
+def _png_bytes(samples: np.ndarray, colour_type: int, trns: bytes | None = None, interlace: bool = False) -> bytes:
     """A 16-bit PNG of (H, W, C) samples, optionally Adam7-interlaced."""
     height, width, _ = samples.shape
     if interlace:
@@ -204,9 +202,7 @@ def test_16bit_gray_png_rounds_to_8_bits(tmp_path: Path) -> None:
     expected = np.array([[0, 0, 1, 4], [128, 254, 255, 255]], dtype=np.uint8)
     np.testing.assert_array_equal(src.rgb[..., 0], expected)
     np.testing.assert_array_equal(expected, _round16(values))
-    assert src.notes == [
-        "16-bit samples reduced to 8 bits before coding; the decoded PNG is written at 16 bits"
-    ]
+    assert src.notes == ["16-bit samples reduced to 8 bits before coding; the decoded PNG is written at 16 bits"]
 
 
 def test_pillow_truncates_16bit_rgb_png(tmp_path: Path) -> None:

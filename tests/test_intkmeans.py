@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_image
 
 import raqcodec
 from raqcodec.io import bitstream
 from raqcodec.model.intkmeans import integer_kmeans
 from raqcodec.model.loaded import CodecModel, codebook_crc
-
-from conftest import smooth_image
 
 
 def test_worked_example() -> None:
@@ -30,7 +29,7 @@ def test_means_round_towards_minus_infinity_and_ties_go_low() -> None:
 
 def test_same_result_whatever_the_threads_and_input_dtype() -> None:
     rng = np.random.default_rng(0)
-    points = torch.from_numpy(rng.integers(-2**21, 2**21, size=(64, 16)))
+    points = torch.from_numpy(rng.integers(-(2**21), 2**21, size=(64, 16)))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

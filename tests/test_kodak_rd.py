@@ -8,9 +8,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from PIL import Image
-
 from conftest import smooth_image
+from PIL import Image
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -30,9 +29,31 @@ def test_end_to_end_on_small_images(kodak_rd: ModuleType, tiny_model_path: Path,
     for i, (h, w) in enumerate([(40, 56), (48, 64)]):
         Image.fromarray(smooth_image(h, w, seed=i)).save(data / f"kodim{i + 1:02d}.png")
     out, plot, table = tmp_path / "r.json", tmp_path / "r.png", tmp_path / "bd.md"
-    status = kodak_rd.main(["--data", str(data), "--model", str(tiny_model_path), "--bpp", "0.3", "0.45",
-                            "--baselines", "jpeg", "-j", "1", "--out", str(out), "--plot", str(plot),
-                            "--table", str(table), "--low-rate-max", "0.3", "--previous", str(out)])
+    status = kodak_rd.main(
+        [
+            "--data",
+            str(data),
+            "--model",
+            str(tiny_model_path),
+            "--bpp",
+            "0.3",
+            "0.45",
+            "--baselines",
+            "jpeg",
+            "-j",
+            "1",
+            "--out",
+            str(out),
+            "--plot",
+            str(plot),
+            "--table",
+            str(table),
+            "--low-rate-max",
+            "0.3",
+            "--previous",
+            str(out),
+        ]
+    )
     assert status == 0
     results = json.loads(out.read_text())
     assert results["format"] == "raqcodec-rd/1" and results["dataset"]["images"] == 2
@@ -51,14 +72,26 @@ def test_end_to_end_on_small_images(kodak_rd: ModuleType, tiny_model_path: Path,
 
 
 def test_previous_results_of_either_format(kodak_rd: ModuleType) -> None:
-    first_format = {"raqcodec": [{"target_bpp": 0.1, "ok": False},
-                                 {"target_bpp": 0.2, "ok": True, "mean_bpp": 0.19, "mean_psnr": 26.0},
-                                 {"target_bpp": 0.4, "ok": True, "mean_bpp": 0.38, "mean_psnr": 28.0}]}
+    first_format = {
+        "raqcodec": [
+            {"target_bpp": 0.1, "ok": False},
+            {"target_bpp": 0.2, "ok": True, "mean_bpp": 0.19, "mean_psnr": 26.0},
+            {"target_bpp": 0.4, "ok": True, "mean_bpp": 0.38, "mean_psnr": 28.0},
+        ]
+    }
     assert kodak_rd.psnr_curve(first_format) == [(0.19, 26.0), (0.38, 28.0)]
     assert kodak_rd.psnr_curve(first_format, max_target=0.3) == [(0.19, 26.0)]
-    rd_format = {"format": "raqcodec-rd/1", "codecs": {"raqcodec": {"points": [
-        {"bpp_target": 0.2, "bpp": 0.18, "psnr": 26.5, "complete": True},
-        {"bpp_target": 0.1, "bpp": None, "psnr": None, "complete": False}]}}}
+    rd_format = {
+        "format": "raqcodec-rd/1",
+        "codecs": {
+            "raqcodec": {
+                "points": [
+                    {"bpp_target": 0.2, "bpp": 0.18, "psnr": 26.5, "complete": True},
+                    {"bpp_target": 0.1, "bpp": None, "psnr": None, "complete": False},
+                ]
+            }
+        },
+    }
     assert kodak_rd.psnr_curve(rd_format) == [(0.18, 26.5)]
 
 

@@ -5,27 +5,25 @@ Every test forces tiling on small images with a tiny budget (``max_tile_pixels``
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY, smooth_image
 from PIL import Image
 
 import raqcodec
 from raqcodec import codec
+from raqcodec.cli import main
 from raqcodec.entropy import context
 from raqcodec.entropy.schedule import Schedule
 from raqcodec.model import tiling
-from raqcodec.cli.commands import main
 from raqcodec.model.loaded import CodecModel
 from raqcodec.nn.autoencoder import Decoder, Encoder
 from raqcodec.nn.config import ModelConfig
-
-from conftest import TINY, smooth_image
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +56,10 @@ def test_decoder_radius_is_exact(tiny: CodecModel) -> None:
     exact = [tiny.synthesize(g.reshape(-1), book, grid).astype(int) for g in (idx, other)]
     fbook = tiny.float_codebook("seq2seq", 32)
     with torch.no_grad():
-        fl = [tiny.float_decoder(fbook[torch.from_numpy(g)].permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
-              for g in (idx, other)]
+        fl = [
+            tiny.float_decoder(fbook[torch.from_numpy(g)].permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+            for g in (idx, other)
+        ]
     for a, b, tight in ((exact[0], exact[1], False), (fl[0], fl[1], True)):
         cells = np.abs(a - b).reshape(grid[0], 4, grid[1], 4, 3).max(axis=(1, 3, 4)) > 0
         ys, xs = np.nonzero(cells)
@@ -90,8 +90,12 @@ def test_tiles_cover_the_grid_once_with_their_halo(grid: tuple[int, int], budget
     cover = np.zeros(grid, int)
     for t in tiles:
         cover[t.core] += 1
-        assert (t.oy0, t.oy1, t.ox0, t.ox1) == (max(0, t.y0 - halo), min(grid[0], t.y1 + halo),
-                                                max(0, t.x0 - halo), min(grid[1], t.x1 + halo))
+        assert (t.oy0, t.oy1, t.ox0, t.ox1) == (
+            max(0, t.y0 - halo),
+            min(grid[0], t.y1 + halo),
+            max(0, t.x0 - halo),
+            min(grid[1], t.x1 + halo),
+        )
         assert t.positions <= max(budget, (tiling.MIN_CORE + 2 * halo) ** 2)
     assert (cover == 1).all()
     if grid[0] * grid[1] <= budget:

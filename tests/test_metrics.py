@@ -8,11 +8,18 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from raqcodec.eval.metrics import (batch_mse, gaussian_window, ms_ssim, ms_ssim_db, ms_ssim_min_side, perplexity,
-                                   psnr, ssim)
-
 from conftest import smooth_image
+
+from raqcodec.eval.metrics import (
+    batch_mse,
+    gaussian_window,
+    ms_ssim,
+    ms_ssim_db,
+    ms_ssim_min_side,
+    perplexity,
+    psnr,
+    ssim,
+)
 
 
 def batch(*images: np.ndarray) -> torch.Tensor:
@@ -72,7 +79,9 @@ def test_ssim_sees_structure_that_psnr_misses() -> None:
     noise = rng.choice([-8.0, 8.0], size=clean.shape)
     scrambled = clean + noise
     a = batch(clean)
-    assert float(psnr(batch_mse(a, batch(shifted)))[0]) == pytest.approx(float(psnr(batch_mse(a, batch(scrambled)))[0]), abs=1e-9)
+    assert float(psnr(batch_mse(a, batch(shifted)))[0]) == pytest.approx(
+        float(psnr(batch_mse(a, batch(scrambled)))[0]), abs=1e-9
+    )
     assert float(ssim(a, batch(shifted))[0]) > float(ssim(a, batch(scrambled))[0]) + 0.2
 
 
@@ -90,13 +99,16 @@ def test_bad_shapes_are_rejected() -> None:
 def test_matches_scikit_image(shape: tuple[int, int]) -> None:
     skimage_metrics = pytest.importorskip("skimage.metrics")
     h, w = shape
-    pairs = [(smooth_image(h, w, seed=s), noisy(smooth_image(h, w, seed=s), std, seed=s))
-             for s, std in enumerate((3, 12, 30, 60))]
+    pairs = [
+        (smooth_image(h, w, seed=s), noisy(smooth_image(h, w, seed=s), std, seed=s))
+        for s, std in enumerate((3, 12, 30, 60))
+    ]
     pairs.append((smooth_image(h, w, seed=9), smooth_image(h, w, seed=10)))  # unrelated images
     ours = ssim(batch(*(p[0] for p in pairs)), batch(*(p[1] for p in pairs)))
     for i, (a, b) in enumerate(pairs):
         reference = skimage_metrics.structural_similarity(
-            a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1)
+            a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1
+        )
         assert float(ours[i]) == pytest.approx(float(reference), abs=1e-4)
 
 
@@ -122,8 +134,10 @@ def test_ms_ssim_matches_pytorch_msssim(shape: tuple[int, int]) -> None:
     from pytorch_msssim import ms_ssim as reference_ms_ssim  # a test extra: the reference implementation
 
     h, w = shape
-    pairs = [(smooth_image(h, w, seed=s), noisy(smooth_image(h, w, seed=s), std, seed=s))
-             for s, std in enumerate((2, 8, 25, 60))]
+    pairs = [
+        (smooth_image(h, w, seed=s), noisy(smooth_image(h, w, seed=s), std, seed=s))
+        for s, std in enumerate((2, 8, 25, 60))
+    ]
     pairs.append((smooth_image(h, w, seed=9), smooth_image(h, w, seed=10)))
     x, y = batch(*(p[0] for p in pairs)), batch(*(p[1] for p in pairs))
     ours = ms_ssim(x, y)

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import TINY
 
 from raqcodec.model import exact
 from raqcodec.nn.cluster import ClusterSettings, cluster_codebook, dkm, ikm, multiscale_mmd
@@ -13,8 +14,6 @@ from raqcodec.nn.config import ModelConfig
 from raqcodec.nn.quantizer import EMACodebook, nearest_indices
 from raqcodec.nn.raq import RAQModel
 from raqcodec.nn.seq2seq import Seq2SeqAdapter
-
-from conftest import TINY
 
 
 @pytest.mark.parametrize("mode", ["reference", "paper", "none"])

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import raqcodec
-from raqcodec.io import bitstream
 from raqcodec.codec import encode_detailed
+from raqcodec.io import bitstream
 from raqcodec.model.registry import load
 from raqcodec.model.residual import GROUP_COEFFICIENTS, pad_to_blocks
 from raqcodec.trim import TrimError, trim, trimmed_sizes
@@ -66,7 +66,7 @@ def test_trimmed_streams_decode_to_their_sections(crop: np.ndarray, high: bytes)
         assert len(cut) == sizes[kept]
         symbols = full_symbols.copy()
         symbols[:, kept * GROUP_COEFFICIENTS :] = 0
-        expected = (stage.reconstruct(pad_to_blocks(base), symbols, level) if kept else pad_to_blocks(base))
+        expected = stage.reconstruct(pad_to_blocks(base), symbols, level) if kept else pad_to_blocks(base)
         assert np.array_equal(np.asarray(raqcodec.decode(cut)), expected[: crop.shape[0], : crop.shape[1]])
     budget = (sizes[1] + sizes[2]) / 2 * 8 / (crop.shape[0] * crop.shape[1])
     assert len(trim(high, bpp=budget)) == sizes[1]
@@ -82,7 +82,7 @@ def test_inspect_returns_both_stages(crop: np.ndarray, high: bytes) -> None:
     symbols = info["residual_symbols"]
     assert symbols.shape == (blocks, 192) and symbols.any()
     stream = bitstream.unpack(high)
-    assert not symbols[:, 24 * len(stream.refinement_sections):].any()
+    assert not symbols[:, 24 * len(stream.refinement_sections) :].any()
     assert info["residual_bits"] == 8 * sum(len(x) for x in stream.refinement_sections)
     basis = info["residual_basis"]
     assert np.allclose(basis @ basis.T, np.eye(192), atol=1e-3)  # orthonormal up to its 2^-14 rounding
@@ -99,16 +99,25 @@ def test_trim_command(tmp_path: Path, high: bytes) -> None:
     source = tmp_path / "high.raq"
     source.write_bytes(high)
     out = tmp_path / "low.raq"
-    run = subprocess.run([sys.executable, "-m", "raqcodec", "trim", str(source), "--sections", "1", "-o", str(out)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "raqcodec", "trim", str(source), "--sections", "1", "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert out.read_bytes() == trim(high, groups=1)
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
-    run = subprocess.run([sys.executable, "-m", "raqcodec", "trim", str(source), "--sections", "1", "-o", str(notes)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "raqcodec", "trim", str(source), "--sections", "1", "-o", str(notes)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2 and notes.read_text() == "mine"
     assert run.stderr.count("\n") == 1 and "not written by raqcodec" in run.stderr
-    run = subprocess.run([sys.executable, "-m", "raqcodec", "trim", str(source), "--sections", "1", "-o", str(source)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "raqcodec", "trim", str(source), "--sections", "1", "-o", str(source)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2 and source.read_bytes() == high

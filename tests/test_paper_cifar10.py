@@ -10,11 +10,10 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+from conftest import smooth_image
 from PIL import Image
 
 from raqcodec.train.data import read_cifar_tar
-
-from conftest import smooth_image
 
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_cifar10.py"
 
@@ -57,14 +56,38 @@ def test_paper_benchmark_trains_evaluates_and_reproduces(tmp_path: Path) -> None
     make_cifar_tar(data / "cifar10-train.tar.gz", 24)
     make_cifar_tar(data / "cifar10-test.tar.gz", 12)
     out = tmp_path / "result.json"
-    common = [sys.executable, str(BENCHMARK), "--data", str(data), "--checkpoints", str(tmp_path / "weights"),
-              "--out", str(out), "--ikm-steps", "2", "--eval-batch", "5"]
-    subprocess.run([*common, "--steps", "2", "--runs", str(tmp_path / "runs"), "--fixed-sizes", "16"],
-                   check=True, capture_output=True, text=True, timeout=600)
+    common = [
+        sys.executable,
+        str(BENCHMARK),
+        "--data",
+        str(data),
+        "--checkpoints",
+        str(tmp_path / "weights"),
+        "--out",
+        str(out),
+        "--ikm-steps",
+        "2",
+        "--eval-batch",
+        "5",
+    ]
+    subprocess.run(
+        [*common, "--steps", "2", "--runs", str(tmp_path / "runs"), "--fixed-sizes", "16"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     first = json.loads(out.read_text())
     rows = first["rows"]
-    assert {r["method"] for r in rows} == {"fixed", "raq", "raq_mixed", "raq_no_crossforcing", "model_based",
-                                         "random_subset", "raq_kmeans"}
+    assert {r["method"] for r in rows} == {
+        "fixed",
+        "raq",
+        "raq_mixed",
+        "raq_no_crossforcing",
+        "model_based",
+        "random_subset",
+        "raq_kmeans",
+    }
     assert [r["K"] for r in rows if r["method"] == "raq_kmeans"] == [4]
     assert all({"method", "K", "psnr", "ssim", "perplexity"} <= set(r) for r in rows)
     raq = {r["K"]: r for r in rows if r["method"] == "raq"}

@@ -17,14 +17,18 @@ def counting(f):
     def wrapped(size: int) -> int:
         calls.append(size)
         return f(size)
+
     return wrapped, calls
 
 
 @pytest.mark.parametrize("budget", [100, 333, 517, 900, 1399])
 @pytest.mark.parametrize("shape", ["log", "linear", "sqrt"])
 def test_boundary_finds_the_largest_fitting_size_in_few_probes(budget: int, shape: str) -> None:
-    bits = {"log": lambda k: int(140 * math.log2(k)), "linear": lambda k: k + 50,
-            "sqrt": lambda k: int(45 * math.sqrt(k))}[shape]
+    bits = {
+        "log": lambda k: int(140 * math.log2(k)),
+        "linear": lambda k: k + 50,
+        "sqrt": lambda k: int(45 * math.sqrt(k)),
+    }[shape]
     excess, calls = counting(lambda k: bits(k) - budget)
     lo, hi = 2, 1024
     if bits(lo) > budget or bits(hi) <= budget:

@@ -14,14 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import smooth_image
 from PIL import Image
 
 import raqcodec
-from raqcodec.eval import rd
+from raqcodec.cli import main
+from raqcodec.eval import rd, report
 from raqcodec.eval.metrics import mse, psnr
-from raqcodec.cli.commands import main
-
-from conftest import smooth_image
 
 SIZES = [(48, 64), (40, 56), (168, 176)]  # the last one is large enough for MS-SSIM (>= 161)
 KS = "4,16,64"
@@ -47,11 +46,30 @@ def measured(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) ->
     root = tmp_path_factory.mktemp("rd")
     images = make_images(root / "data")
     out = root / "out"
-    res = run("rd", str(root / "data"), "--model", str(tiny_model_path), "--codebook-sizes", KS,
-              "--baselines", "jpeg,webp", "-o", str(out / "r.json"), "--per-image", str(out / "r.csv"),
-              "--plot", str(out / "r.png"), "-q")
-    return {"res": res, "images": images, "out": out, "model": tiny_model_path,
-            "results": json.loads((out / "r.json").read_text()) if (out / "r.json").exists() else None}
+    res = run(
+        "rd",
+        str(root / "data"),
+        "--model",
+        str(tiny_model_path),
+        "--codebook-sizes",
+        KS,
+        "--baselines",
+        "jpeg,webp",
+        "-o",
+        str(out / "r.json"),
+        "--per-image",
+        str(out / "r.csv"),
+        "--plot",
+        str(out / "r.png"),
+        "-q",
+    )
+    return {
+        "res": res,
+        "images": images,
+        "out": out,
+        "model": tiny_model_path,
+        "results": json.loads((out / "r.json").read_text()) if (out / "r.json").exists() else None,
+    }
 
 
 def independent_jpeg(path: Path, quality: int) -> tuple[float, float]:
@@ -144,11 +162,14 @@ def test_per_image_csv_has_a_row_per_codec_point_image(measured: dict[str, Any])
         rows = list(csv.DictReader(fh))
     expected = sum(len(e["points"]) for e in r["codecs"].values()) * 3
     assert len(rows) == expected
-    assert set(rows[0]) == set(rd.CSV_COLUMNS)
+    assert set(rows[0]) == set(report.CSV_COLUMNS)
     jpeg = [row for row in rows if row["codec"] == "jpeg"]
     point = r["codecs"]["jpeg"]["points"][0]
-    assert {row["image"] for row in jpeg if int(row["quality"]) == point["quality"]} == {"img0.png", "img1.png",
-                                                                                         "img2.png"}
+    assert {row["image"] for row in jpeg if int(row["quality"]) == point["quality"]} == {
+        "img0.png",
+        "img1.png",
+        "img2.png",
+    }
     first = next(row for row in jpeg if int(row["quality"]) == point["quality"] and row["image"] == "img0.png")
     assert float(first["bpp"]) == point["per_image"][0]["bpp"]
     assert int(first["bytes"]) == point["per_image"][0]["bytes"]
@@ -179,8 +200,21 @@ def test_unreadable_image_is_a_failure_and_the_rest_is_measured(tiny_model_path:
     make_images(tmp_path / "data", SIZES[:2])
     (tmp_path / "data" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out = tmp_path / "r.json"
-    res = run("rd", str(tmp_path / "data"), "--model", str(tiny_model_path), "--codebook-sizes", "4,16",
-              "--baselines", "jpeg", "--metrics", "psnr", "-o", str(out), "-q")
+    res = run(
+        "rd",
+        str(tmp_path / "data"),
+        "--model",
+        str(tiny_model_path),
+        "--codebook-sizes",
+        "4,16",
+        "--baselines",
+        "jpeg",
+        "--metrics",
+        "psnr",
+        "-o",
+        str(out),
+        "-q",
+    )
     assert res.exit_code == 1
     assert "raqcodec: error: broken.png" in res.stderr and "Traceback" not in res.output
     r = json.loads(out.read_text())
@@ -194,15 +228,27 @@ def test_unreadable_image_is_a_failure_and_the_rest_is_measured(tiny_model_path:
 def test_unreachable_bpp_target_fails_that_point_only(tiny_model_path: Path, tmp_path: Path) -> None:
     make_images(tmp_path / "data", SIZES[:2])
     out = tmp_path / "r.json"
-    res = run("rd", str(tmp_path / "data"), "--model", str(tiny_model_path), "--bpp", "0.01,0.4,0.6",
-              "--baselines", "none", "--metrics", "psnr", "-o", str(out), "-q")
+    res = run(
+        "rd",
+        str(tmp_path / "data"),
+        "--model",
+        str(tiny_model_path),
+        "--bpp",
+        "0.01,0.4,0.6",
+        "--baselines",
+        "none",
+        "--metrics",
+        "psnr",
+        "-o",
+        str(out),
+        "-q",
+    )
     assert res.exit_code == 1
     r = json.loads(out.read_text())
     points = r["codecs"]["raqcodec"]["points"]
     assert [p["bpp_target"] for p in points] == [0.01, 0.4, 0.6]
     assert not points[0]["complete"] and points[0]["images_ok"] == 0 and points[0]["bpp"] is None
-    assert {(f["image"], f["setting"]["bpp_target"]) for f in r["failures"]} == {("img0.png", 0.01),
-                                                                               ("img1.png", 0.01)}
+    assert {(f["image"], f["setting"]["bpp_target"]) for f in r["failures"]} == {("img0.png", 0.01), ("img1.png", 0.01)}
     assert all("below what model" in f["message"] for f in r["failures"])
     for p in points[1:]:
         assert p["complete"]
@@ -215,16 +261,33 @@ def test_two_jobs_give_the_same_numbers(tiny_model_path: Path, tmp_path: Path) -
     outputs = []
     for jobs in ("1", "2"):
         out = tmp_path / f"r{jobs}.json"
-        res = run("rd", str(tmp_path / "data"), "--model", str(tiny_model_path), "--codebook-sizes", "4,16",
-                  "--baselines", "jpeg,webp", "--metrics", "psnr", "-o", str(out), "-q", "-j", jobs)
+        res = run(
+            "rd",
+            str(tmp_path / "data"),
+            "--model",
+            str(tiny_model_path),
+            "--codebook-sizes",
+            "4,16",
+            "--baselines",
+            "jpeg,webp",
+            "--metrics",
+            "psnr",
+            "-o",
+            str(out),
+            "-q",
+            "-j",
+            jobs,
+        )
         assert res.exit_code == 0, res.output
         outputs.append(json.loads(out.read_text()))
 
     def numbers(o: Any) -> Any:
         if isinstance(o, dict):
-            return {k: numbers(v) for k, v in o.items() if k not in ("encode_s", "decode_s", "created", "options",
-                                                                     "jobs")}
+            return {
+                k: numbers(v) for k, v in o.items() if k not in ("encode_s", "decode_s", "created", "options", "jobs")
+            }
         return [numbers(v) for v in o] if isinstance(o, list) else o
+
     assert outputs[1]["jobs"] == 2
     assert numbers(outputs[0]) == numbers(outputs[1])
 
@@ -245,17 +308,20 @@ def test_existing_outputs_need_force(tiny_model_path: Path, tmp_path: Path) -> N
     assert res.exit_code == 2 and "--force" in res.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--bpp", "0.1,abc"], "comma-separated"),
-    (["--bpp", "0.1", "--codebook-sizes", "4"], "at most one"),
-    (["--codebook-sizes", "65"], "outside model"),
-    (["--baselines", "jpeg,gif"], "unknown gif"),
-    (["--metrics", "vmaf"], "unknown vmaf"),
-    (["--plot", "rd.gif"], "extension"),
-    (["--no-raq", "--baselines", "none"], "nothing to measure"),
-    (["--no-raq", "--anchor", "raqcodec"], "anchor"),
-    (["--model", "no-such-model"], "unknown model"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bpp", "0.1,abc"], "comma-separated"),
+        (["--bpp", "0.1", "--codebook-sizes", "4"], "at most one"),
+        (["--codebook-sizes", "65"], "outside model"),
+        (["--baselines", "jpeg,gif"], "unknown gif"),
+        (["--metrics", "vmaf"], "unknown vmaf"),
+        (["--plot", "rd.gif"], "extension"),
+        (["--no-raq", "--baselines", "none"], "nothing to measure"),
+        (["--no-raq", "--anchor", "raqcodec"], "anchor"),
+        (["--model", "no-such-model"], "unknown model"),
+    ],
+)
 def test_bad_requests_are_one_line(tiny_model_path: Path, tmp_path: Path, args: list[str], message: str) -> None:
     make_images(tmp_path / "data", SIZES[:1])
     model = [] if "--model" in args else ["--model", str(tiny_model_path)]
@@ -294,6 +360,7 @@ def test_quality_search_on_a_known_curve() -> None:
     def mean_bpp(q: int) -> float:
         calls.append(q)
         return 0.05 + 0.01 * q  # monotone: 0.05 at q=0, 1.05 at q=100
+
     assert rd.closest_quality(mean_bpp, 0, 100, 0.254) == 20
     assert rd.closest_quality(mean_bpp, 0, 100, 0.256) == 21
     assert rd.closest_quality(mean_bpp, 0, 100, 0.01) == 0 and rd.closest_quality(mean_bpp, 0, 100, 5.0) == 100

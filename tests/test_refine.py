@@ -8,23 +8,24 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import smooth_image
 from PIL import Image
 
 import raqcodec
-from raqcodec.io import bitstream
 from raqcodec import codec
+from raqcodec.cli import main
+from raqcodec.io import bitstream
+from raqcodec.model.loaded import CodecModel
+from raqcodec.model.refine import refine_indices
+from raqcodec.nn.quantizer import nearest_indices
 from raqcodec.options import MAX_REFINE_STEPS
 from raqcodec.ratecontrol import search
 from raqcodec.ratecontrol import sizes as ratecontrol
-from raqcodec.cli.commands import main
-from raqcodec.model.loaded import CodecModel
-from raqcodec.nn.quantizer import nearest_indices
-from raqcodec.model.refine import refine_indices
-
-from conftest import smooth_image
 
 
-def _decoded_error(decoder, book: torch.Tensor, idx: torch.Tensor, grid: tuple[int, int], target: torch.Tensor) -> float:
+def _decoded_error(
+    decoder, book: torch.Tensor, idx: torch.Tensor, grid: tuple[int, int], target: torch.Tensor
+) -> float:
     h, w = grid
     with torch.no_grad():
         out = decoder(book[idx].reshape(h, w, -1).permute(2, 0, 1)[None])[0, :, : target.shape[1], : target.shape[2]]
@@ -77,7 +78,6 @@ def test_refine_bounds(tiny_model_path: Path, tmp_path: Path) -> None:
     assert CliRunner().invoke(main, [*args, "--refine", str(MAX_REFINE_STEPS)]).exit_code == 0
 
 
-
 def _synthetic_path(errors: list[float], consumed: list[int]):  # noqa: ANN202
     """A refinement path whose step t has indices [t] and the given error; records the steps computed."""
     for step, error in enumerate(errors):
@@ -114,6 +114,7 @@ def test_the_closest_fitting_step_of_a_path_is_found_and_the_path_stops_early() 
 def test_the_search_trades_codebook_size_for_refinement_steps() -> None:
     """A synthetic image where bytes grow with size and steps and the error falls with both; the
     search must land on the best fitting (size, step) pair of the sizes it probes, never over budget."""
+
     def error(size: int, step: int) -> float:
         return 1.0 / size + 0.004 / (1 + step)
 
@@ -135,8 +136,9 @@ def test_the_search_trades_codebook_size_for_refinement_steps() -> None:
 
     budget = 400
     choice = ratecontrol.RateChoice(200, np.array([200, 0], np.int32), b"x" * 400)
-    size, indices, section, limited = search.refine_under_budget(choice, path, budget, (2, 200), section_of,
-                                                                 estimate_bits, largest_fitting)
+    size, indices, section, limited = search.refine_under_budget(
+        choice, path, budget, (2, 200), section_of, estimate_bits, largest_fitting
+    )
     assert len(section) <= budget and size == int(indices[0]) and not limited  # the budget was the limit
     best = min(error(s, t) for s in range(2, 201) for t in range(17) if nbytes(s, t) <= budget)
     assert error(size, int(indices[1])) <= best * 1.03  # within 3% of the best pair over every size
@@ -144,8 +146,9 @@ def test_the_search_trades_codebook_size_for_refinement_steps() -> None:
 
     # nothing refined fits: the plain choice stands
     tight = ratecontrol.RateChoice(200, np.array([200, 0], np.int32), b"x" * 400)
-    assert search.refine_under_budget(tight, path, 400, (200, 200), section_of, lambda i, s: 10**9,
-                                      lambda below, n: None)[::3] == (200, False)
+    assert search.refine_under_budget(
+        tight, path, 400, (200, 200), section_of, lambda i, s: 10**9, lambda below, n: None
+    )[::3] == (200, False)
 
 
 def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path: Path) -> None:

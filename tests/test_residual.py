@@ -6,7 +6,22 @@ import numpy as np
 import pytest
 import torch
 
-from raqcodec.model.residual import ACTIVITY_CLASSES, BASIS_BITS, COEFFICIENTS, GROUP_COEFFICIENTS, GROUPS, MAX_SYMBOL, STEP_BITS, ResidualError, ResidualStage, activity, freeze, from_blocks, pad_to_blocks, to_blocks
+from raqcodec.model.residual import (
+    ACTIVITY_CLASSES,
+    BASIS_BITS,
+    COEFFICIENTS,
+    GROUP_COEFFICIENTS,
+    GROUPS,
+    MAX_SYMBOL,
+    STEP_BITS,
+    ResidualError,
+    ResidualStage,
+    activity,
+    freeze,
+    from_blocks,
+    pad_to_blocks,
+    to_blocks,
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +104,9 @@ def test_corrupt_sections_and_symbol_bound(stage: ResidualStage) -> None:
     # a stream whose escape decodes beyond the bound is refused, not reconstructed
     big = np.zeros((4, COEFFICIENTS), dtype=np.int64)
     big[1, 5] = MAX_SYMBOL
-    section = stage.tables.encode((big[:, :GROUP_COEFFICIENTS] * 2).T, stage.tables_for(classes, 3)[:, :GROUP_COEFFICIENTS].T)
+    section = stage.tables.encode(
+        (big[:, :GROUP_COEFFICIENTS] * 2).T, stage.tables_for(classes, 3)[:, :GROUP_COEFFICIENTS].T
+    )
     with pytest.raises(ResidualError, match="beyond"):
         stage.decode_groups([section], classes, 3)
 
@@ -100,8 +117,10 @@ def test_activity_is_integer_and_classes_are_monotone(stage: ResidualStage) -> N
     ramp = np.tile((np.arange(16, dtype=np.uint8) * 3)[None, :, None], (8, 1, 3))
     a = activity(ramp)
     assert a.dtype.kind == "i" and a[0] == 8 * 8 * 9 and a[1] == 8 * 7 * 9  # the last column repeats
-    steps = [int(stage.classes(np.tile((np.arange(8, dtype=np.uint8) * k)[None, :, None], (8, 1, 3)))[0])
-             for k in range(0, 32, 2)]
+    steps = [
+        int(stage.classes(np.tile((np.arange(8, dtype=np.uint8) * k)[None, :, None], (8, 1, 3)))[0])
+        for k in range(0, 32, 2)
+    ]
     assert steps == sorted(steps) and steps[0] == 0 and steps[-1] > steps[1]
 
 

@@ -7,24 +7,34 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import smooth_image
 from PIL import Image
 
-from raqcodec.train.export import export_run
 from raqcodec.model.loaded import CodecModel
-from raqcodec.train import build_sources, builtin_recipes, load_recipe, train
-from raqcodec.train.trainer import draw_codebook_size, learning_rate
-from raqcodec.train.state import latest_checkpoint, load_training_state
 from raqcodec.nn.config import ModelConfig
 from raqcodec.nn.raq import RAQModel
-
-from conftest import smooth_image
+from raqcodec.train import build_sources, builtin_recipes, load_recipe, train
+from raqcodec.train.export import export_run
+from raqcodec.train.state import latest_checkpoint, load_training_state
+from raqcodec.train.trainer import draw_codebook_size, learning_rate
 
 TINY_OVERRIDES = {
-    "model.channels": 16, "model.res_channels": 8, "model.res_blocks": 1, "model.latent_dim": 8,
-    "model.codebook_size": 16, "model.k_min": 4, "model.k_max": 64,
-    "train.batch_size": 2, "train.crop": 32, "train.steps": 6, "train.checkpoint_every": 2,
-    "train.validate_every": 3, "train.validation_sizes": [4, 16, 64], "train.validation_crop": 32,
-    "train.holdout_every": 3, "train.warmup_steps": 2,
+    "model.channels": 16,
+    "model.res_channels": 8,
+    "model.res_blocks": 1,
+    "model.latent_dim": 8,
+    "model.codebook_size": 16,
+    "model.k_min": 4,
+    "model.k_max": 64,
+    "train.batch_size": 2,
+    "train.crop": 32,
+    "train.steps": 6,
+    "train.checkpoint_every": 2,
+    "train.validate_every": 3,
+    "train.validation_sizes": [4, 16, 64],
+    "train.validation_crop": 32,
+    "train.holdout_every": 3,
+    "train.warmup_steps": 2,
 }
 
 
@@ -117,6 +127,7 @@ def test_export_makes_a_loadable_model(photos: Path, tmp_path: Path) -> None:
 
 def test_warm_start_grows_a_model_without_changing_what_it_computes(tmp_path: Path) -> None:
     from conftest import TINY, make_tiny_model
+
     from raqcodec.model.files import read_model_file
     from raqcodec.nn.autoencoder import Decoder
     from raqcodec.train.warmstart import warm_start
@@ -135,7 +146,7 @@ def test_warm_start_grows_a_model_without_changing_what_it_computes(tmp_path: Pa
     assert torch.allclose(grown.codebook.cluster_size, torch.full((TINY.codebook_size,), 512 / TINY.codebook_size))
     assert torch.allclose(grown.codebook.embedding_sum / grown.codebook.cluster_size[:, None], grown.codebook.embedding)
     original = Decoder(TINY)
-    original.load_state_dict({k[len("decoder."):]: v for k, v in t.items() if k.startswith("decoder.")})
+    original.load_state_dict({k[len("decoder.") :]: v for k, v in t.items() if k.startswith("decoder.")})
     z = torch.randn(2, TINY.latent_dim, 5, 6)
     with torch.no_grad():
         assert torch.allclose(grown.decoder(z), original(z), atol=1e-6)  # new blocks start as identities

@@ -23,8 +23,9 @@ def test_results_come_back_in_order_whatever_finishes_first() -> None:
 
 def test_tasks_run_on_single_threaded_workers_and_leave_the_caller_alone() -> None:
     before = torch.get_num_threads()
-    seen = list(workers.ordered_map([lambda: (threading.current_thread().name, torch.get_num_threads())] * 4,
-                                    workers=2))
+    seen = list(
+        workers.ordered_map([lambda: (threading.current_thread().name, torch.get_num_threads())] * 4, workers=2)
+    )
     assert all(name.startswith("raqcodec") and threads == 1 for name, threads in seen)
     assert torch.get_num_threads() == before
 
@@ -85,4 +86,3 @@ def test_a_forked_child_gets_a_working_pool() -> None:
         time.sleep(0.05)
     os.kill(pid, 9)
     pytest.fail("the forked child hung on the pool")
-

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import Tensor
 
-from . import context, order0 as entropy
+from . import context
+from . import order0 as entropy
 
 # rANS flush and word padding, on top of the information content (measured mean; the estimate only
 # steers rate control, which confirms every choice with a real encode)

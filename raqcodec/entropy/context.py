@@ -14,8 +14,9 @@ integer look-up tables; no float function (exp, log, pow) is ever evaluated whil
 
 Probability of codeword k at one position, in 1/16-nat units:
 ``t[m,k] = (A_max - A_m) + floor(d2[m,k] * f_m)`` (d2 the squared distance of the projections, below 2^42;
-f_m a stored dyadic factor with an 8-bit mantissa, below 2^10, so the product is exact), shifted so the smallest t is 0 and clamped to
-the table; ``w_k = sum_m EXP_LUT[t[m,k]]`` (EXP_LUT[t] = round(2^16 e^(-t/16))); frequencies
+f_m a stored dyadic factor with an 8-bit mantissa, below 2^10, so the product is exact), shifted so the
+smallest t is 0 and clamped to the table; ``w_k = sum_m EXP_LUT[t[m,k]]`` (EXP_LUT[t] = round(2^16 e^(-t/16)));
+frequencies
 ``1 + floor(w_k (2^P - K) / sum(w))`` with the remainder given to the first largest ``w_k``: every
 codeword keeps a frequency >= 1 and they sum to 2^P exactly. rANS receives them through the same
 exact integer-to-weight mapping as the order-0 coder (``raqcodec.entropy.order0``).
@@ -25,24 +26,25 @@ from __future__ import annotations
 
 import copy
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import constriction
 import numpy as np
 import torch
 from torch import Tensor
 
-from .order0 import EntropyError, check_information
+from ..errors import ContextError
 from ..model.exact import quantize_tensor, weight_frac_bits
 from ..nn.context import MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextNet, context_slots, pass_map, size_bin
+from .order0 import EntropyError, check_information
 from .schedule import DEFAULT_SCHEDULE, Schedule
 from .workers import default_workers, ordered_map
-from ..errors import ContextError
 
 try:  # the C kernel (raqcodec/entropy/_context_kernel.c): the torch path's rows in one pass per position
-    from . import _context_kernel as _kernel
+    from . import _context_kernel as _kernel  # type: ignore[attr-defined]
 except ImportError:  # not built (no C compiler at install): the torch path, same bits, slower
     _kernel = None
 
@@ -72,9 +74,13 @@ def _floor_shift(x: Tensor, bits: int) -> Tensor:
 @torch.no_grad()
 def freeze(net: ContextNet) -> dict[str, Tensor]:
     """Integer tensors of a trained network (the ``context.*`` entries of a model file)."""
+
     def weight(name: str, value: Tensor) -> dict[str, Tensor]:
         bits = weight_frac_bits(value)
-        return {name: quantize_tensor(value, bits).to(torch.int32), f"{name}_bits": torch.tensor(bits, dtype=torch.int32)}
+        return {
+            name: quantize_tensor(value, bits).to(torch.int32),
+            f"{name}_bits": torch.tensor(bits, dtype=torch.int32),
+        }
 
     def bias(name: str, value: Tensor) -> dict[str, Tensor]:
         return {name: quantize_tensor(value, ACT_BITS).clamp(-ACT_LIMIT, ACT_LIMIT).to(torch.int32)}
@@ -129,7 +135,7 @@ class ContextModel:
     """The frozen network in integer arithmetic (CPU). Build with the model file's tensors."""
 
     def __init__(self, tensors: dict[str, Tensor], codebook_bits: int) -> None:
-        t = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}
+        t = {k[len(PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREFIX)}
         try:
             self.components = int(t["components"])
             self.slot_weight = t["slot_weight"].to(torch.float64)
@@ -152,16 +158,22 @@ class ContextModel:
         s, h, d = self.slot_weight.shape
         r = self.proj.shape[0]
         m = self.components
-        if (s != len(SLOT_OFFSETS) or self.proj.shape != (r, d) or self.hidden_weight.shape != (h, h)
-                or self.head_weight.shape != (h, m * (r + 2)) or self.pass_bias.shape != (NUM_PASSES, h)
-                or self.exp_lut.shape != (EXP_STEPS,) or self.scale_lut.shape != (LOG_PREC_LOW + LOG_PREC_HIGH + 1,)
-                or not bool((self.scale_lut < 2**10).all())):
+        if (
+            s != len(SLOT_OFFSETS)
+            or self.proj.shape != (r, d)
+            or self.hidden_weight.shape != (h, h)
+            or self.head_weight.shape != (h, m * (r + 2))
+            or self.pass_bias.shape != (NUM_PASSES, h)
+            or self.exp_lut.shape != (EXP_STEPS,)
+            or self.scale_lut.shape != (LOG_PREC_LOW + LOG_PREC_HIGH + 1,)
+            or not bool((self.scale_lut < 2**10).all())
+        ):
             raise ValueError("context model tensors have inconsistent shapes")
         self.hidden_size, self.proj_dim, self.codebook_bits = h, r, codebook_bits
         # EXP_LUT is 0 from exp_cut on (e^-11.8 rounds to 0), so t is clamped there: smaller pair tables
         zero = (self.exp_lut == 0).flip(0).cumprod(0).sum()  # length of the run of zeros at the end
         self.exp_cut = min(EXP_STEPS - 1, EXP_STEPS - int(zero))
-        self._kernel_lut = self.exp_lut[:self.exp_cut + 1].numpy().copy()
+        self._kernel_lut = self.exp_lut[: self.exp_cut + 1].numpy().copy()
         self.checksum = checksum(tensors)
         self._tables: dict[bytes, _SizeTables] = {}
         self.schedule = DEFAULT_SCHEDULE
@@ -187,8 +199,9 @@ class ContextModel:
         if book.abs().max() >= ACT_LIMIT:
             raise ValueError("codebook values exceed the context model's exact range")
         k = book.shape[0]
-        feats = _floor_shift(torch.einsum("shd,kd->skh", self.slot_weight, book),
-                             self.codebook_bits + self.slot_bits - ACT_BITS).clamp(-ACT_LIMIT, ACT_LIMIT)
+        feats = _floor_shift(
+            torch.einsum("shd,kd->skh", self.slot_weight, book), self.codebook_bits + self.slot_bits - ACT_BITS
+        ).clamp(-ACT_LIMIT, ACT_LIMIT)
         feats = torch.cat([feats, self.missing[:, None, :].to(torch.float64)], 1).reshape(-1, self.hidden_size)
         proj = _floor_shift(book @ self.proj.t(), self.codebook_bits + self.proj_bits - ACT_BITS)
         proj = proj.clamp(-PROJ_LIMIT, PROJ_LIMIT).to(torch.int64)
@@ -196,11 +209,15 @@ class ContextModel:
         bias = (self.pass_bias + self.size_bias[size_bin(k)]).to(torch.float64)
         lo = torch.remainder(feats, 2**FEATURE_SPLIT)
         split = torch.cat([(feats - lo) * 2.0**-FEATURE_SPLIT, lo], 1).to(torch.float32)
-        single = self.exp_lut[:self.exp_cut + 1].to(torch.float64) * float(_spare(k))  # exact, < 2^36
-        tables = _SizeTables(features=split.contiguous(), bias=bias,
-                             projected=torch.cat([proj, torch.zeros_like(proj[:1])]).to(torch.float64),
-                             distance_rhs=rhs.to(torch.float64).contiguous(),
-                             single_lut=single, pair_lut=(single[:, None] + single[None, :]).reshape(-1))
+        single = self.exp_lut[: self.exp_cut + 1].to(torch.float64) * float(_spare(k))  # exact, < 2^36
+        tables = _SizeTables(
+            features=split.contiguous(),
+            bias=bias,
+            projected=torch.cat([proj, torch.zeros_like(proj[:1])]).to(torch.float64),
+            distance_rhs=rhs.to(torch.float64).contiguous(),
+            single_lut=single,
+            pair_lut=(single[:, None] + single[None, :]).reshape(-1),
+        )
         if len(self._tables) > 16:
             self._tables.clear()
         self._tables[key] = tables
@@ -221,10 +238,15 @@ class ContextModel:
         the stream's per-image calibration. Runs ``schedule.block_positions`` positions at a time."""
         block = self.schedule.block_positions
         if len(slots) > block:
-            blocks = [self.mixtures(codebook, slots[i : i + block], pass_ids[i : i + block], sharpness)
-                      for i in range(0, len(slots), block)]
-            return Mixtures(rows=torch.cat([b.rows for b in blocks]), offset=torch.cat([b.offset for b in blocks]),
-                            tables=blocks[0].tables)
+            blocks = [
+                self.mixtures(codebook, slots[i : i + block], pass_ids[i : i + block], sharpness)
+                for i in range(0, len(slots), block)
+            ]
+            return Mixtures(
+                rows=torch.cat([b.rows for b in blocks]),
+                offset=torch.cat([b.offset for b in blocks]),
+                tables=blocks[0].tables,
+            )
         tb = self.size_tables(codebook)
         k = codebook.shape[0]
         m, r = self.components, self.proj_dim
@@ -249,8 +271,9 @@ class ContextModel:
         lhs = torch.cat([-2 * mu, (mu * mu).sum(1, keepdim=True), torch.ones(len(mu), 1, dtype=torch.int64)], 1)
         a = torch.div(out[..., r], 2 ** (ACT_BITS - 4), rounding_mode="floor")
         offset = (a.amax(1, keepdim=True) - a).to(torch.float64).view(-1, 1)
-        return Mixtures(rows=lhs.to(torch.float64).mul_(factor).view(-1, m, r + 2), offset=offset.view(-1, m, 1),
-                        tables=tb)
+        return Mixtures(
+            rows=lhs.to(torch.float64).mul_(factor).view(-1, m, r + 2), offset=offset.view(-1, m, 1), tables=tb
+        )
 
     @staticmethod
     def _distances(mix: Mixtures) -> Tensor:
@@ -303,8 +326,18 @@ class ContextModel:
             return _normalise(self.scaled_weights(mix), unit=unit).numpy()
         n, k = len(mix.rows), mix.tables.distance_rhs.shape[1]
         out = np.empty((n, k), np.float64)
-        kernel.coding_weights(self._distances(mix).numpy(), mix.offset.numpy(), self._kernel_lut, out, n,
-                               self.components, k, self.exp_cut, _spare(k), unit)
+        kernel.coding_weights(
+            self._distances(mix).numpy(),
+            mix.offset.numpy(),
+            self._kernel_lut,
+            out,
+            n,
+            self.components,
+            k,
+            self.exp_cut,
+            _spare(k),
+            unit,
+        )
         return out
 
     def chosen_frequencies(self, mix: Mixtures, chosen: np.ndarray) -> Tensor:
@@ -314,9 +347,18 @@ class ContextModel:
         if kernel is not None:
             n, k = len(mix.rows), mix.tables.distance_rhs.shape[1]
             out = np.empty(n, np.int64)
-            kernel.chosen_frequencies(self._distances(mix).numpy(), mix.offset.numpy(), self._kernel_lut,
-                                       np.ascontiguousarray(chosen, np.int64), out, n, self.components, k,
-                                       self.exp_cut, _spare(k))
+            kernel.chosen_frequencies(
+                self._distances(mix).numpy(),
+                mix.offset.numpy(),
+                self._kernel_lut,
+                np.ascontiguousarray(chosen, np.int64),
+                out,
+                n,
+                self.components,
+                k,
+                self.exp_cut,
+                _spare(k),
+            )
             return torch.from_numpy(out)
         scaled = self.scaled_weights(mix)
         total = scaled.sum(1).div_(_spare(scaled.shape[1]))
@@ -337,7 +379,7 @@ class Mixtures:
     offset: Tensor  # (n, M, 1) float64 integers: A_max - A_m (1/16 nat)
     tables: _SizeTables  # of the codebook they were made for
 
-    def __getitem__(self, part: slice) -> "Mixtures":
+    def __getitem__(self, part: slice) -> Mixtures:
         return Mixtures(self.rows[part], self.offset[part], self.tables)
 
 
@@ -372,8 +414,9 @@ def _passes(h: int, w: int) -> list[np.ndarray]:
     return [np.flatnonzero(passes == p) for p in range(NUM_PASSES)]
 
 
-def _tasks(n: int, size: int, components: int, workers: int, schedule: Schedule = DEFAULT_SCHEDULE
-           ) -> list[list[slice]]:
+def _tasks(
+    n: int, size: int, components: int, workers: int, schedule: Schedule = DEFAULT_SCHEDULE
+) -> list[list[slice]]:
     """A pass's n positions as tasks for the worker pool, each a list of parts (consecutive slices).
 
     A part bounds the (positions x M x K) work arrays to about ``schedule.chunk_elements``; a task is about
@@ -398,9 +441,16 @@ def _even_cuts(lo: int, hi: int, count: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _pass_results(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, passes: np.ndarray, positions: np.ndarray,
-                  sharpness: int, per_part: Callable[[Mixtures, np.ndarray, np.ndarray], T], reverse: bool = False
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray, T]]:
+def _pass_results(
+    ctx: ContextModel,
+    codebook: Tensor,
+    grid: np.ndarray,
+    passes: np.ndarray,
+    positions: np.ndarray,
+    sharpness: int,
+    per_part: Callable[[Mixtures, np.ndarray, np.ndarray], T],
+    reverse: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray, T]]:
     """Rows, columns and ``per_part(mixtures, rows, columns)`` of one pass's positions, part by part
     (``_tasks``; last part first with ``reverse``, the order rANS encodes in).
 
@@ -437,6 +487,8 @@ def _model() -> constriction.stream.model.Categorical:
 # best shift saves about 3%). It is stored in the section's first byte.
 SHARPNESS_CANDIDATES = (-32, -16, 0, 16, 32, 48, 64)
 SHARPNESS_SAMPLE = 8  # the search scores every 8th position of each pass (fewer on large grids)
+
+
 def sample_step(positions: int, at_least: int = 1, most: int | None = None) -> int:
     """Stride of a sample of at most about ``most`` (default: the default schedule's ``sampled_positions``)
     of ``positions``, at least
@@ -457,14 +509,23 @@ def encode_grid(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness
     passes = pass_map(h, w)
     coder = constriction.stream.stack.AnsCoder()
     for positions in reversed(_passes(h, w)):  # rANS is a stack: last decoded goes in first
-        for ys, xs, weights in _pass_results(ctx, codebook, grid, passes, positions, sharpness,
-                                             lambda mix, _ys, _xs: ctx.coding_weights(mix), reverse=True):
+        for ys, xs, weights in _pass_results(
+            ctx,
+            codebook,
+            grid,
+            passes,
+            positions,
+            sharpness,
+            lambda mix, _ys, _xs: ctx.coding_weights(mix),
+            reverse=True,
+        ):
             coder.encode_reverse(grid[ys, xs].astype(np.int32), _model(), weights)
     return sharpness.to_bytes(1, "big", signed=True) + coder.get_compressed().astype(">u4").tobytes()
 
 
-def _pass_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int,
-               sample: int) -> list[tuple[float, int, int]]:
+def _pass_bits(
+    ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int, sample: int
+) -> list[tuple[float, int, int]]:
     """Per pass: information of every ``sample``-th position, how many were scored, how many it has."""
     h, w = grid.shape
     passes = pass_map(h, w)
@@ -491,7 +552,9 @@ def estimated_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpn
     """``ideal_bits`` of the whole grid, from at most about ``ctx.schedule.sampled_positions`` positions: each pass's
     sampled bits scaled to the pass. Exact (sample 1) on grids up to that size."""
     sample = sample_step(grid.size, most=ctx.schedule.sampled_positions)
-    return sum(bits * total / max(1, scored) for bits, scored, total in _pass_bits(ctx, codebook, grid, sharpness, sample))
+    return sum(
+        bits * total / max(1, scored) for bits, scored, total in _pass_bits(ctx, codebook, grid, sharpness, sample)
+    )
 
 
 def best_sharpness(ctx: ContextModel, codebook: Tensor, grid: np.ndarray) -> int:
@@ -513,8 +576,9 @@ def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: 
     try:
         coder = constriction.stream.stack.AnsCoder(words)
         for positions in _passes(h, w):
-            for ys, xs, weights in _pass_results(ctx, codebook, grid, passes, positions, sharpness,
-                                                 lambda mix, _ys, _xs: ctx.coding_weights(mix)):
+            for ys, xs, weights in _pass_results(
+                ctx, codebook, grid, passes, positions, sharpness, lambda mix, _ys, _xs: ctx.coding_weights(mix)
+            ):
                 decoded = coder.decode(_model(), weights)
                 grid[ys, xs] = decoded
                 chosen = weights[np.arange(len(decoded)), decoded] + 1.0  # frequency * 2^(24 - P)
@@ -523,7 +587,7 @@ def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: 
         leftover = coder.num_words()
     except EntropyError as exc:
         raise ContextError(str(exc)) from None
-    except Exception as exc:  # constriction reports bad data as ValueError; never leak it
+    except Exception as exc:  # noqa: BLE001 - constriction reports bad data as ValueError; never leak it
         raise ContextError(f"corrupt index section: rANS payload rejected ({exc})") from None
     if leftover:
         raise ContextError("corrupt index section: rANS payload does not end where the last index does")

@@ -4,8 +4,9 @@ stage's coder, ``raqcodec.model.residual``).
 Each symbol comes with a table index chosen by the caller from integers only (the residual stage: a
 frozen index per step level, activity class and coefficient). Table b holds the frequencies, at precision
 ``PRECISION``, of the symbols -T_b..T_b of a zero-mean Gaussian or Laplacian with scale
-``scale_ladder()[b]`` (in symbol units), plus two escape symbols for values below and above. Tables are computed once with float
-math and frozen into the model file as integers (``freeze_tables``), so coding never depends on float:
+``scale_ladder()[b]`` (in symbol units), plus two escape symbols for values below and above. Tables are
+computed once with float math and frozen into the model file as integers (``freeze_tables``), so coding never
+depends on float:
 the same bits on every machine (the CompressAI ``update()`` idea).
 
 Stream layout (``encode``): symbols are grouped by table, tables in increasing order, each group in the
@@ -23,6 +24,7 @@ import math
 
 import constriction
 import numpy as np
+
 from ..errors import SymbolStreamError
 
 PRECISION = 16
@@ -50,8 +52,9 @@ def _table(scale: float, family: str) -> np.ndarray:
     if family == "gaussian":
         cdf = 0.5 * np.array([math.erfc(-e / (scale * math.sqrt(2))) for e in edges])  # P(X < edge)
     else:
-        cdf = np.where(edges < 0, 0.5 * np.exp(np.minimum(edges, 0) / scale),
-                       1 - 0.5 * np.exp(-np.maximum(edges, 0) / scale))
+        cdf = np.where(
+            edges < 0, 0.5 * np.exp(np.minimum(edges, 0) / scale), 1 - 0.5 * np.exp(-np.maximum(edges, 0) / scale)
+        )
     probs = np.concatenate([[cdf[0]], np.diff(cdf), [1 - cdf[-1]]])
     total = 1 << PRECISION
     freqs = np.maximum(1, np.floor(probs * (total - len(probs))).astype(np.int64))
@@ -141,8 +144,10 @@ class GaussianTables:
         lengths = _bit_length(excess_all + 1) - 1
         for value, length in zip((excess_all + 1)[::-1], lengths[::-1]):
             if length:
-                coder.encode_reverse(np.array([int(value) - (1 << int(length))], dtype=np.int32),
-                                     constriction.stream.model.Uniform(1 << int(length)))
+                coder.encode_reverse(
+                    np.array([int(value) - (1 << int(length))], dtype=np.int32),
+                    constriction.stream.model.Uniform(1 << int(length)),
+                )
         if lengths.size:
             coder.encode_reverse(lengths.astype(np.int32), constriction.stream.model.Uniform(MAX_ESCAPE_BITS + 1))
         for ranks, b in reversed(main):

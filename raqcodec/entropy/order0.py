@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 import constriction
 import numpy as np
+
 from ..errors import EntropyError
 
 __all__ = [
@@ -243,8 +244,12 @@ def _eg_codes(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _write_table(plan: _Plan, alphabet: int) -> bytes:
     n_used = len(plan.symbols)
-    parts = [(np.array([n_used - 1, plan.k_gap, plan.k_freq], np.int64),
-              np.array([_N_USED_BITS, _K_BITS, _K_BITS], np.int64))]
+    parts = [
+        (
+            np.array([n_used - 1, plan.k_gap, plan.k_freq], np.int64),
+            np.array([_N_USED_BITS, _K_BITS, _K_BITS], np.int64),
+        )
+    ]
     if n_used < alphabet:
         parts.append(_eg_codes(np.diff(plan.symbols, prepend=-1) - 1, plan.k_gap))
     parts.append(_eg_codes(plan.freqs[:-1] - 1, plan.k_freq))
@@ -271,7 +276,7 @@ class _BitReader:
         end = self.pos + n
         if end > len(self.bits):
             raise EntropyError("truncated index section: the frequency table ends early")
-        value = int(self.bits[self.pos:end], 2)
+        value = int(self.bits[self.pos : end], 2)
         self.pos = end
         return value
 
@@ -295,8 +300,9 @@ def _read_table(reader: _BitReader, precision: int, alphabet: int) -> tuple[np.n
     n_used = reader.read(_N_USED_BITS) + 1
     k_gap, k_freq = reader.read(_K_BITS), reader.read(_K_BITS)
     if n_used > alphabet or n_used > target:
-        raise EntropyError(f"corrupt index section: {n_used} used symbols do not fit "
-                           f"alphabet size {alphabet} at precision {precision}")
+        raise EntropyError(
+            f"corrupt index section: {n_used} used symbols do not fit alphabet size {alphabet} at precision {precision}"
+        )
     if k_gap > _K_GAP_MAX or k_freq > _K_FREQ_MAX:
         raise EntropyError("corrupt index section: invalid Exp-Golomb order in the frequency table")
     if n_used == alphabet:
@@ -364,12 +370,12 @@ def decode_indices(section: bytes, count: int, alphabet_size: int) -> np.ndarray
     precision = section[0]
     if precision > MAX_PRECISION:
         raise EntropyError(f"corrupt index section: precision {precision} exceeds {MAX_PRECISION}")
-    reader = _BitReader(section[1:1 + _max_table_bytes(alphabet)])
+    reader = _BitReader(section[1 : 1 + _max_table_bytes(alphabet)])
     symbols, freqs = _read_table(reader, precision, alphabet)
     table_end = -(-reader.pos // 8)
-    if reader.bits[reader.pos:table_end * 8].strip("0"):
+    if reader.bits[reader.pos : table_end * 8].strip("0"):
         raise EntropyError("corrupt index section: non-zero padding after the frequency table")
-    payload = section[1 + table_end:]
+    payload = section[1 + table_end :]
     if len(symbols) == 1:
         if payload:
             raise EntropyError("corrupt index section: unexpected payload for a single-symbol grid")
@@ -385,7 +391,7 @@ def _decode_ranks(payload: bytes, count: int, freqs: np.ndarray, precision: int)
         coder = constriction.stream.stack.AnsCoder(words)
         ranks = coder.decode(_model(freqs, precision), count)
         leftover = coder.num_words()
-    except Exception as exc:  # constriction reports bad data as ValueError; never leak it
+    except Exception as exc:  # noqa: BLE001 - constriction reports bad data as ValueError; never leak it
         raise EntropyError(f"corrupt index section: rANS payload rejected ({exc})") from None
     if leftover:
         raise EntropyError("corrupt index section: rANS payload does not end where the last index does")
@@ -405,8 +411,10 @@ def check_information(bits: float, words: int) -> None:
     encoded, so this only fires on corrupt data, such as a header that declares a much larger image
     than its payload codes: decoding then stops early instead of going on to the synthesis."""
     if bits > 32 * words + INFORMATION_SLACK_BITS:
-        raise EntropyError(f"corrupt index section: the indices decoded so far need {bits:.0f} bits, but the "
-                           f"payload holds {32 * words}")
+        raise EntropyError(
+            f"corrupt index section: the indices decoded so far need {bits:.0f} bits, but the "
+            f"payload holds {32 * words}"
+        )
 
 
 # ---------------------------------------------------------------- estimates

@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -78,4 +79,3 @@ def ordered_map(tasks: Iterable[Callable[[], T]], workers: int | None = None) ->
     finally:
         for future in pending:
             future.cancel()
-

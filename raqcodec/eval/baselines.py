@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 import PIL
-from ..errors import BaselineUnavailable
-from . import BASELINES
 from PIL import Image, features
 
-NAMES = BASELINES
+from ..errors import BaselineUnavailable
+from . import BASELINES as NAMES
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,13 @@ class Baseline:
 
 
 BASELINES: dict[str, Baseline] = {
-    "jpeg": Baseline("jpeg", "JPEG", "jpg", (1, 100), {"optimize": True},
-                     "Pillow JPEG (libjpeg-turbo), optimize=True, 4:2:0"),
-    "webp": Baseline("webp", "WEBP", "webp", (0, 100), {"method": 6},
-                     "Pillow WebP (libwebp) lossy, method=6"),
-    "avif": Baseline("avif", "AVIF", "avif", (0, 100), {"max_threads": 1},
-                     "Pillow AVIF (libavif), speed 6, 4:2:0, max_threads=1"),
+    "jpeg": Baseline(
+        "jpeg", "JPEG", "jpg", (1, 100), {"optimize": True}, "Pillow JPEG (libjpeg-turbo), optimize=True, 4:2:0"
+    ),
+    "webp": Baseline("webp", "WEBP", "webp", (0, 100), {"method": 6}, "Pillow WebP (libwebp) lossy, method=6"),
+    "avif": Baseline(
+        "avif", "AVIF", "avif", (0, 100), {"max_threads": 1}, "Pillow AVIF (libavif), speed 6, 4:2:0, max_threads=1"
+    ),
 }
 
 
@@ -60,8 +60,10 @@ def get(name: str) -> Baseline:
         raise ValueError(f"unknown baseline {name!r} (choose from {', '.join(NAMES)})")
     baseline = BASELINES[name]
     if not features.check(baseline.feature):
-        raise BaselineUnavailable(f"this Pillow ({PIL.__version__}) was built without {baseline.pillow_format} "
-                                  f"support; install a Pillow with {baseline.feature} or drop {name} from --baselines")
+        raise BaselineUnavailable(
+            f"this Pillow ({PIL.__version__}) was built without {baseline.pillow_format} "
+            f"support; install a Pillow with {baseline.feature} or drop {name} from --baselines"
+        )
     return baseline
 
 

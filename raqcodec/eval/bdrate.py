@@ -14,7 +14,7 @@ Plain numpy (no scipy): PCHIP is a few lines, and its integral is exact for a pi
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -111,8 +111,10 @@ def _mean_gap(x_anchor: np.ndarray, y_anchor: np.ndarray, x_test: np.ndarray, y_
     lo = max(x_anchor[0], x_test[0])
     hi = min(x_anchor[-1], x_test[-1])
     if not hi > lo:
-        raise ValueError(f"the curves do not overlap: anchor spans [{x_anchor[0]:.4g}, {x_anchor[-1]:.4g}], "
-                         f"test spans [{x_test[0]:.4g}, {x_test[-1]:.4g}]")
+        raise ValueError(
+            f"the curves do not overlap: anchor spans [{x_anchor[0]:.4g}, {x_anchor[-1]:.4g}], "
+            f"test spans [{x_test[0]:.4g}, {x_test[-1]:.4g}]"
+        )
     gap = pchip_integral(x_test, y_test, lo, hi) - pchip_integral(x_anchor, y_anchor, lo, hi)
     return gap / (hi - lo)
 

@@ -80,8 +80,9 @@ def psnr(mse: float | Tensor, peak: float = 255.0) -> float | Tensor:
     return 10.0 * math.log10(peak**2 / mse)
 
 
-def _ssim_maps(x: Tensor, y: Tensor, data_range: float, window: int, sigma: float, k1: float,
-               k2: float) -> tuple[Tensor, Tensor]:
+def _ssim_maps(
+    x: Tensor, y: Tensor, data_range: float, window: int, sigma: float, k1: float, k2: float
+) -> tuple[Tensor, Tensor]:
     """The SSIM map and its contrast-structure part (N, C, H', W') over the 'valid' window positions."""
     c = x.shape[1]
     g = gaussian_window(window, sigma).to(x.device, x.dtype)
@@ -146,8 +147,10 @@ def ms_ssim(
     h, w = x.shape[2:]
     smallest = ms_ssim_min_side(window, len(weights))
     if min(h, w) < smallest:
-        raise ValueError(f"images must be at least {smallest}x{smallest} for MS-SSIM "
-                         f"({len(weights)} scales of an {window}x{window} window), got {h}x{w}")
+        raise ValueError(
+            f"images must be at least {smallest}x{smallest} for MS-SSIM "
+            f"({len(weights)} scales of an {window}x{window} window), got {h}x{w}"
+        )
     factors = []
     for scale in range(len(weights)):
         ssim_map, cs_map = _ssim_maps(x, y, data_range, window, sigma, k1, k2)

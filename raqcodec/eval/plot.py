@@ -7,8 +7,9 @@ mean over other images, so it does not belong on the curve).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..io.atomic import atomic_path
 from .rd import RESULTS_FORMAT, curve
@@ -32,11 +33,15 @@ def load_results(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a raqcodec rd results file (not text)") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not a raqcodec rd results file (invalid JSON: {exc.msg}, line {exc.lineno})") \
-            from None
-    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT or \
-            not isinstance(results.get("codecs"), dict):
-        raise ValueError(f"{path} is not a raqcodec rd results file (no \"format\": \"{RESULTS_FORMAT}\")")
+        raise ValueError(
+            f"{path} is not a raqcodec rd results file (invalid JSON: {exc.msg}, line {exc.lineno})"
+        ) from None
+    if (
+        not isinstance(results, dict)
+        or results.get("format") != RESULTS_FORMAT
+        or not isinstance(results.get("codecs"), dict)
+    ):
+        raise ValueError(f'{path} is not a raqcodec rd results file (no "format": "{RESULTS_FORMAT}")')
     return results
 
 
@@ -84,8 +89,10 @@ def plot(sources: Sequence[tuple[str, dict[str, Any]]], output: Path, metric: st
             (anchor_points if codec == anchor else compared).extend(points)
             drawn += 1
     if not drawn:
-        raise ValueError(f"nothing to plot: no codec has a complete point with {metric} "
-                         f"(was it measured? see the results' \"metrics\")")
+        raise ValueError(
+            f"nothing to plot: no codec has a complete point with {metric} "
+            f'(was it measured? see the results\' "metrics")'
+        )
     _frame(ax, compared, anchor_points)
     datasets = sorted({f"{r['dataset']['name']} ({len(r.get('images', []))} images)" for _, r in sources})
     ax.set_title(f"Rate-distortion on {', '.join(datasets)}")

@@ -23,33 +23,27 @@ ones decoded and measured.
 
 from __future__ import annotations
 
-import csv
 import datetime
 import math
-import multiprocessing
 import os
 import platform
 import statistics
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from . import baselines, bdrate
-from ..io.formats import READABLE_EXTENSIONS
-from ..io.atomic import atomic_path
-from . import METRICS, OURS
-from ..io.finder import find_files
 from ..errors import RDError
+from ..io.finder import find_files
+from ..io.formats import READABLE_EXTENSIONS
+from . import METRICS, OURS, baselines, bdrate
+from .measure import Row, _describe, _Runner, baseline_encode_task, baseline_measure_task, load_rgb, raq_task
 
 # Our model spans about 0.05-0.45 bpp on Kodak; a target above an image's reach gives its largest codebook.
 DEFAULT_BPP = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 RESULTS_FORMAT = "raqcodec-rd/1"
-Row = dict[str, Any]  # one codec x setting x image: measurements, or {"error": message}
 
 
 @dataclass
@@ -67,6 +61,7 @@ class RDConfig:
 
 
 # -- inputs ----------------------------------------------------------------------------------------------
+
 
 def collect_images(inputs: Sequence[Path]) -> list[Path]:
     """Image files named or found under the inputs (``raqcodec.io.finder``'s rule), each once."""
@@ -86,154 +81,13 @@ def image_names(paths: Sequence[Path]) -> list[str]:
     return [p.relative_to(root).as_posix() for p in resolved]
 
 
-# -- work done in the worker processes (or in this one with -j 1) --------------------------------------------
-
-_worker: dict[str, Any] = {"model": None, "device": "auto", "metrics": METRICS}
-
-
-def init_worker(model_path: str | None, device: str, metrics: tuple[str, ...], single_thread: bool) -> None:
-    """Load the model once per process; with several processes each gets one torch thread, so that N
-    processes use N cores rather than N x cores threads fighting for them."""
-    import torch
-
-    from ..model import registry
-    from ..codec import pick_device
-
-    if single_thread:
-        torch.set_num_threads(1)
-    _worker["device"] = device
-    _worker["metrics"] = metrics
-    _worker["model"] = registry.load(model_path).on(pick_device(device)) if model_path else None
-    if _worker["model"] is not None:
-        _warm_up(_worker["model"], device)
-
-
-def _warm_up(model: Any, device: str) -> None:
-    """One untimed encode and decode, so that one-time set-up (torch kernels, the context model's tables)
-    is not charged to the first image measured. Codebooks of each size are still built on first use."""
-    from .. import codec
-
-    ramp = np.linspace(0, 255, 32 * 32 * 3).reshape(32, 32, 3).astype(np.uint8)
-    try:
-        codec.decode(codec.encode(ramp, codebook_size=model.size_range[0], model=model, device=device),
-                     model=model, device=device)
-    except Exception:  # noqa: BLE001 - a warm-up only; real failures are reported per image
-        pass
-
-
-@lru_cache(maxsize=64)
-def load_rgb(path: str) -> np.ndarray:
-    """The 8-bit RGB pixels every codec codes (cached: each image is used by every point)."""
-    from ..io.images import load_image
-
-    return load_image(path).rgb
-
-
-def _describe(exc: BaseException) -> str:
-    from .. import BudgetError, CodecError, EntropyError, FormatError, ImageError, ModelFileError
-
-    if isinstance(exc, (BudgetError, CodecError, EntropyError, FormatError, ImageError, ModelFileError, OSError,
-                        baselines.BaselineUnavailable)):
-        return str(exc)
-    return f"internal error ({type(exc).__name__}: {exc})"
-
-
-def measure(reference: np.ndarray, data: bytes, decoded: np.ndarray, encode_s: float, decode_s: float,
-            metrics: Iterable[str]) -> Row:
-    """Per-image values of one coded file (MS-SSIM None where the image is too small for it)."""
-    from .metrics import ms_ssim, ms_ssim_db, ms_ssim_min_side, mse, psnr
-
-    height, width = reference.shape[:2]
-    row: Row = {"bytes": len(data), "bpp": len(data) * 8 / (width * height), "psnr": None, "ms_ssim": None,
-                "ms_ssim_db": None, "encode_s": encode_s, "decode_s": decode_s}
-    if decoded.shape != reference.shape:
-        raise ValueError(f"decoded image is {decoded.shape}, the source {reference.shape}")
-    if "psnr" in metrics:
-        row["psnr"] = psnr(mse(reference, decoded))
-    if "ms-ssim" in metrics and min(height, width) >= ms_ssim_min_side():
-        import torch
-
-        def batch(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.array(a)).permute(2, 0, 1).unsqueeze(0)  # a writable copy
-        row["ms_ssim"] = float(ms_ssim(batch(reference), batch(decoded))[0])
-        row["ms_ssim_db"] = ms_ssim_db(row["ms_ssim"])
-    return row
-
-
-def raq_task(path: str, key: str, value: float) -> Row:
-    """One image through raqcodec at one setting (key "bpp_target" or "codebook_size")."""
-    from .. import codec
-
-    try:
-        rgb = load_rgb(path)
-        model, device = _worker["model"], _worker["device"]
-        args = {"bpp": value} if key == "bpp_target" else {"codebook_size": int(value)}
-        started = time.perf_counter()
-        data = codec.encode(rgb, model=model, device=device, **args)
-        encode_s = time.perf_counter() - started
-        started = time.perf_counter()
-        image = codec.decode(data, model=model, device=device)
-        decoded = np.asarray(image.convert("RGB"))
-        decode_s = time.perf_counter() - started
-        return measure(rgb, data, decoded, encode_s, decode_s, _worker["metrics"])
-    except Exception as exc:  # noqa: BLE001 - one image's failure must not lose the others' results
-        return {"error": _describe(exc)}
-
-
-def baseline_encode_task(path: str, name: str, quality: int) -> Row:
-    """One image encoded by a baseline: the bytes (kept for measuring later) and the seconds."""
-    try:
-        data, seconds = baselines.encode(name, load_rgb(path), quality)
-        return {"data": data, "encode_s": seconds}
-    except Exception as exc:  # noqa: BLE001
-        return {"error": _describe(exc)}
-
-
-def baseline_measure_task(path: str, data: bytes, encode_s: float) -> Row:
-    """Decode a baseline's file and measure it against its source."""
-    try:
-        decoded, decode_s = baselines.decode(data)
-        return measure(load_rgb(path), data, decoded, encode_s, decode_s, _worker["metrics"])
-    except Exception as exc:  # noqa: BLE001
-        return {"error": _describe(exc)}
-
-
-class _Runner:
-    """Runs tasks over images here (-j 1) or in worker processes that each loaded the model once."""
-
-    def __init__(self, jobs: int, init_args: tuple[Any, ...]) -> None:
-        self.pool: ProcessPoolExecutor | None = None
-        if jobs > 1:
-            # spawn, not fork: forking a process whose torch/OpenMP threads have run can deadlock.
-            self.pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=init_worker, initargs=(*init_args, True))
-        else:
-            init_worker(*init_args, False)
-
-    def map(self, fn: Callable[..., Row], calls: list[tuple[Any, ...]], tick: Callable[[], None]) -> list[Row]:
-        if self.pool is None:
-            results = []
-            for call in calls:
-                results.append(fn(*call))
-                tick()
-            return results
-        futures = [self.pool.submit(fn, *call) for call in calls]
-        for _ in as_completed(futures):
-            tick()
-        return [future.result() for future in futures]
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-
-
 class _Progress:
     """A thin wrapper so that the engine runs the same with or without a rich progress bar."""
 
     def __init__(self, progress: Any | None) -> None:
         self.progress = progress
 
-    def task(self, label: str, total: int | None) -> "_Task":
+    def task(self, label: str, total: int | None) -> _Task:
         return _Task(self.progress, None if self.progress is None else self.progress.add_task(label, total=total))
 
 
@@ -255,6 +109,7 @@ class _Task:
 
 # -- points ------------------------------------------------------------------------------------------------
 
+
 def _mean(values: list[float | None]) -> float | None:
     """Mean of per-image values; None when any is missing or infinite (JSON has no inf)."""
     if not values or any(v is None or not math.isfinite(v) for v in values):
@@ -269,18 +124,23 @@ def make_point(setting: dict[str, Any], names: list[str], rows: list[Row]) -> di
     for key in ("bpp", "psnr", "ms_ssim", "ms_ssim_db", "encode_s", "decode_s"):
         point[key] = _mean([r[key] for r in ok])
     point.update(images=len(rows), images_ok=len(ok), complete=len(ok) == len(rows) and bool(rows))
-    point["per_image"] = [{"image": name, **{k: v for k, v in r.items() if k != "data"}}
-                          for name, r in zip(names, rows)]
+    point["per_image"] = [
+        {"image": name, **{k: v for k, v in r.items() if k != "data"}} for name, r in zip(names, rows)
+    ]
     return point
 
 
 def _failures(codec: str, point: dict[str, Any], setting: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"image": r["image"], "codec": codec, "setting": setting, "message": r["error"]}
-            for r in point["per_image"] if "error" in r]
+    return [
+        {"image": r["image"], "codec": codec, "setting": setting, "message": r["error"]}
+        for r in point["per_image"]
+        if "error" in r
+    ]
 
 
 def closest_quality(mean_bpp: Callable[[int], float | None], lo: int, hi: int, target: float) -> int:
     """The quality in lo..hi whose mean bpp is closest to ``target`` (bisection: bpp rises with quality)."""
+
     def bpp(q: int) -> float:
         value = mean_bpp(q)
         return math.inf if value is None else value
@@ -317,22 +177,31 @@ def choose_qualities(mean_bpp: Callable[[int], float | None], lo: int, hi: int, 
 
 # -- the whole measurement ---------------------------------------------------------------------------------
 
+
 def software_versions() -> dict[str, str | None]:
     import PIL
     import torch
+    from PIL import features
 
     from .. import __version__
-
-    from PIL import features
 
     def lib(feature: str) -> str | None:
         try:
             return features.version(feature)
         except ValueError:
             return None
-    return {"python": platform.python_version(), "raqcodec": __version__, "torch": torch.__version__,
-            "numpy": np.__version__, "pillow": PIL.__version__, "libjpeg": lib("jpg"),
-            "libjpeg_turbo": lib("libjpeg_turbo"), "libwebp": lib("webp"), "libavif": lib("avif")}
+
+    return {
+        "python": platform.python_version(),
+        "raqcodec": str(__version__),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "libjpeg": lib("jpg"),
+        "libjpeg_turbo": lib("libjpeg_turbo"),
+        "libwebp": lib("webp"),
+        "libavif": lib("avif"),
+    }
 
 
 def run(config: RDConfig, progress: Any | None = None) -> dict[str, Any]:
@@ -381,9 +250,11 @@ def run(config: RDConfig, progress: Any | None = None) -> dict[str, Any]:
 
     small = [im["name"] for im in images if min(im["width"], im["height"]) < ms_ssim_min_side()]
     if "ms-ssim" in config.metrics and small:
-        notes.append(f"MS-SSIM needs both sides >= {ms_ssim_min_side()} pixels; {len(small)} image(s) are smaller "
-                     f"({', '.join(small[:3])}{', ...' if len(small) > 3 else ''}): their ms_ssim is null, and so "
-                     "is that of every point")
+        notes.append(
+            f"MS-SSIM needs both sides >= {ms_ssim_min_side()} pixels; {len(small)} image(s) are smaller "
+            f"({', '.join(small[:3])}{', ...' if len(small) > 3 else ''}): their ms_ssim is null, and so "
+            "is that of every point"
+        )
 
     ticker = _Progress(progress)
     model_path = str(model.path) if model is not None and model.path is not None else config.model
@@ -400,25 +271,29 @@ def run(config: RDConfig, progress: Any | None = None) -> dict[str, Any]:
             points = []
             for i, value in enumerate(values):
                 setting = {key: value}
-                point = make_point(setting, names, rows[i * len(files):(i + 1) * len(files)])
+                point = make_point(setting, names, rows[i * len(files) : (i + 1) * len(files)])
                 failures.extend(_failures(OURS, point, setting))
                 points.append(point)
             assert model is not None
-            results_codecs[OURS] = {"description": f"raqcodec, model {model.name}, seq2seq adapter, default "
-                                                   f"refinement and entropy coder", "setting": key,
-                                    "points": points}
+            results_codecs[OURS] = {
+                "description": f"raqcodec, model {model.name}, seq2seq adapter, default refinement and entropy coder",
+                "setting": key,
+                "points": points,
+            }
             reached = [p["bpp"] for p in points if p["complete"] and p["bpp"] is not None]
             if reached:
                 targets = reached
             else:
                 notes.append("raqcodec has no complete point; baseline qualities aim at the --bpp values")
-        sweeps = {name: _BaselineSweep(name, files, names, pixels, runner, ticker, failures)
-                  for name in config.baselines}
+        sweeps = {
+            name: _BaselineSweep(name, files, names, pixels, runner, ticker, failures) for name in config.baselines
+        }
         for sweep in sweeps.values():
             sweep.span(targets)
         if anchor in sweeps:
-            others = [p for name, e in results_codecs.items() for p in e["points"]] + \
-                [p for name, sweep in sweeps.items() if name != anchor for p in sweep.points.values()]
+            others = [p for name, e in results_codecs.items() for p in e["points"]] + [
+                p for name, sweep in sweeps.items() if name != anchor for p in sweep.points.values()
+            ]
             for key in _quality_keys(config.metrics):
                 values = [p[key] for p in others if p["complete"] and p.get(key) is not None]
                 if values:
@@ -431,9 +306,12 @@ def run(config: RDConfig, progress: Any | None = None) -> dict[str, Any]:
     bd = bd_rates(results_codecs, anchor, config.metrics)
     return {
         "format": RESULTS_FORMAT,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "dataset": {"name": dataset_name(config.inputs), "inputs": [str(p) for p in config.inputs],
-                    "images": len(images)},
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "dataset": {
+            "name": dataset_name(config.inputs),
+            "inputs": [str(p) for p in config.inputs],
+            "images": len(images),
+        },
         "images": images,
         "software": software_versions(),
         "model": None if model is None else {"name": model.name, "fingerprint": model.fingerprint},
@@ -441,8 +319,8 @@ def run(config: RDConfig, progress: Any | None = None) -> dict[str, Any]:
         "jobs": config.jobs,
         "metrics": list(config.metrics),
         "averaging": "a point's values are the means over its images of the per-image values "
-                     "(bpp, PSNR dB, MS-SSIM, MS-SSIM dB, seconds); points with a failed image are "
-                     "complete=false and left out of BD-rates and plots",
+        "(bpp, PSNR dB, MS-SSIM, MS-SSIM dB, seconds); points with a failed image are "
+        "complete=false and left out of BD-rates and plots",
         "codecs": results_codecs,
         "bd_rate": bd,
         "failures": failures,
@@ -453,8 +331,16 @@ def run(config: RDConfig, progress: Any | None = None) -> dict[str, Any]:
 class _BaselineSweep:
     """One baseline's qualities: encoded once each (cached), measured once each (cached)."""
 
-    def __init__(self, name: str, files: list[str], names: list[str], pixels: list[int], runner: _Runner,
-                 ticker: _Progress, failures: list[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        files: list[str],
+        names: list[str],
+        pixels: list[int],
+        runner: _Runner,
+        ticker: _Progress,
+        failures: list[dict[str, Any]],
+    ) -> None:
         self.name, self.files, self.names, self.pixels = name, files, names, pixels
         self.runner, self.failures = runner, failures
         self.spec = baselines.get(name)
@@ -466,8 +352,9 @@ class _BaselineSweep:
 
     def mean_bpp(self, quality: int) -> float | None:
         if quality not in self.encoded:
-            self.encoded[quality] = self.runner.map(baseline_encode_task, [(f, self.name, quality) for f in self.files],
-                                                    self.search_tick)
+            self.encoded[quality] = self.runner.map(
+                baseline_encode_task, [(f, self.name, quality) for f in self.files], self.search_tick
+            )
         ok = [len(r["data"]) * 8 / n for r, n in zip(self.encoded[quality], self.pixels) if "error" not in r]
         return statistics.fmean(ok) if ok else None
 
@@ -476,8 +363,9 @@ class _BaselineSweep:
         todo = [q for q in dict.fromkeys(qualities) if q not in self.points]
         for q in todo:
             self.mean_bpp(q)  # encodes if not done yet
-        calls = [(f, r["data"], r["encode_s"]) for q in todo for f, r in zip(self.files, self.encoded[q])
-                 if "error" not in r]
+        calls = [
+            (f, r["data"], r["encode_s"]) for q in todo for f, r in zip(self.files, self.encoded[q]) if "error" not in r
+        ]
         self.tick.expect(len(calls))
         measured = iter(self.runner.map(baseline_measure_task, calls, self.tick))
         for q in todo:
@@ -534,10 +422,15 @@ class _BaselineSweep:
         reach(low, upward=False)
 
     def entry(self, targets: list[float]) -> dict[str, Any]:
-        return {"description": self.spec.description, "setting": "quality",
-                "points": [self.points[q] for q in sorted(self.kept)],
-                "search": {"targets_bpp": targets,
-                           "mean_bpp_by_quality": {str(q): self.mean_bpp(q) for q in sorted(self.encoded)}}}
+        return {
+            "description": self.spec.description,
+            "setting": "quality",
+            "points": [self.points[q] for q in sorted(self.kept)],
+            "search": {
+                "targets_bpp": targets,
+                "mean_bpp_by_quality": {str(q): self.mean_bpp(q) for q in sorted(self.encoded)},
+            },
+        }
 
 
 def dataset_name(inputs: Sequence[Path]) -> str:
@@ -548,8 +441,11 @@ def dataset_name(inputs: Sequence[Path]) -> str:
 
 def curve(points: list[dict[str, Any]], metric: str) -> list[tuple[float, float]]:
     """(bpp, quality) of the complete points that have ``metric`` ("psnr" or "ms_ssim_db")."""
-    return [(p["bpp"], p[metric]) for p in points if p.get("complete") and p.get("bpp") is not None
-            and p.get(metric) is not None]
+    return [
+        (p["bpp"], p[metric])
+        for p in points
+        if p.get("complete") and p.get("bpp") is not None and p.get(metric) is not None
+    ]
 
 
 def _quality_keys(metrics: Sequence[str]) -> list[str]:
@@ -560,8 +456,12 @@ def _quality_keys(metrics: Sequence[str]) -> list[str]:
 def bd_rates(codecs: dict[str, Any], anchor: str | None, metrics: Sequence[str]) -> dict[str, Any]:
     """BD-rate (%, PCHIP, ``raqcodec.eval.bdrate``) of every codec against the anchor, on PSNR and MS-SSIM dB."""
     keys = _quality_keys(metrics)
-    out: dict[str, Any] = {"anchor": anchor, "method": "Bjontegaard delta rate, PCHIP interpolation of "
-                           "log(bpp) over the overlapping quality range (raqcodec.eval.bdrate.bd_rate)", "codecs": {}}
+    out: dict[str, Any] = {
+        "anchor": anchor,
+        "method": "Bjontegaard delta rate, PCHIP interpolation of "
+        "log(bpp) over the overlapping quality range (raqcodec.eval.bdrate.bd_rate)",
+        "codecs": {},
+    }
     if anchor is None:
         out["note"] = "no anchor: jpeg is not measured and --anchor was not given"
         return out
@@ -583,95 +483,3 @@ def bd_rates(codecs: dict[str, Any], anchor: str | None, metrics: Sequence[str])
                 record[f"{key}_error"] = str(exc)
         out["codecs"][name] = record
     return out
-
-
-# -- writing -------------------------------------------------------------------------------------------------
-
-def _jsonable(value: Any) -> Any:
-    """inf/nan to None (JSON has neither), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def write_json(results: dict[str, Any], path: Path) -> None:
-    import json
-
-    text = json.dumps(_jsonable(results), indent=1, allow_nan=False) + "\n"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-CSV_COLUMNS = ("codec", "bpp_target", "codebook_size", "quality", "image", "width", "height", "bytes", "bpp",
-               "psnr", "ms_ssim", "ms_ssim_db", "encode_s", "decode_s", "error")
-
-
-def _cell(value: Any) -> Any:
-    """A CSV cell: empty for a missing or non-finite value."""
-    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
-
-
-def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per codec x point x image, with the setting in its own column."""
-    sizes = {im["name"]: im for im in results["images"]}
-    rows = []
-    for codec_name, entry in results["codecs"].items():
-        for point in entry["points"]:
-            for r in point["per_image"]:
-                im = sizes[r["image"]]
-                row = {"codec": codec_name, "width": im["width"], "height": im["height"]}
-                row.update({k: point[k] for k in ("bpp_target", "codebook_size", "quality") if k in point})
-                row.update(r)
-                rows.append({k: _cell(row.get(k)) for k in CSV_COLUMNS})
-    return rows
-
-
-def write_csv(results: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(csv_rows(results))
-
-
-def setting_label(point: dict[str, Any]) -> str:
-    if "bpp_target" in point:
-        return f"--bpp {point['bpp_target']:g}"
-    if "codebook_size" in point:
-        return f"K~={point['codebook_size']}"
-    return f"q={point['quality']}"
-
-
-def summary_tables(results: dict[str, Any]) -> list[Any]:
-    """Rich tables for the terminal: every point, then the BD-rates."""
-    from rich.table import Table
-
-    def num(value: float | None, fmt: str) -> str:
-        return "-" if value is None or not math.isfinite(value) else format(value, fmt)
-
-    table = Table("codec", "setting", "bpp", "PSNR (dB)", "MS-SSIM (dB)", "enc s", "dec s", "images",
-                  title=f"{results['dataset']['name']}: {len(results['images'])} images (means over images)")
-    for codec_name, entry in results["codecs"].items():
-        for p in entry["points"]:
-            mark = "" if p["complete"] else " (incomplete)"
-            table.add_row(codec_name, setting_label(p), num(p["bpp"], ".4f"), num(p["psnr"], ".2f"),
-                          num(p["ms_ssim_db"], ".2f"), num(p["encode_s"], ".3f"), num(p["decode_s"], ".3f"),
-                          f"{p['images_ok']}/{p['images']}{mark}")
-    tables = [table]
-    bd = results["bd_rate"]
-    if bd.get("anchor") and bd["codecs"]:
-        bd_table = Table("codec", "BD-rate PSNR", "BD-rate MS-SSIM", title=f"BD-rate against {bd['anchor']} "
-                         "(negative: fewer bits at equal quality)")
-        for codec_name, record in bd["codecs"].items():
-            cells = []
-            for key in ("psnr", "ms_ssim_db"):
-                value = record.get(key)
-                cells.append(f"{value:+.2f}%" if value is not None else
-                             ("n/a" if f"{key}_error" in record else "-"))
-            bd_table.add_row(codec_name, *cells)
-        tables.append(bd_table)
-    return tables

@@ -9,15 +9,17 @@ A failure, an exception or a signal (``raqcodec.interrupts``) removes it.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .. import interrupts
 
-TEMP_SUFFIX = ".tmp"  # temporary names: .<name>.<pid>.<8 hex digits>.tmp (raqcodec.batch.run sweeps stale ones)
+TEMP_SUFFIX = ".tmp"  # temporary names: .<name>.<pid>.<8 hex digits>.tmp (raqcodec.batch sweeps stale ones)
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")  # the names temp_name makes
 
 
 def temp_name(path: Path) -> Path:

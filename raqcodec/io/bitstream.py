@@ -20,11 +20,29 @@ import struct
 import zlib
 from dataclasses import dataclass
 from typing import IO, Any
+
 from ..errors import FormatError
 
 __all__ = [
-    "FORMAT_VERSION", "REFINED_VERSION", "READ_VERSIONS", "CODERS", "MAGIC", "HEADER_SIZE", "header_size", "CRC_SIZE", "MIN_FILE_SIZE", "ADAPTERS", "MODES",
-    "BIT_DEPTHS", "FormatError", "Header", "Stream", "pack", "unpack", "read_header", "read_stream",
+    "FORMAT_VERSION",
+    "REFINED_VERSION",
+    "READ_VERSIONS",
+    "CODERS",
+    "MAGIC",
+    "HEADER_SIZE",
+    "header_size",
+    "CRC_SIZE",
+    "MIN_FILE_SIZE",
+    "ADAPTERS",
+    "MODES",
+    "BIT_DEPTHS",
+    "FormatError",
+    "Header",
+    "Stream",
+    "pack",
+    "unpack",
+    "read_header",
+    "read_stream",
 ]
 
 FORMAT_VERSION = 2  # what a model without a refinement stage writes (byte-identical to earlier releases)
@@ -112,8 +130,9 @@ def _require_int(name: str, value: object, lo: int, hi: int) -> None:
 def _validate(stream: Stream) -> None:
     h = stream.header
     if h.version not in (FORMAT_VERSION, REFINED_VERSION):
-        raise ValueError(f"this raqcodec writes format versions {FORMAT_VERSION} and {REFINED_VERSION}, "
-                         f"not {h.version!r}")
+        raise ValueError(
+            f"this raqcodec writes format versions {FORMAT_VERSION} and {REFINED_VERSION}, not {h.version!r}"
+        )
     sections = stream.refinement_sections
     if h.version == FORMAT_VERSION and (h.refine_level is not None or sections):
         raise ValueError(f"refinement needs format version {REFINED_VERSION}")
@@ -157,9 +176,19 @@ def pack(stream: Stream) -> bytes:
     _validate(stream)
     h = stream.header
     head = _HEADER.pack(
-        MAGIC, h.version, FLAG_ALPHA if h.has_alpha else 0, h.model_fingerprint, ADAPTERS.index(h.adapter),
-        h.codebook_size, h.codebook_crc, h.width, h.height, MODES.index(h.mode), h.bit_depth,
-        len(stream.indices_section), len(stream.alpha_section),
+        MAGIC,
+        h.version,
+        FLAG_ALPHA if h.has_alpha else 0,
+        h.model_fingerprint,
+        ADAPTERS.index(h.adapter),
+        h.codebook_size,
+        h.codebook_crc,
+        h.width,
+        h.height,
+        MODES.index(h.mode),
+        h.bit_depth,
+        len(stream.indices_section),
+        len(stream.alpha_section),
     ) + _HEADER_V2_TAIL.pack(CODERS.index(h.coder), h.context_checksum)
     if h.version >= REFINED_VERSION:
         level = NO_REFINEMENT if h.refine_level is None else h.refine_level
@@ -179,8 +208,10 @@ def _check_envelope(data: bytes) -> None:
     if len(data) < MIN_FILE_SIZE:
         raise FormatError(f"truncated .raq file: expected at least {MIN_FILE_SIZE} bytes, got {len(data)}")
     if data[4] not in READ_VERSIONS:
-        raise FormatError(f"unsupported .raq format version {data[4]} (this raqcodec reads versions "
-                          f"{', '.join(map(str, READ_VERSIONS))})")
+        raise FormatError(
+            f"unsupported .raq format version {data[4]} (this raqcodec reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))})"
+        )
     version = data[4]
     minimum = header_size(version) + CRC_SIZE
     if len(data) < minimum:
@@ -197,13 +228,19 @@ def _check_envelope(data: bytes) -> None:
         # A cut-off file fails its CRC too; an intact one whose header lies is corrupt, not truncated.
         if intact:
             raise FormatError(f"corrupt .raq file: header declares {expected} bytes, file has {len(data)}")
-        raise FormatError(f"truncated .raq file: expected {expected} bytes, got {len(data)} "
-                          "(or a corrupt length field)")
+        raise FormatError(
+            f"truncated .raq file: expected {expected} bytes, got {len(data)} (or a corrupt length field)"
+        )
     if not intact:
-        if len(data) > expected and zlib.crc32(memoryview(data)[:expected - CRC_SIZE]) == struct.unpack_from(
-                ">I", data, expected - CRC_SIZE)[0]:  # an intact stream with something appended to it
-            raise FormatError(f"corrupt .raq file: {len(data) - expected} bytes of trailing data after the end "
-                              "of the stream (the stream before them is intact)")
+        if (
+            len(data) > expected
+            and zlib.crc32(memoryview(data)[: expected - CRC_SIZE])
+            == struct.unpack_from(">I", data, expected - CRC_SIZE)[0]
+        ):  # an intact stream with something appended to it
+            raise FormatError(
+                f"corrupt .raq file: {len(data) - expected} bytes of trailing data after the end "
+                "of the stream (the stream before them is intact)"
+            )
         raise FormatError("corrupt .raq file: CRC mismatch")
 
 
@@ -229,8 +266,21 @@ def _section_lengths(data: bytes, sections: int) -> list[int]:
 def _parse_header(data: bytes) -> tuple[Header, int, int, list[int]]:
     """Fields of an envelope-checked file, each range-checked; returns (header, index_len, alpha_len,
     refinement section lengths)."""
-    (_, version, flags, fingerprint, adapter_id, size, book_crc, width, height, mode_id, depth,
-     index_len, alpha_len) = _HEADER.unpack_from(data)
+    (
+        _,
+        version,
+        flags,
+        fingerprint,
+        adapter_id,
+        size,
+        book_crc,
+        width,
+        height,
+        mode_id,
+        depth,
+        index_len,
+        alpha_len,
+    ) = _HEADER.unpack_from(data)
     coder_id, context_checksum = _HEADER_V2_TAIL.unpack_from(data, _HEADER.size) if version >= 2 else (0, 0)
     if coder_id >= len(CODERS):
         raise FormatError(f"corrupt .raq file: unknown entropy coder id {coder_id}")
@@ -266,10 +316,21 @@ def _parse_header(data: bytes) -> tuple[Header, int, int, list[int]]:
     expected = header_size(version, sections) + CRC_SIZE + index_len + alpha_len + sum(lengths)
     if len(data) != expected:
         raise FormatError(f"corrupt .raq file: {len(data) - expected} bytes of trailing data after the sections")
-    header = Header(version=version, model_fingerprint=fingerprint, adapter=ADAPTERS[adapter_id],
-                    codebook_size=size, codebook_crc=book_crc, width=width, height=height,
-                    mode=MODES[mode_id], bit_depth=depth, has_alpha=has_alpha, coder=CODERS[coder_id],
-                    context_checksum=context_checksum, refine_level=refine_level)
+    header = Header(
+        version=version,
+        model_fingerprint=fingerprint,
+        adapter=ADAPTERS[adapter_id],
+        codebook_size=size,
+        codebook_crc=book_crc,
+        width=width,
+        height=height,
+        mode=MODES[mode_id],
+        bit_depth=depth,
+        has_alpha=has_alpha,
+        coder=CODERS[coder_id],
+        context_checksum=context_checksum,
+        refine_level=refine_level,
+    )
     return header, index_len, alpha_len, lengths
 
 
@@ -279,14 +340,18 @@ def unpack(data: bytes) -> Stream:
     _check_envelope(data)
     header, index_len, alpha_len, lengths = _parse_header(data)
     start = header_size(header.version, len(lengths))
-    indices = data[start:start + index_len]
+    indices = data[start : start + index_len]
     start += index_len
     sections = []
     for length in lengths:
-        sections.append(data[start:start + length])
+        sections.append(data[start : start + length])
         start += length
-    return Stream(header=header, indices_section=indices, alpha_section=data[start:start + alpha_len],
-                  refinement_sections=tuple(sections))
+    return Stream(
+        header=header,
+        indices_section=indices,
+        alpha_section=data[start : start + alpha_len],
+        refinement_sections=tuple(sections),
+    )
 
 
 def read_header(data: bytes) -> Header:
@@ -314,8 +379,9 @@ def read_stream(source: bytes | bytearray | memoryview | str | os.PathLike[str] 
             raise FormatError(f"cannot read {os.fspath(source)}: {exc.strerror or exc}") from None
     if callable(getattr(source, "read", None)):
         return _read_limited(source, getattr(source, "name", "the file object"))
-    raise FormatError(f"cannot read a .raq stream from {type(source).__name__}: give bytes, a path or a binary "
-                      "file object")
+    raise FormatError(
+        f"cannot read a .raq stream from {type(source).__name__}: give bytes, a path or a binary file object"
+    )
 
 
 def _read_limited(fh: Any, name: object) -> bytes:

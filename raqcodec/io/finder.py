@@ -32,8 +32,7 @@ class Found:
     errors: list[str] = field(default_factory=list)  # folders that could not be listed
 
 
-def walk(root: Path, extensions: Iterable[str] = READABLE_EXTENSIONS, what: str = "not a readable image type"
-         ) -> Found:
+def walk(root: Path, extensions: Iterable[str] = READABLE_EXTENSIONS, what: str = "not a readable image type") -> Found:
     """The files under ``root`` with one of ``extensions`` (lower case, with the dot), by the module's rule.
     ``what``: how the note on files of other types describes them."""
     extensions = frozenset(extensions)
@@ -68,8 +67,9 @@ def walk(root: Path, extensions: Iterable[str] = READABLE_EXTENSIONS, what: str 
             found.files.append(PurePosixPath(path.relative_to(root).as_posix()))
     if other_types:
         count = sum(other_types.values())
-        found.notes.append(f"{root}: {count} {'file' if count == 1 else 'files'} skipped, {what} "
-                           f"({', '.join(sorted(other_types))})")
+        found.notes.append(
+            f"{root}: {count} {'file' if count == 1 else 'files'} skipped, {what} ({', '.join(sorted(other_types))})"
+        )
     found.files.sort(key=lambda p: p.as_posix())
     return found
 

@@ -19,10 +19,26 @@ import os
 from dataclasses import dataclass
 
 # Image files a directory or pattern search finds (Pillow reads all of them; tests/test_formats.py checks).
-READABLE_EXTENSIONS = frozenset({
-    ".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".gif", ".bmp", ".tif", ".tiff",
-    ".ppm", ".pgm", ".pbm", ".pnm",
-})
+READABLE_EXTENSIONS = frozenset(
+    {
+        ".png",
+        ".apng",
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".webp",
+        ".avif",
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+    }
+)
 RAQ_EXTENSION = ".raq"
 MARKER = "raqcodec"  # the Software value starts with it; the version follows
 EXIF_SOFTWARE = 0x0131  # the EXIF/TIFF Software tag
@@ -64,8 +80,9 @@ def output_format(path: os.PathLike[str] | str) -> OutputFormat:
     suffix = os.path.splitext(os.fspath(path))[1].lower()
     if suffix not in OUTPUT_FORMATS:
         shown = f"'{suffix}'" if suffix else "no extension"
-        raise ValueError(f"cannot tell which image format to write for {os.fspath(path)} ({shown}); "
-                         f"name it {output_extensions()}")
+        raise ValueError(
+            f"cannot tell which image format to write for {os.fspath(path)} ({shown}); name it {output_extensions()}"
+        )
     return OUTPUT_FORMATS[suffix]
 
 

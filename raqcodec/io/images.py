@@ -99,13 +99,13 @@ def load_image(source: ImageSource, name: str | None = None) -> SourceImage:
         if not isinstance(data, (bytes, bytearray)):
             raise ImageError(f"{label} is not open in binary mode")
         return _from_file(bytes(data), label)
-    raise ImageError(f"cannot load an image from {type(source).__name__}: give a path, image file bytes, a "
-                     "binary file object, a PIL image or a numpy array")
+    raise ImageError(
+        f"cannot load an image from {type(source).__name__}: give a path, image file bytes, a "
+        "binary file object, a PIL image or a numpy array"
+    )
 
 
-def to_pil(
-    rgb: np.ndarray, mode: str, alpha: np.ndarray | None, bit_depth: int
-) -> Image.Image:
+def to_pil(rgb: np.ndarray, mode: str, alpha: np.ndarray | None, bit_depth: int) -> Image.Image:
     """Build the decoded image the user gets, undoing load_image's widening.
 
     mode "L": gray is channel 0 when the three channels agree, otherwise the
@@ -127,7 +127,6 @@ def to_pil(
             return Image.fromarray(np.concatenate([rgb, alpha[..., None]], axis=-1))
         return Image.fromarray(rgb)
     raise ValueError(f"mode must be 'L' or 'RGB', not {mode!r}")
-
 
 
 def pad_to_multiple(rgb: np.ndarray, multiple: int) -> np.ndarray:
@@ -163,7 +162,6 @@ def _from_file(source: Reopenable, name: str) -> SourceImage:
     with _pillow_errors(name), Image.open(reopen(source)) as img:
         img.load()  # decode everything now, so truncation is found here
         return _from_pil(img, name, png_source=source if img.format == "PNG" else None)
-
 
 
 @contextlib.contextmanager
@@ -227,9 +225,7 @@ def _from_pil(img: Image.Image, name: str, png_source: Reopenable | None) -> Sou
     return _finish(color, alpha, bit_depth, notes, name, tail_notes=file_notes(img, name))
 
 
-def _pixels(
-    img: Image.Image, name: str, notes: list[str]
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _pixels(img: Image.Image, name: str, notes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
     """Colour plane(s) and alpha in file orientation, uint8 or uint16.
 
     A 2-D colour array means grayscale, (H, W, 3) means RGB.
@@ -256,8 +252,9 @@ def _pixels(
         if mode == "P" and "transparency" not in img.info:
             notes.append("palette image coded as RGB; the decoded PNG is RGB, not paletted")
             return np.asarray(_convert(img, "RGB", name)), None
-        notes.append("palette image with transparency coded as RGBA (colour plus alpha); the decoded PNG is "
-                     "RGBA, not paletted")
+        notes.append(
+            "palette image with transparency coded as RGBA (colour plus alpha); the decoded PNG is RGBA, not paletted"
+        )
         return split_rgba(np.asarray(_convert(img, "RGBA", name)))
     if mode == "RGB":
         return _with_key(np.asarray(img), img, notes)
@@ -283,16 +280,12 @@ def _convert(img: Image.Image, mode: str, name: str) -> Image.Image:
         raise ImageError(f"{name}: cannot convert pixel mode {img.mode} to {mode} ({exc})") from exc
 
 
-
-def _with_key(
-    color: np.ndarray, img: Image.Image, notes: list[str]
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _with_key(color: np.ndarray, img: Image.Image, notes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
     """Turn a PNG/GIF transparent colour key (info['transparency']) into alpha."""
     key = img.info.get("transparency")
     if key is None:
         return color, None
     return color, key_alpha(color, key, notes)
-
 
 
 def _int32_to_uint16(values: np.ndarray, notes: list[str]) -> np.ndarray:
@@ -324,9 +317,7 @@ def _from_array(array: np.ndarray) -> SourceImage:
     elif array.ndim == 3 and array.shape[2] == 4:
         color, alpha = split_rgba(array)
     else:
-        raise ImageError(
-            f"array of shape {array.shape} is not an image; expected (H, W), (H, W, 3) or (H, W, 4)"
-        )
+        raise ImageError(f"array of shape {array.shape} is not an image; expected (H, W), (H, W, 3) or (H, W, 4)")
     return _finish(color, alpha, 16 if dtype == np.uint16 else 8, [], "array")
 
 

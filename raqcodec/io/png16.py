@@ -36,9 +36,7 @@ def split_rgba(rgba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rgba[..., :3], rgba[..., 3]
 
 
-def _with_key(
-    color: np.ndarray, img: Image.Image, notes: list[str]
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _with_key(color: np.ndarray, img: Image.Image, notes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
     """Turn a PNG/GIF transparent colour key (info['transparency']) into alpha."""
     key = img.info.get("transparency")
     if key is None:
@@ -56,8 +54,6 @@ def key_alpha(color: np.ndarray, key: object, notes: list[str]) -> np.ndarray | 
     opaque = np.iinfo(color.dtype).max
     notes.append("transparent colour key converted to an alpha channel")
     return np.where(hit, 0, opaque).astype(color.dtype)
-
-
 
 
 def _png_header(source: Reopenable) -> tuple[int, int] | None:
@@ -96,10 +92,7 @@ def png16_pixels(
     wide = _png16_samples(path, colour_type, high)
     exact = wide is not None
     if wide is None:
-        notes.append(
-            "Pillow decoded only the high 8 bits of each 16-bit sample; "
-            "samples are truncated, not rounded"
-        )
+        notes.append("Pillow decoded only the high 8 bits of each 16-bit sample; samples are truncated, not rounded")
         wide = high.astype(np.uint16) * 257  # v * 257 rounds back to v exactly
     if colour_type == _PNG_GRAY_ALPHA:
         return wide[..., 0], wide[..., 1]

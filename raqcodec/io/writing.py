@@ -18,6 +18,7 @@ from . import formats
 from .atomic import atomic_path
 from .png16 import PNG_END
 
+
 def save_png(image: Image.Image, path: Path) -> None:
     """Write image as a PNG at path atomically (``io.atomic.atomic_path``), marked as raqcodec's.
 
@@ -27,8 +28,9 @@ def save_png(image: Image.Image, path: Path) -> None:
     save_image(image, Path(path), formats.OUTPUT_FORMATS[".png"])
 
 
-def save_image(image: Image.Image, target: Path | BinaryIO, fmt: formats.OutputFormat,
-               quality: int = formats.DEFAULT_JPEG_QUALITY) -> list[str]:
+def save_image(
+    image: Image.Image, target: Path | BinaryIO, fmt: formats.OutputFormat, quality: int = formats.DEFAULT_JPEG_QUALITY
+) -> list[str]:
     """Write a decoded image in ``fmt`` (``formats.OUTPUT_FORMATS``) with raqcodec's marker, to a path
     (atomically) or to a binary file object (stdout). Returns notes on what the format changed (16-bit
     gray written at 8 bits); raises ImageError when the format cannot hold the image (alpha in JPEG or

@@ -79,7 +79,7 @@ class ExactConv:
     def out_channels(self) -> int:
         return self.taps[0].shape[0]
 
-    def to(self, device: torch.device) -> "ExactConv":
+    def to(self, device: torch.device) -> ExactConv:
         self.taps = [t.to(device) for t in self.taps]
         self.bias = self.bias.to(device)
         return self
@@ -153,7 +153,7 @@ class StemTable:
     def out_channels(self) -> int:
         return self.taps.shape[2]
 
-    def to(self, device: torch.device) -> "StemTable":
+    def to(self, device: torch.device) -> StemTable:
         self.taps, self.bias = self.taps.to(device), self.bias.to(device)
         return self
 
@@ -168,8 +168,9 @@ class StemTable:
         # rows t * (n + 1) + u: tap t of codeword u; row t * (n + 1) + n is zero (outside the grid)
         table = torch.cat([torch.matmul(book, self.taps), zero], 1).view(-1, self.taps.shape[2])
         padded = F.pad(grid.view(h, w), (1, 1, 1, 1), value=n)
-        rows = torch.stack([padded[dy : dy + h, dx : dx + w] + (3 * dy + dx) * (n + 1)
-                            for dy in range(3) for dx in range(3)], -1).view(-1, 9)
+        rows = torch.stack(
+            [padded[dy : dy + h, dx : dx + w] + (3 * dy + dx) * (n + 1) for dy in range(3) for dx in range(3)], -1
+        ).view(-1, 9)
         acc = F.embedding_bag(rows, table, mode="sum").add_(self.bias)
         return rescale(acc, self.shift).t().reshape(-1, h, w)
 
@@ -178,8 +179,13 @@ class ExactDecoder:
     """Integer twin of ``raqcodec.nn.autoencoder.Decoder``: an index grid into a codebook of integer
     latents at scale 2^-F -> uint8 pixels."""
 
-    def __init__(self, decoder: Decoder, act_frac_bits: int, weight_bits: dict[str, int],
-                 row_chunk_elements: int = ROW_CHUNK_ELEMENTS) -> None:
+    def __init__(
+        self,
+        decoder: Decoder,
+        act_frac_bits: int,
+        weight_bits: dict[str, int],
+        row_chunk_elements: int = ROW_CHUNK_ELEMENTS,
+    ) -> None:
         self.frac_bits = act_frac_bits
         self.row_chunk_elements = row_chunk_elements  # accumulator values per run of rows (``row_chunks``)
 
@@ -189,13 +195,18 @@ class ExactDecoder:
         self.stem = StemTable(conv("stem", decoder.stem))
         self.blocks = [
             ExactBlock(conv(f"blocks.{i}.conv3", b.conv3), conv(f"blocks.{i}.conv1", b.conv1))
-            for i, b in enumerate(decoder.blocks)
+            for i, b in enumerate(decoder.residual_blocks())
         ]
         self.head = conv("head", decoder.head)
         self.factor = decoder.shuffle.upscale_factor
 
-    def to(self, device: torch.device) -> "ExactDecoder":
-        for layer in [self.stem, self.head, *[c for b in self.blocks for c in (b.conv3, b.conv1)]]:
+    def to(self, device: torch.device) -> ExactDecoder:
+        layers: list[StemTable | ExactConv] = [
+            self.stem,
+            self.head,
+            *[c for b in self.blocks for c in (b.conv3, b.conv1)],
+        ]
+        for layer in layers:
             layer.to(device)
         return self
 
@@ -238,7 +249,7 @@ class ExactDecoder:
 def decoder_weight_bits(decoder: Decoder) -> dict[str, int]:
     """Per-layer weight scales of a float decoder (frozen into the checkpoint at export)."""
     bits = {"stem": weight_frac_bits(decoder.stem.weight), "head": weight_frac_bits(decoder.head.weight)}
-    for i, block in enumerate(decoder.blocks):
+    for i, block in enumerate(decoder.residual_blocks()):
         bits[f"blocks.{i}.conv3"] = weight_frac_bits(block.conv3.weight)
         bits[f"blocks.{i}.conv1"] = weight_frac_bits(block.conv1.weight)
     return bits
@@ -250,7 +261,7 @@ def calibrate_act_frac_bits(decoder: Decoder, latents: Tensor) -> int:
     peak = [latents.abs().max()]
     x = decoder.stem(latents)
     peak.append(x.abs().max())
-    for block in decoder.blocks:
+    for block in decoder.residual_blocks():
         inner = block.conv3(torch.relu(x))
         peak.append(inner.abs().max())
         x = x + block.conv1(torch.relu(inner))

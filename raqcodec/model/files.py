@@ -20,11 +20,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import ModelFileError
-from .exact import calibrate_act_frac_bits, decoder_weight_bits
 from ..io.atomic import atomic_path
 from ..nn.config import ModelConfig
 from ..nn.quantizer import nearest_indices, to_rows
 from ..nn.raq import RAQModel
+from .exact import calibrate_act_frac_bits, decoder_weight_bits
 
 FILE_FORMAT = 1
 # Tensors of a RAQModel state dict that only training needs (EMA accumulators).
@@ -72,10 +72,14 @@ def read_model_file(path: Path) -> ModelFile:
         config = ModelConfig.from_dict(info["config"])
     except ModelFileError:
         raise
-    except Exception as exc:  # safetensors/json/config errors all mean the same thing to a user
+    except Exception as exc:  # noqa: BLE001 - safetensors/json/config errors all mean the same thing to a user
         raise ModelFileError(f"{path} is not a valid raqcodec model file ({exc})") from None
-    return ModelFile(config=config, tensors=tensors, name=info.get("name", path.stem),
-                     fingerprint=fingerprint(tensors, config.to_dict()))
+    return ModelFile(
+        config=config,
+        tensors=tensors,
+        name=info.get("name", path.stem),
+        fingerprint=fingerprint(tensors, config.to_dict()),
+    )
 
 
 @torch.no_grad()
@@ -97,8 +101,11 @@ def freeze(model: RAQModel, calibration: torch.Tensor, fixed: bool = False) -> d
     batches = [book[nearest_indices(rows, book)].reshape(n, h, w, d).permute(0, 3, 1, 2) for book in probes]
     batches.append(sequence.t()[None, :, :, None])
     frac = min(calibrate_act_frac_bits(model.decoder, b.contiguous()) for b in batches)
-    tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
-               if k not in TRAINING_ONLY and not (fixed and k.startswith("adapter."))}
+    tensors = {
+        k: v.detach().clone().contiguous()
+        for k, v in model.state_dict().items()
+        if k not in TRAINING_ONLY and not (fixed and k.startswith("adapter."))
+    }
     tensors["frozen.sequence"] = torch.round(sequence.double() * 2.0**frac).to(torch.int32)
     tensors["frozen.act_frac_bits"] = torch.tensor(frac, dtype=torch.int32)
     for layer, bits in decoder_weight_bits(model.decoder).items():

@@ -11,8 +11,8 @@ import hashlib
 import os
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..io.bitstream import ADAPTERS
 from ..entropy.context import ContextModel
-from .exact import ExactDecoder
 from ..io.atomic import atomic_path
-from .files import CONTEXT_PREFIX, ModelFile, ModelFileError, read_model_file
+from ..io.bitstream import ADAPTERS
 from ..nn.autoencoder import Decoder, Encoder
 from ..nn.cluster import ClusterSettings, cluster_codebook
-from ..nn.quantizer import nearest_indices
 from ..nn.config import ModelConfig
+from ..nn.quantizer import nearest_indices
+from .exact import ExactDecoder
+from .files import CONTEXT_PREFIX, ModelFile, ModelFileError, read_model_file
 from .intkmeans import integer_kmeans
 from .refine import descent
 from .residual import PREFIX as RESIDUAL_PREFIX
@@ -38,7 +38,6 @@ from .tiling import REFINE_SHARE, Tile, decoder_radius, encoder_radius, plan_til
 # Smallest codebook any model codes with. Sizes below a model's trained k_min are served by integer
 # k-means of its base-size codebook (exact everywhere), so low budgets stay reachable without retraining.
 MIN_CODEBOOK_SIZE = 2
-
 
 
 def small_codebook_source(config: ModelConfig) -> int:
@@ -103,7 +102,7 @@ class CodecModel:
         self._twins: dict[torch.device, CodecModel] = {self.device: self}  # ``on``: one per device, shared
 
     @classmethod
-    def load(cls, path: Path) -> "CodecModel":
+    def load(cls, path: Path) -> CodecModel:
         return cls(read_model_file(path), path)
 
     @property
@@ -222,15 +221,31 @@ class CodecModel:
     def indices(self, rows: Tensor, adapter: str, size: int) -> np.ndarray:
         return nearest_indices(rows, self.float_codebook(adapter, size)).cpu().numpy()
 
-    def refined_indices(self, rows: Tensor, grid: tuple[int, int], rgb: np.ndarray, adapter: str, size: int,
-                        steps: int, max_positions: int | None = None) -> np.ndarray:
+    def refined_indices(
+        self,
+        rows: Tensor,
+        grid: tuple[int, int],
+        rgb: np.ndarray,
+        adapter: str,
+        size: int,
+        steps: int,
+        max_positions: int | None = None,
+    ) -> np.ndarray:
         """Indices chosen by decoder-aware refinement (``raqcodec.model.refine``); ``rgb`` is the unpadded image.
         The step whose grid decodes closest wins (the first of equals; step 0 is nearest neighbour)."""
         path = list(self.refinement_path(rows, grid, rgb, adapter, size, steps, max_positions))
         return path[int(np.argmin([error for _, error in path]))][0].astype(np.int64)
 
-    def refinement_path(self, rows: Tensor, grid: tuple[int, int], rgb: np.ndarray, adapter: str, size: int,
-                        steps: int, max_positions: int | None = None) -> Iterator[tuple[np.ndarray, float]]:
+    def refinement_path(
+        self,
+        rows: Tensor,
+        grid: tuple[int, int],
+        rgb: np.ndarray,
+        adapter: str,
+        size: int,
+        steps: int,
+        max_positions: int | None = None,
+    ) -> Iterator[tuple[np.ndarray, float]]:
         """The steps of the refinement search, 0 (nearest neighbour) to ``steps``: each step's index grid
         (h * w,) int32 and the float decoder's MSE of it against ``rgb`` (the unpadded image). Lazy on
         images within the tile budget (a caller may stop early); larger ones run it tile by tile
@@ -248,8 +263,9 @@ class CodecModel:
         for idx, error, _ in descent(self.float_decoder, latents, target, book, steps, F.mse_loss):
             yield idx.cpu().numpy().astype(np.int32), float(error)
 
-    def _path_in_tiles(self, latents: Tensor, rgb: np.ndarray, book: Tensor, steps: int,
-                       tiles: list[Tile]) -> list[tuple[np.ndarray, float]]:
+    def _path_in_tiles(
+        self, latents: Tensor, rgb: np.ndarray, book: Tensor, steps: int, tiles: list[Tile]
+    ) -> list[tuple[np.ndarray, float]]:
         """The whole-image search, tile by tile. Each tile runs every step on core + halo with the loss
         of the whole image restricted to its pixels (same normalisation, so the same gradients); with
         the halo of ``refine_halo`` its core follows the same trajectory as in a whole-image search.
@@ -266,7 +282,8 @@ class CodecModel:
             target, core = self._tile_target(rgb, t)
             oh, ow = t.oy1 - t.oy0, t.ox1 - t.ox0
             for step, (idx, _, decoded) in enumerate(
-                    descent(self.float_decoder, latents[t.outer].permute(2, 0, 1), target, book, steps, loss)):
+                descent(self.float_decoder, latents[t.outer].permute(2, 0, 1), target, book, steps, loss)
+            ):
                 candidates[step][t.core] = idx.view(oh, ow)[t.inner].cpu().numpy()
                 errors[step] += _squared_error(decoded[core], target[core])
         return [(candidates[step].reshape(-1), float(errors[step] / norm)) for step in range(steps + 1)]
@@ -280,8 +297,9 @@ class CodecModel:
         return target, (slice(None), slice(f * iy.start, f * iy.stop), slice(f * ix.start, f * ix.stop))
 
     @torch.no_grad()
-    def synthesize(self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int],
-                   max_positions: int | None = None) -> np.ndarray:
+    def synthesize(
+        self, indices: np.ndarray, codebook: Tensor, grid: tuple[int, int], max_positions: int | None = None
+    ) -> np.ndarray:
         """Index grid -> (4h, 4w, 3) uint8 with the exact decoder. Tiled, the pixels are bit-identical:
         integer arithmetic, and a halo of the decoder's receptive-field radius (``raqcodec.model.tiling``)."""
         h, w = grid
@@ -305,4 +323,4 @@ def _squared_error(a: Tensor, b: Tensor) -> float:
 
 
 def _sub(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

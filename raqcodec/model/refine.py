@@ -10,7 +10,7 @@ are unchanged, and the decoder never needs to repeat it (any machine may refine 
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,9 @@ from ..nn.quantizer import nearest_indices
 DEFAULT_LR = 0.01  # Adam step on the latents; larger steps overshoot (measured on Kodak crops)
 
 
-def refine_indices(decoder: nn.Module, latents: Tensor, target: Tensor, codebook: Tensor, steps: int,
-                   lr: float = DEFAULT_LR) -> Tensor:
+def refine_indices(
+    decoder: nn.Module, latents: Tensor, target: Tensor, codebook: Tensor, steps: int, lr: float = DEFAULT_LR
+) -> Tensor:
     """Index grid (h*w,) int64 for ``latents`` (d, h, w) that best reconstructs ``target``.
 
     ``target``: (3, H, W) in [0, 1] with H <= 4h, W <= 4w (the real image inside the padded grid; padding
@@ -42,8 +43,15 @@ def refine_indices(decoder: nn.Module, latents: Tensor, target: Tensor, codebook
 Loss = Callable[[Tensor, Tensor], Tensor]  # (decoded, target) -> scalar to minimise
 
 
-def descent(decoder: nn.Module, latents: Tensor, target: Tensor, codebook: Tensor, steps: int, loss: Loss,
-            lr: float = DEFAULT_LR) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+def descent(
+    decoder: nn.Module,
+    latents: Tensor,
+    target: Tensor,
+    codebook: Tensor,
+    steps: int,
+    loss: Loss,
+    lr: float = DEFAULT_LR,
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """The candidates of the search, one per step 0..steps: (indices (h*w,), loss, decoded image cropped
     to ``target``, detached). Step 0 is the nearest-neighbour grid. The tiled search
     (``raqcodec.model.loaded``) runs this on each tile with a loss over the tile's pixels."""

@@ -16,8 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelFileError
-from ..errors import ModelNotFound
+from ..errors import ModelFileError, ModelNotFound
 
 if TYPE_CHECKING:  # loading a model needs torch; finding one and reading its header do not
     from .loaded import CodecModel
@@ -135,5 +134,7 @@ def find_by_fingerprint(prefix: bytes, candidates: list[str | os.PathLike] | Non
         model = load(entry.path)
         if model.fingerprint.startswith(want):
             return model
-    raise ModelNotFound(f"this stream needs model {want}, which is not installed "
-                        "(pass --model PATH, or add its directory to RAQCODEC_MODEL_PATH)")
+    raise ModelNotFound(
+        f"this stream needs model {want}, which is not installed "
+        "(pass --model PATH, or add its directory to RAQCODEC_MODEL_PATH)"
+    )

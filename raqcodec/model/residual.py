@@ -89,7 +89,7 @@ class ResidualStage:
     """The frozen residual stage of a model file (``residual.*`` tensors)."""
 
     def __init__(self, tensors: dict[str, Tensor]) -> None:
-        t = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}
+        t = {k[len(PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREFIX)}
         try:
             self.basis = t["basis"].to(torch.float64)  # (192 coefficients, 192 values) at 2^-14
             self.steps = t["steps"].to(torch.int64).numpy()
@@ -98,12 +98,20 @@ class ResidualStage:
             self.tables = GaussianTables(t["tails"].numpy(), t["freqs"].numpy())
         except KeyError as exc:
             raise ValueError(f"residual stage is incomplete (missing {exc})") from None
-        if (self.basis.shape != (COEFFICIENTS, COEFFICIENTS) or self.steps.shape != (LEVELS,)
-                or self.table_index.shape != (LEVELS, ACTIVITY_CLASSES, COEFFICIENTS)
-                or self.thresholds.shape != (ACTIVITY_CLASSES - 1,)):
+        if (
+            self.basis.shape != (COEFFICIENTS, COEFFICIENTS)
+            or self.steps.shape != (LEVELS,)
+            or self.table_index.shape != (LEVELS, ACTIVITY_CLASSES, COEFFICIENTS)
+            or self.thresholds.shape != (ACTIVITY_CLASSES - 1,)
+        ):
             raise ValueError("residual stage tensors have the wrong shapes")
-        if (float(self.basis.abs().max()) >= 2**BASIS_BITS or self.steps.min() < 1 or self.steps.max() > MAX_STEP
-                or self.table_index.min() < 0 or self.table_index.max() >= self.tables.levels):
+        if (
+            float(self.basis.abs().max()) >= 2**BASIS_BITS
+            or self.steps.min() < 1
+            or self.steps.max() > MAX_STEP
+            or self.table_index.min() < 0
+            or self.table_index.max() >= self.tables.levels
+        ):
             raise ValueError("residual stage tensors are out of range")
         self.analysis = (self.basis * 2.0**-BASIS_BITS).t().contiguous()  # encoder: values -> coefficients
 
@@ -185,8 +193,9 @@ def freeze(klt: np.ndarray, mean_abs: np.ndarray) -> dict[str, Tensor]:
         scale = np.log(np.maximum(mean_abs / step_value(level), 1e-6))
         index[level] = np.abs(scale[..., None] - ladder).argmin(-1)
     return {
-        f"{PREFIX}basis": torch.from_numpy(np.round(klt * 2.0**BASIS_BITS).clip(-(2**BASIS_BITS) + 1, 2**BASIS_BITS - 1)
-                                           .astype(np.int32)),
+        f"{PREFIX}basis": torch.from_numpy(
+            np.round(klt * 2.0**BASIS_BITS).clip(-(2**BASIS_BITS) + 1, 2**BASIS_BITS - 1).astype(np.int32)
+        ),
         f"{PREFIX}steps": torch.tensor([step_int(level) for level in range(LEVELS)], dtype=torch.int32),
         f"{PREFIX}table_index": torch.from_numpy(index),
         f"{PREFIX}activity_thresholds": torch.from_numpy(activity_thresholds().astype(np.int32)),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 # torch is imported only where receptive fields are computed: the CLI checks the budget before it knows
 # whether any file needs the model (a rerun that skips every file never imports torch).
@@ -109,8 +109,11 @@ def _split(n: int, core: int) -> list[tuple[int, int]]:
 
 def _tiles(grid: tuple[int, int], core: tuple[int, int], halo: int) -> list[Tile]:
     h, w = grid
-    return [Tile(y0, y1, x0, x1, max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo))
-            for y0, y1 in _split(h, core[0]) for x0, x1 in _split(w, core[1])]
+    return [
+        Tile(y0, y1, x0, x1, max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo))
+        for y0, y1 in _split(h, core[0])
+        for x0, x1 in _split(w, core[1])
+    ]
 
 
 def plan_tiles(grid: tuple[int, int], max_positions: int, halo: int) -> list[Tile]:
@@ -185,7 +188,7 @@ def encoder_radius(encoder: nn.Module, downsampling: int) -> int:
     s*j - p .. s*j - p + k - 1 of a cell spanning s*j .. s*j + s - 1: it reaches max(p, k - s - p)
     pixels beyond its cell, that is ceil(that / s) latents (1 for the 8x8, stride 4, padding 2 stem)."""
     stem, *rest = _convs(encoder)
-    k, s, p = stem.kernel_size[0], stem.stride[0], stem.padding[0]
+    k, s, p = stem.kernel_size[0], stem.stride[0], cast(int, stem.padding[0])
     if stem.kernel_size != (k, k) or stem.stride != (s, s) or stem.padding != (p, p) or s != downsampling:
         raise ValueError(f"unsupported encoder stem for tiling: {stem}")
     stem_reach = math.ceil(max(p, k - s - p, 0) / s)

@@ -8,6 +8,8 @@ the integer decoder in ``raqcodec.model.exact``.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -54,3 +56,7 @@ class Decoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.shuffle(self.head(torch.relu(self.blocks(self.stem(z))))) + PIXEL_OFFSET
+
+    def residual_blocks(self) -> list[ResidualBlock]:
+        """The residual blocks in order (``blocks`` typed: iterating a Sequential yields plain Modules)."""
+        return [cast(ResidualBlock, block) for block in self.blocks]

@@ -13,6 +13,7 @@ stream also carries a CRC of the integer codebook, turning any cross-machine dif
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -39,8 +40,13 @@ def pairwise_distance(a: Tensor, b: Tensor) -> Tensor:
     return sq.clamp(min=1e-12).sqrt()
 
 
-def dkm(points: Tensor, size: int, settings: ClusterSettings = ClusterSettings(), iterations: int | None = None,
-        init: Tensor | None = None) -> Tensor:
+def dkm(
+    points: Tensor,
+    size: int,
+    settings: ClusterSettings = ClusterSettings(),
+    iterations: int | None = None,
+    init: Tensor | None = None,
+) -> Tensor:
     """Cluster ``points`` (K, d) into ``size`` centroids; differentiable w.r.t. ``points``."""
     if not 1 <= size <= points.shape[0]:
         raise ValueError(f"DKM needs 1 <= size <= {points.shape[0]}, got {size}")
@@ -61,7 +67,7 @@ def multiscale_mmd(x: Tensor, y: Tensor, scales: tuple[float, ...]) -> Tensor:
 
     def kernel(a: Tensor, b: Tensor) -> Tensor:
         sq = pairwise_distance(a, b).pow(2)
-        return sum(s * s / (s * s + sq) for s in scales)
+        return cast(Tensor, sum(s * s / (s * s + sq) for s in scales))
 
     return kernel(x, x).mean() + kernel(y, y).mean() - 2 * kernel(x, y).mean()
 

@@ -51,7 +51,7 @@ class ModelConfig:
         return {k: v for k, v in asdict(self).items() if not (k == "decoder_res_blocks" and v is None)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -5,7 +5,8 @@ interlaced passes (coarse to fine, like Adam7): a sparse lattice first, then at 
 centres of the known squares, then the remaining two edge phases. Every symbol after the first pass sees
 decoded neighbours on all sides, and each pass is one vectorised step for the decoder.
 
-The network maps the codewords of up to 20 neighbours (the 5x5 neighbourhood without its corners, each with its own projection, a learned vector where a neighbour is not decoded) plus the
+The network maps the codewords of up to 20 neighbours (the 5x5 neighbourhood without its corners, each with
+its own projection, a learned vector where a neighbour is not decoded) plus the
 pass and the codebook size to a mixture of M isotropic Gaussians in a learned r-dimensional projection of
 the latent space, centred around the mean of the decoded neighbours. The probability of codeword k is the
 mixture density at its projection, normalised over the codebook. Because it is a density over the latent
@@ -24,9 +25,26 @@ from torch import Tensor, nn
 # Neighbour slots, in units of the pass stride. The first 8 form the neighbourhood whose mean centres
 # the mixture.
 SLOT_OFFSETS: tuple[tuple[int, int], ...] = (
-    (-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1),
-    (-2, 0), (2, 0), (0, -2), (0, 2),
-    (-2, -1), (-2, 1), (-1, -2), (-1, 2), (1, -2), (1, 2), (2, -1), (2, 1),
+    (-1, -1),
+    (-1, 0),
+    (-1, 1),
+    (0, -1),
+    (0, 1),
+    (1, -1),
+    (1, 0),
+    (1, 1),
+    (-2, 0),
+    (2, 0),
+    (0, -2),
+    (0, 2),
+    (-2, -1),
+    (-2, 1),
+    (-1, -2),
+    (-1, 2),
+    (1, -2),
+    (1, 2),
+    (2, -1),
+    (2, 1),
 )
 MEAN_SLOTS = 8
 COARSE_STRIDE = 8
@@ -54,9 +72,9 @@ def pass_map(h: int, w: int) -> np.ndarray:
     s = COARSE_STRIDE // 2
     while s >= 1:
         my, mx = ys % (2 * s), xs % (2 * s)
-        out[(my == s) & (mx == s)] = p          # centres of the known squares
-        out[(my == 0) & (mx == s)] = p + 1      # horizontal edges
-        out[(my == s) & (mx == 0)] = p + 2      # vertical edges
+        out[(my == s) & (mx == s)] = p  # centres of the known squares
+        out[(my == 0) & (mx == s)] = p + 1  # horizontal edges
+        out[(my == s) & (mx == 0)] = p + 2  # vertical edges
         p += 3
         s //= 2
     return out

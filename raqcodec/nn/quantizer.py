@@ -84,6 +84,11 @@ class EMACodebook(nn.Module):
     the current batch, so no code stays dead (codebook collapse is a known VQ failure).
     """
 
+    embedding: Tensor  # buffers (register_buffer), typed for the checker
+    cluster_size: Tensor
+    embedding_sum: Tensor
+    initialized: Tensor
+
     def __init__(self, size: int, dim: int, decay: float, eps: float, dead_threshold: float = 1.0) -> None:
         super().__init__()
         self.size, self.dim, self.decay, self.eps = size, dim, decay, eps

@@ -15,6 +15,7 @@ sequence) and return what the decoder sees, plus an estimate of the refinement's
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +64,7 @@ class ConditionedDecoder(Decoder):
         level, groups = (none if level is None else level), (none if groups is None else groups)
         biases = (self.level_bias(level) + self.group_bias(groups)).split(self.bias_widths, dim=1)
         x = self.stem(z) + biases[0][:, :, None, None]
-        for block, bias in zip(self.blocks, biases[1:]):
+        for block, bias in zip(self.residual_blocks(), biases[1:]):
             # the block's own computation, with the bias added to its hidden layer
             hidden = block.conv3(torch.relu(x)) + bias[:, :, None, None]
             x = x + block.conv1(torch.relu(hidden))
@@ -87,12 +88,16 @@ class ScalarRefinement(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = ConditionedDecoder(cfg, levels)
         self.prior = nn.Sequential(
-            nn.Conv2d(latent_dim, hidden, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(latent_dim, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
             nn.Conv2d(hidden, 2 * latent_dim, 3, padding=1),
         )
-        nn.init.zeros_(self.prior[-1].weight)
-        nn.init.zeros_(self.prior[-1].bias)
+        last = cast(nn.Conv2d, self.prior[-1])
+        nn.init.zeros_(last.weight)
+        assert last.bias is not None
+        nn.init.zeros_(last.bias)
         self.log_channel_step = nn.Parameter(torch.zeros(latent_dim))
 
     def mean_scale(self, q1: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,8 +105,9 @@ class ScalarRefinement(nn.Module):
         mean, log_scale = out.chunk(2, dim=1)
         return mean, torch.exp(log_scale - 2.0)  # starts at scale e^-2 ~ the residual spread of raq-photo
 
-    def forward(self, z: Tensor, q1: Tensor, step: Tensor | None, channels: Tensor | None = None
-                ) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, z: Tensor, q1: Tensor, step: Tensor | None, channels: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """step: (N,) global step per image, or None for the base stage alone (plus its mean).
         channels: (N,) how many leading channels are refined per image (None: all); the rest stay at
         the base stage, as in a file whose trailing channel groups were trimmed."""

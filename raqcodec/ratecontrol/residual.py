@@ -56,8 +56,9 @@ def _fits(base_bits: float, group_bits: np.ndarray, budget_bits: float) -> int:
 class _LevelFit:
     """Per level of one base candidate: its symbols and how many leading groups fit (computed once)."""
 
-    def __init__(self, stage: ResidualStage, coefficients: np.ndarray, classes: np.ndarray, base_bits: float,
-                 budget_bits: float) -> None:
+    def __init__(
+        self, stage: ResidualStage, coefficients: np.ndarray, classes: np.ndarray, base_bits: float, budget_bits: float
+    ) -> None:
         self.stage, self.coefficients, self.classes = stage, coefficients, classes
         self.base_bits, self.budget_bits = base_bits, budget_bits
         self._done: dict[int, tuple[int, np.ndarray]] = {}
@@ -77,9 +78,15 @@ class _LevelFit:
         return self._fit(level)[1]
 
 
-def search(model: CodecModel, stage: ResidualStage, target: np.ndarray, grid: tuple[int, int],
-           candidates: list[BaseCandidate], budget_bytes: int,
-           section_of: Callable[[np.ndarray, int], bytes]) -> ResidualChoice | None:
+def search(
+    model: CodecModel,
+    stage: ResidualStage,
+    target: np.ndarray,
+    grid: tuple[int, int],
+    candidates: list[BaseCandidate],
+    budget_bytes: int,
+    section_of: Callable[[np.ndarray, int], bytes],
+) -> ResidualChoice | None:
     """The closest coding under ``budget_bytes`` (index section + residual sections + their lengths).
     ``target``: the image padded to the base grid (4h x 4w x 3 uint8)."""
     budget_bits = 8.0 * budget_bytes
@@ -109,21 +116,25 @@ def search(model: CodecModel, stage: ResidualStage, target: np.ndarray, grid: tu
                 best = (error, cand, level, groups, base, classes, coefficients)
     if best is None:
         return None
-    error, cand, level, groups, base, classes, coefficients = best
+    error, cand, chosen, groups, base, classes, coefficients = best
     index_section = cand.section if cand.section is not None else section_of(cand.indices, cand.size)
     sections: list[bytes] = []
-    if level is not None:
-        symbols = stage.quantize(coefficients, level)
-        sections = stage.encode_groups(symbols, classes, level, groups)
+    if chosen is not None:
+        symbols = stage.quantize(coefficients, chosen)
+        sections = stage.encode_groups(symbols, classes, chosen, groups)
     while sections and len(index_section) + sum(len(s) + SECTION_LENGTH_BYTES for s in sections) > budget_bytes:
         sections.pop()  # the estimate was the ideal information: drop the finest detail first
     if len(index_section) > budget_bytes:
         return None
-    return ResidualChoice(cand.size, cand.indices, index_section, level if sections else None, sections, error)
+    return ResidualChoice(cand.size, cand.indices, index_section, chosen if sections else None, sections, error)
 
 
-def ladder_candidates(quantize: Callable[[int], np.ndarray], estimated_bits: Callable[[int], int],
-                      size_range: tuple[int, int], budget_bytes: int) -> list[BaseCandidate]:
+def ladder_candidates(
+    quantize: Callable[[int], np.ndarray],
+    estimated_bits: Callable[[int], int],
+    size_range: tuple[int, int],
+    budget_bytes: int,
+) -> list[BaseCandidate]:
     """Nearest-neighbour grids of the ladder's sizes that leave room in the budget."""
     out = []
     for size in SIZE_LADDER:
@@ -132,4 +143,3 @@ def ladder_candidates(quantize: Callable[[int], np.ndarray], estimated_bits: Cal
             if bits <= 8.0 * budget_bytes:
                 out.append(BaseCandidate(size, quantize(size), bits))
     return out
-

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from torch import Tensor
 
 from ..entropy.coders import IndexCoder
 from ..errors import BudgetError
@@ -61,7 +62,7 @@ class BudgetSession:
 
     model: CodecModel
     coder: IndexCoder
-    rows: object  # the encoder's latents (CodecModel.analyse)
+    rows: Tensor  # the encoder's latent rows (CodecModel.analyse)
     grid: tuple[int, int]  # index grid (h, w)
     rgb: np.ndarray  # the source pixels, unpadded (refinement compares decodes with them)
     padded: np.ndarray  # the source padded to the grid (the residual stage codes its difference)
@@ -79,8 +80,9 @@ class BudgetSession:
 
     def refined(self, size: int, steps: int) -> np.ndarray:
         """Indices after ``steps`` of decoder-aware refinement (``raqcodec.model.refine``)."""
-        return self.model.refined_indices(self.rows, self.grid, self.rgb, self.adapter, size, steps,
-                                          self.positions).astype(np.int32)
+        return self.model.refined_indices(
+            self.rows, self.grid, self.rgb, self.adapter, size, steps, self.positions
+        ).astype(np.int32)
 
     def path(self, size: int, steps: int) -> RefinementPath:
         return self.model.refinement_path(self.rows, self.grid, self.rgb, self.adapter, size, steps, self.positions)
@@ -92,8 +94,9 @@ class BudgetSession:
     def estimated_bits(self, size: int) -> int:
         """Estimated section bits of the nearest-neighbour grid at ``size`` (one estimate per size)."""
         if size not in self._estimates:
-            self._estimates[size] = self.coder.estimate_bits(self.quantize(size).reshape(self.grid),
-                                                             self.model.codebook(self.adapter, size))
+            self._estimates[size] = self.coder.estimate_bits(
+                self.quantize(size).reshape(self.grid), self.model.codebook(self.adapter, size)
+            )
         return self._estimates[size]
 
     def grid_bits(self, indices: np.ndarray, size: int) -> int:
@@ -101,8 +104,11 @@ class BudgetSession:
         refined grids are scored at their size's nearest-neighbour sharpness (no search of their own)."""
         if np.array_equal(indices, self.quantize(size)):
             return self.estimated_bits(size)
-        return self.coder.estimate_bits(indices.reshape(self.grid), self.model.codebook(self.adapter, size),
-                                        like=self.quantize(size).reshape(self.grid))
+        return self.coder.estimate_bits(
+            indices.reshape(self.grid),
+            self.model.codebook(self.adapter, size),
+            like=self.quantize(size).reshape(self.grid),
+        )
 
 
 @dataclass
@@ -118,9 +124,14 @@ class BudgetFit:
     notes: list[str] = field(default_factory=list)
 
 
-def fit_budget(session: BudgetSession, bpp: float, overhead: int, refine: int,
-               settings: SearchSettings = DEFAULT_SEARCH, done: Callable[[str], None] = lambda stage: None
-               ) -> BudgetFit:
+def fit_budget(
+    session: BudgetSession,
+    bpp: float,
+    overhead: int,
+    refine: int,
+    settings: SearchSettings = DEFAULT_SEARCH,
+    done: Callable[[str], None] = lambda stage: None,
+) -> BudgetFit:
     """The closest grid (and residual sections) whose file of ``overhead`` bytes plus the sections fits
     ``bpp``; raises BudgetError when even the smallest codebook does not. ``refine``: the refinement
     steps asked for (0: none). ``done(stage)`` marks the end of each stage (timings)."""
@@ -131,8 +142,10 @@ def fit_budget(session: BudgetSession, bpp: float, overhead: int, refine: int,
 
     def describe(lo_bytes: int, hi_bytes: int) -> str:
         lo_bpp, hi_bpp = (lo_bytes + overhead) * 8 / pixels, (hi_bytes + overhead) * 8 / pixels
-        return (f"{bpp:g} bpp is below what model {m.name} can reach for this image: "
-                f"{lo_bpp:.3f} to {hi_bpp:.3f} bpp (codebook sizes {m.size_range[0]}..{m.size_range[1]})")
+        return (
+            f"{bpp:g} bpp is below what model {m.name} can reach for this image: "
+            f"{lo_bpp:.3f} to {hi_bpp:.3f} bpp (codebook sizes {m.size_range[0]}..{m.size_range[1]})"
+        )
 
     choice = choose_size(session.quantize, m.size_range, budget, describe, session.section, session.estimated_bits)
     size, indices, section = choice.size, choice.indices, choice.section
@@ -145,27 +158,45 @@ def fit_budget(session: BudgetSession, bpp: float, overhead: int, refine: int,
 
         def largest_fitting(below: int, section_bytes: int) -> int | None:
             try:
-                return choose_size(session.quantize, (m.size_range[0], below), section_bytes, describe,
-                                   session.section, session.estimated_bits).size
+                return choose_size(
+                    session.quantize,
+                    (m.size_range[0], below),
+                    section_bytes,
+                    describe,
+                    session.section,
+                    session.estimated_bits,
+                ).size
             except BudgetError:
                 return None
 
         size, indices, section, limited = refine_under_budget(
-            choice, functools.partial(session.path, steps=steps), budget, m.size_range, session.section,
-            session.grid_bits, largest_fitting, settings)
+            choice,
+            functools.partial(session.path, steps=steps),
+            budget,
+            m.size_range,
+            session.section,
+            session.grid_bits,
+            largest_fitting,
+            settings,
+        )
         done("refinement search")
     fit = BudgetFit(size, indices, section)
     used = (len(section) + overhead) * 8 / pixels
     if limited and used < settings.unused_share * bpp:
         with_steps = f" with {steps} refinement steps" if steps else " (no refinement)"
-        fit.budget_unused = (f"--bpp {bpp:g} is more than model {m.name} can use for this image, so the budget "
-                             f"is not used up: its largest codebook (K~={size}){with_steps} takes {used:.3f} bpp")
+        fit.budget_unused = (
+            f"--bpp {bpp:g} is more than model {m.name} can use for this image, so the budget "
+            f"is not used up: its largest codebook (K~={size}){with_steps} takes {used:.3f} bpp"
+        )
         fit.notes.append(fit.budget_unused)
     if m.residual is not None:
         # the residual stage competes with the base stage's own best (refined indices included)
         candidates = [BaseCandidate(size, indices, 8.0 * len(section), section)]
-        candidates += [c for c in ladder_candidates(session.quantize, session.estimated_bits, m.size_range, budget)
-                       if c.size != size]
+        candidates += [
+            c
+            for c in ladder_candidates(session.quantize, session.estimated_bits, m.size_range, budget)
+            if c.size != size
+        ]
         found = residual_search(m, m.residual, session.padded, session.grid, candidates, budget, session.section)
         if found is not None and found.sections:
             fit.size, fit.indices, fit.section = found.size, found.indices, found.index_section
@@ -188,11 +219,16 @@ class _Fit:
     growth: int | None  # estimated bytes of the first closer step that does not fit, over nearest neighbour's
 
 
-def refine_under_budget(choice: RateChoice, path: Callable[[int], RefinementPath], budget: int,
-                        size_range: tuple[int, int], section_of: SectionCoder,
-                        estimate_bits: Callable[[np.ndarray, int], int],
-                        largest_fitting: Callable[[int, int], int | None],
-                        settings: SearchSettings = DEFAULT_SEARCH) -> tuple[int, np.ndarray, bytes, bool]:
+def refine_under_budget(
+    choice: RateChoice,
+    path: Callable[[int], RefinementPath],
+    budget: int,
+    size_range: tuple[int, int],
+    section_of: SectionCoder,
+    estimate_bits: Callable[[np.ndarray, int], int],
+    largest_fitting: Callable[[int, int], int | None],
+    settings: SearchSettings = DEFAULT_SEARCH,
+) -> tuple[int, np.ndarray, bytes, bool]:
     """The refined grid that decodes closest among those whose section fits ``budget`` bytes, and whether
     the model rather than the budget was the limit (the largest size won with every step of its path).
 
@@ -236,8 +272,14 @@ def refine_under_budget(choice: RateChoice, path: Callable[[int], RefinementPath
     return top.size, top.indices, top.section, top.size == size_range[1] and top.growth is None
 
 
-def best_fitting(path: RefinementPath, size: int, budget: int, section_of: SectionCoder,
-                 estimate_bits: Callable[[np.ndarray, int], int], confirm_tries: int = 3) -> _Fit | None:
+def best_fitting(
+    path: RefinementPath,
+    size: int,
+    budget: int,
+    section_of: SectionCoder,
+    estimate_bits: Callable[[np.ndarray, int], int],
+    confirm_tries: int = 3,
+) -> _Fit | None:
     """The closest step of a refinement path whose section fits ``budget`` bytes, or None.
 
     Along the steps that improve on every earlier one the error falls and the bits mostly rise. The

@@ -9,10 +9,11 @@ monotonically, so a search on the size estimate (interpolating in log K~) finds 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
+
 from ..errors import BudgetError
 
 
@@ -28,14 +29,18 @@ SizeEstimate = Callable[[int], int]  # size -> estimated section bits of that si
 
 
 def choose_size(
-    quantize: Callable[[int], np.ndarray], size_range: tuple[int, int], section_budget_bytes: int,
-    describe_budget: Callable[[int, int], str], encode: SectionCoder, estimated_bits: SizeEstimate,
+    quantize: Callable[[int], np.ndarray],
+    size_range: tuple[int, int],
+    section_budget_bytes: int,
+    describe_budget: Callable[[int, int], str],
+    encode: SectionCoder,
+    estimated_bits: SizeEstimate,
 ) -> RateChoice:
     """Largest size in ``size_range`` whose index section fits ``section_budget_bytes``.
 
     ``quantize(size)`` returns the index array for a codebook size; ``encode(indices, size)`` is the index
-    coder's, ``estimated_bits(size)`` its estimate for ``quantize(size)``. ``describe_budget(lo_bytes, hi_bytes)`` words the error when even the
-    smallest codebook does not fit.
+    coder's, ``estimated_bits(size)`` its estimate for ``quantize(size)``. ``describe_budget(lo_bytes,
+    hi_bytes)`` words the error when even the smallest codebook does not fit.
     """
     lo, hi = size_range
     budget_bits = section_budget_bytes * 8

@@ -25,7 +25,9 @@ def build_sources(recipe: Recipe, data: list[Path]) -> tuple[FolderSource | Tens
         train_tar = [p for p in tarballs if "test" not in p.name] or tarballs
         images = torch.cat([read_cifar_tar(p) for p in train_tar])
         test = [p.with_name(p.name.replace("train", "test")) for p in train_tar]
-        val = read_cifar_tar(test[0], limit=512).float() / 255.0 if test[0].exists() and test[0] != train_tar[0] else None
+        val = (
+            read_cifar_tar(test[0], limit=512).float() / 255.0 if test[0].exists() and test[0] != train_tar[0] else None
+        )
         return TensorSource(images), val
     files = list_images(data)
     if not files:

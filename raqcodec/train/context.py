@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -22,8 +22,8 @@ from safetensors.torch import load_file, save_file
 from ..entropy.context import freeze
 from ..entropy.order0 import empirical_entropy_bits
 from ..io.atomic import atomic_path
-from ..model.loaded import CodecModel
 from ..model.files import CONTEXT_PREFIX, read_model_file, write_model_file
+from ..model.loaded import CodecModel
 from ..nn.context import ContextConfig, ContextNet, context_slots, pass_map
 from .context_data import collect_grids, load_grids, save_grids
 from .data import list_images
@@ -45,8 +45,9 @@ def _passes(h: int, w: int) -> np.ndarray:
     return pass_map(h, w)
 
 
-def grid_samples(grid: np.ndarray, size: int, positions: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def grid_samples(
+    grid: np.ndarray, size: int, positions: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(slots (n, S), pass ids (n,), targets (n,)) for the given flat positions (default: all)."""
     h, w = grid.shape
     passes = _passes(h, w)
@@ -55,16 +56,18 @@ def grid_samples(grid: np.ndarray, size: int, positions: np.ndarray | None = Non
     return context_slots(grid, passes, ys, xs, size), passes[ys, xs], grid[ys, xs]
 
 
-def bits(net: ContextNet, book: torch.Tensor, grid: np.ndarray, size: int,
-         positions: np.ndarray | None = None) -> torch.Tensor:
+def bits(
+    net: ContextNet, book: torch.Tensor, grid: np.ndarray, size: int, positions: np.ndarray | None = None
+) -> torch.Tensor:
     """Total cross-entropy in bits of the chosen positions of a grid under the float model."""
     slots, pass_ids, targets = (torch.from_numpy(a) for a in grid_samples(grid, size, positions))
     logp = net.log_probs(book, slots, pass_ids, size)
     return -logp.gather(1, targets[:, None]).sum() / math.log(2)
 
 
-def evaluate(net: ContextNet, books: Callable[[int], torch.Tensor], grids: list[tuple[int, np.ndarray]]
-             ) -> dict[str, float]:
+def evaluate(
+    net: ContextNet, books: Callable[[int], torch.Tensor], grids: list[tuple[int, np.ndarray]]
+) -> dict[str, float]:
     """Ratio of model bits to order-0 entropy, summed per size band (K~ < 32, < 256, >= 256)."""
     sums: dict[str, list[float]] = {}
     with torch.no_grad():
@@ -76,9 +79,15 @@ def evaluate(net: ContextNet, books: Callable[[int], torch.Tensor], grids: list[
     return {band: round(b / h0, 4) for band, (b, h0) in sorted(sums.items())}
 
 
-def train_context(model: CodecModel, train: list[tuple[int, np.ndarray]], valid: list[tuple[int, np.ndarray]],
-                  cfg: ContextTrainConfig, out: Path, net_cfg: ContextConfig | None = None,
-                  log: Callable[[str], None] = print) -> ContextNet:
+def train_context(
+    model: CodecModel,
+    train: list[tuple[int, np.ndarray]],
+    valid: list[tuple[int, np.ndarray]],
+    cfg: ContextTrainConfig,
+    out: Path,
+    net_cfg: ContextConfig | None = None,
+    log: Callable[[str], None] = print,
+) -> ContextNet:
     """Train (resuming from ``out/context.safetensors`` if present); logs JSONL to ``out/log.jsonl``."""
     torch.manual_seed(cfg.seed)
     net = ContextNet(net_cfg or ContextConfig(latent_dim=model.config.latent_dim))
@@ -113,8 +122,12 @@ def train_context(model: CodecModel, train: list[tuple[int, np.ndarray]], valid:
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
             ratios = evaluate(net, book, valid)
-            record = {"step": done, "train_bits": round(float(loss.detach()), 4), "valid_ratio_to_order0": ratios,
-                      "seconds": round(time.time() - started, 1)}
+            record = {
+                "step": done,
+                "train_bits": round(float(loss.detach()), 4),
+                "valid_ratio_to_order0": ratios,
+                "seconds": round(time.time() - started, 1),
+            }
             with open(out / "log.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             log(json.dumps(record))
@@ -124,8 +137,9 @@ def train_context(model: CodecModel, train: list[tuple[int, np.ndarray]], valid:
     return net
 
 
-def prepare_grids(model: CodecModel, data: list[Path], out: Path, cfg: ContextTrainConfig
-                  ) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]]]:
+def prepare_grids(
+    model: CodecModel, data: list[Path], out: Path, cfg: ContextTrainConfig
+) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]]]:
     """(train, validation) grids, cached in ``out`` so a resumed run sees the same data. Validation
     holds out whole photos (the last ``valid_fraction`` of the sorted file list)."""
     out.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,9 @@ def draw_sizes(size_range: tuple[int, int], count: int, generator: torch.Generat
 
 
 @torch.no_grad()
-def collect_grids(model: CodecModel, paths: list[Path], sizes_per_image: int, seed: int,
-                  max_short_side: int = 384) -> list[tuple[int, np.ndarray]]:
+def collect_grids(
+    model: CodecModel, paths: list[Path], sizes_per_image: int, seed: int, max_short_side: int = 384
+) -> list[tuple[int, np.ndarray]]:
     """(K~, h x w int64 index grid) pairs: every photo at ``sizes_per_image`` random sizes."""
     generator = torch.Generator().manual_seed(seed)
     f = model.config.downsampling
@@ -44,7 +45,7 @@ def collect_grids(model: CodecModel, paths: list[Path], sizes_per_image: int, se
 
 def save_grids(path: Path, grids: list[tuple[int, np.ndarray]]) -> None:
     arrays = {f"g{i}": g.astype(np.uint16) for i, (_, g) in enumerate(grids)}  # K~ <= 65535
-    np.savez_compressed(path, sizes=np.array([k for k, _ in grids], np.int64), **arrays)
+    np.savez_compressed(path, sizes=np.array([k for k, _ in grids], np.int64), **arrays)  # type: ignore[arg-type]
 
 
 def load_grids(path: Path) -> list[tuple[int, np.ndarray]]:

@@ -38,12 +38,12 @@ def load_rgb(path: Path, max_short_side: int) -> Tensor:
     with Image.open(path) as img:
         if img.format == "JPEG":
             img.draft("RGB", (max_short_side * 2, max_short_side * 2))  # cheap 1/2^n decode, still >= target
-        img = ImageOps.exif_transpose(img).convert("RGB")
-        short = min(img.size)
+        rgb = ImageOps.exif_transpose(img).convert("RGB")
+        short = min(rgb.size)
         if short > max_short_side:
             scale = max_short_side / short
-            img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
-        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
+            rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.LANCZOS)
+        return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
 
 
 class FolderSource:
@@ -60,7 +60,7 @@ class FolderSource:
         self.images, self.crop, self.scale_min = usable, crop, scale_min
 
     @classmethod
-    def from_paths(cls, paths: list[Path], crop: int, scale_min: float, max_short_side: int = 512) -> "FolderSource":
+    def from_paths(cls, paths: list[Path], crop: int, scale_min: float, max_short_side: int = 512) -> FolderSource:
         return cls([load_rgb(p, max_short_side) for p in paths], crop, scale_min)
 
     def batch(self, size: int, generator: torch.Generator) -> Tensor:
@@ -74,8 +74,9 @@ class FolderSource:
             left = int(torch.randint(w - side + 1, (1,), generator=generator))
             patch = img[:, top : top + side, left : left + side].float()[None] / 255.0
             if side != self.crop:
-                patch = F.interpolate(patch, size=(self.crop, self.crop), mode="bilinear", antialias=True,
-                                      align_corners=False).clamp(0, 1)
+                patch = F.interpolate(
+                    patch, size=(self.crop, self.crop), mode="bilinear", antialias=True, align_corners=False
+                ).clamp(0, 1)
             if bool(torch.rand((), generator=generator) < 0.5):
                 patch = patch.flip(-1)
             out[i] = patch[0]

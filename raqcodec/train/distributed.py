@@ -32,15 +32,16 @@ class Cluster:
         return self.world_size > 1
 
     @classmethod
-    def from_environment(cls, device: torch.device) -> "Cluster":
+    def from_environment(cls, device: torch.device) -> Cluster:
         """Join torchrun's process group if this process was started by it (WORLD_SIZE > 1)."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        return cls(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                   local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(
+            rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0"))
+        )
 
     # -- collectives (no-ops for a single process) ---------------------------------------------------
     def broadcast_int(self, value: int, device: torch.device) -> int:

@@ -43,7 +43,8 @@ def training_summary(run_dir: Path) -> dict[str, Any]:
         "logged_steps": len(by_step),
         "train_seconds": round(sum(r.get("seconds", 0.0) for r in by_step.values()), 1),
         "last_validation": {k: v for k, v in validation[-1].items() if k == "step" or k.startswith("psnr")}
-        if validation else None,
+        if validation
+        else None,
     }
 
 
@@ -58,8 +59,11 @@ def export_run(run_dir: Path, name: str, out_dir: Path, data: list[Path], descri
     fixed = recipe.train.mode == "fixed"
     tensors = freeze(model, calibration_batch(data), fixed=fixed)
     # A fixed-rate model codes with its base codebook only: its codebook range is K..K.
-    config = replace(recipe.model, k_min=recipe.model.codebook_size, k_max=recipe.model.codebook_size) \
-        if fixed else recipe.model
+    config = (
+        replace(recipe.model, k_min=recipe.model.codebook_size, k_max=recipe.model.codebook_size)
+        if fixed
+        else recipe.model
+    )
     weights = out_dir / f"{name}.safetensors"
     fp = write_model_file(weights, name, config, tensors)
     card: dict[str, Any] = {
@@ -83,4 +87,3 @@ def export_run(run_dir: Path, name: str, out_dir: Path, data: list[Path], descri
     }
     write_card(weights.with_suffix(".json"), card)
     return card
-

@@ -61,7 +61,7 @@ class Recipe:
         return {"name": self.name, "model": self.model.to_dict(), "train": self.train.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], name: str) -> "Recipe":
+    def from_dict(cls, data: dict[str, Any], name: str) -> Recipe:
         train, model = data.get("train", {}), data.get("model", {})
         known = {f.name for f in fields(TrainConfig)}
         if set(train) - known:
@@ -91,8 +91,11 @@ def _check_types(table: str, defaults: Any, values: dict[str, Any]) -> None:
 
 
 def builtin_recipes() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files(__package__).joinpath("recipes").iterdir()
-                  if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml")
+        for p in resources.files(__package__).joinpath("recipes").iterdir()
+        if p.name.endswith(".toml")
+    )
 
 
 def load_recipe(name_or_path: str, overrides: dict[str, Any] | None = None) -> Recipe:

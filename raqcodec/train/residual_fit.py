@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.loaded import CodecModel
 from ..model.files import read_model_file, write_card, write_model_file
+from ..model.loaded import CodecModel
 from ..model.registry import resolve
 from ..model.residual import ACTIVITY_CLASSES, COEFFICIENTS, ResidualStage, freeze, pad_to_blocks, to_blocks
 from .data import list_images, load_rgb
@@ -55,11 +55,15 @@ def fit(model: CodecModel, photos: list[Path], seed: int) -> tuple[np.ndarray, n
     klt = vectors[:, order].T
     coefficients = np.abs(x @ klt.T)
     overall = coefficients.mean(0)
-    mean_abs = np.stack([coefficients[c == k].mean(0) if np.sum(c == k) >= 64 else overall
-                         for k in range(ACTIVITY_CLASSES)])
-    stats = {"blocks": len(x), "photos": len(photos),
-             "blocks_per_class": np.bincount(c, minlength=ACTIVITY_CLASSES).tolist(),
-             "energy_in_first_24": float(eigenvalues[order][:24].sum() / eigenvalues.sum())}
+    mean_abs = np.stack(
+        [coefficients[c == k].mean(0) if np.sum(c == k) >= 64 else overall for k in range(ACTIVITY_CLASSES)]
+    )
+    stats = {
+        "blocks": len(x),
+        "photos": len(photos),
+        "blocks_per_class": np.bincount(c, minlength=ACTIVITY_CLASSES).tolist(),
+        "energy_in_first_24": float(eigenvalues[order][:24].sum() / eigenvalues.sum()),
+    }
     return klt, np.maximum(mean_abs, 1e-3), stats
 
 
@@ -81,8 +85,13 @@ def main(argv: list[str] | None = None) -> None:
     klt, mean_abs, stats = fit(model, photos, args.seed)
     tensors = {**source.tensors, **freeze(klt, mean_abs)}
     fingerprint = write_model_file(args.out / f"{args.name}.safetensors", args.name, source.config, tensors)
-    stats.update(seconds=round(time.time() - started, 1), base=args.base, fingerprint=fingerprint,
-                 images_listed=len(list_images(args.data)), seed=args.seed)
+    stats.update(
+        seconds=round(time.time() - started, 1),
+        base=args.base,
+        fingerprint=fingerprint,
+        images_listed=len(list_images(args.data)),
+        seed=args.seed,
+    )
     write_card(args.out / f"{args.name}.json", card(args.name, source.config.to_dict(), stats))
     print(json.dumps(stats))
 
@@ -92,7 +101,7 @@ def card(name: str, architecture: dict, fit_stats: dict) -> dict:
     return {
         "name": name,
         "description": f"Model v2: {fit_stats['base']} plus a residual stage (8x8 RGB KLT, 32 step levels), "
-                       "format 3, 0.03 to beyond 1 bpp",
+        "format 3, 0.03 to beyond 1 bpp",
         "fingerprint": fit_stats["fingerprint"],
         "architecture": architecture,
         "codebook_size": architecture["codebook_size"],

@@ -23,16 +23,17 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..model.files import read_model_file
+from ..model.registry import resolve
 from ..nn.quantizer import from_rows, nearest_indices, to_rows
 from ..nn.raq import RAQModel
 from ..nn.stages import ResidualVQ, ScalarRefinement
-from ..model.registry import resolve
 from .data import FolderSource, center_crops, list_images, load_rgb
 from .state import load_training_state, read_info, save_training_state
 
@@ -109,10 +110,13 @@ class StageTrainer:
             self.stage = ResidualVQ(cfg.latent_dim, recipe.rvq_stages, recipe.rvq_size)
             autoencoder = list(self.model.encoder.parameters()) + list(self.model.decoder.parameters())
             own = list(self.stage.parameters())
-        self.optimizer = torch.optim.AdamW([
-            {"params": autoencoder, "lr": recipe.lr_autoencoder, "base_lr": recipe.lr_autoencoder},
-            {"params": own, "lr": recipe.lr_stage, "base_lr": recipe.lr_stage},
-        ], weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": autoencoder, "lr": recipe.lr_autoencoder, "base_lr": recipe.lr_autoencoder},
+                {"params": own, "lr": recipe.lr_stage, "base_lr": recipe.lr_stage},
+            ],
+            weight_decay=0.0,
+        )
         self.generator = torch.Generator().manual_seed(recipe.seed)
         self.step = 0
         self.commit_ref = 1.0
@@ -132,8 +136,9 @@ class StageTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * warm * (0.05 + 0.95 * cosine)
 
-    def reconstruct(self, x: Tensor, size: int, level: Tensor | None, sizes: list[int] | None = None,
-                    channels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def reconstruct(
+        self, x: Tensor, size: int, level: Tensor | None, sizes: list[int] | None = None, channels: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(reconstruction, refinement bits per image, commitment, extra loss). ``level`` (N,): the scalar
         design's step level per image, None for the base stage alone; ``channels``: refined channels."""
         z = self.model.encoder(x)
@@ -184,14 +189,25 @@ class StageTrainer:
         torch.nn.utils.clip_grad_norm_(self.modules().parameters(), 5.0)
         self.optimizer.step()
         self.step += 1
-        return {"step": self.step, "size": size, "refine": refine, "psnr": float((-10 * torch.log10(mse.detach())).mean()),
-                "bpp_refinement": float(bpp.detach().mean()), "commitment": float(commitment.detach())}
+        return {
+            "step": self.step,
+            "size": size,
+            "refine": refine,
+            "psnr": float((-10 * torch.log10(mse.detach())).mean()),
+            "bpp_refinement": float(bpp.detach().mean()),
+            "commitment": float(commitment.detach()),
+        }
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def save(self, path: Path, elapsed: float) -> None:
         info = {"step": self.step, "elapsed_s": elapsed, "commit_ref": self.commit_ref, "recipe": asdict(self.r)}
-        save_training_state(path, self.modules(), self.optimizer,
-                            {"rng.data": self.generator.get_state(), "rng.torch": torch.get_rng_state()}, info)
+        save_training_state(
+            path,
+            self.modules(),
+            self.optimizer,
+            {"rng.data": self.generator.get_state(), "rng.torch": torch.get_rng_state()},
+            info,
+        )
 
     def load(self, path: Path) -> float:
         info = load_training_state(path, self.modules(), self.optimizer, self.generator)
@@ -211,10 +227,13 @@ def validate(trainer: StageTrainer, crops: Tensor) -> dict[str, float]:
     out: dict[str, float] = {}
     trainer.modules().eval()
     pixels = crops.shape[2] * crops.shape[3]
-    points: list[tuple[str, int, Tensor | None, list[int] | None]] = [("k64", 64, None, None), ("k1024", 1024, None, None)]
+    points: list[tuple[str, int, Tensor | None, list[int] | None]] = [
+        ("k64", 64, None, None),
+        ("k1024", 1024, None, None),
+    ]
     if isinstance(trainer.stage, ScalarRefinement):
-        for level in (4, 10, 16):
-            points.append((f"k256_level{level}", 256, torch.full((crops.shape[0],), level), None))
+        for step_level in (4, 10, 16):
+            points.append((f"k256_level{step_level}", 256, torch.full((crops.shape[0],), step_level), None))
     else:
         points += [("k256_r256", 256, None, [256]), ("k1024_r1024x2", 1024, None, [1024, 1024])]
     for name, size, level, sizes in points:
@@ -235,8 +254,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--planned-steps", type=int, default=None)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a recipe field of a new run, e.g. lr_autoencoder=5e-4")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a recipe field of a new run, e.g. lr_autoencoder=5e-4",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     state = args.out / "state.safetensors"
@@ -260,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     if trainer.step == 0:
         log.write(json.dumps({"step": 0, "validation": validate(trainer, crops)}) + "\n")
     while time.monotonic() - start < args.minutes * 60 and trainer.step < recipe.planned_steps:
-        metrics = trainer.train_step(source.batch(recipe.batch_size, trainer.generator))
+        metrics: dict[str, Any] = trainer.train_step(source.batch(recipe.batch_size, trainer.generator))
         if trainer.step % 50 == 0:
             metrics["elapsed_s"] = elapsed + time.monotonic() - start
             if trainer.step % 500 == 0:

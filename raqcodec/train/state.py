@@ -30,8 +30,9 @@ def save_training_state(
 ) -> None:
     """``rng_states`` maps ``rng_key(kind, rank)`` to uint8 states: every rank's, so a data-parallel run
     resumes exactly too."""
-    tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous()
-                                        for k, v in model.state_dict().items()}
+    tensors: dict[str, torch.Tensor] = {
+        f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+    }
     opt = optimizer.state_dict()
     for pid, pstate in opt["state"].items():
         for key, value in pstate.items():
@@ -49,7 +50,10 @@ def read_info(path: Path) -> dict[str, Any]:
 
 
 def load_training_state(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, generator: torch.Generator | None,
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    generator: torch.Generator | None,
     rank: int = 0,
 ) -> dict[str, Any]:
     """Restore a checkpoint. A rank whose RNG state the checkpoint lacks (more ranks than were saved)

@@ -10,20 +10,20 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..eval.metrics import psnr
 from ..nn.quantizer import to_rows
 from ..nn.raq import RAQModel
+from ..progress import progress_bar
 from .data import BatchSource
-from .recipe import Recipe
 from .distributed import Cluster
+from .recipe import Recipe
 from .state import latest_checkpoint, load_training_state, rng_key, save_training_state
 from .warmstart import warm_start
 
@@ -128,8 +128,13 @@ def train(
         (out_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
     cluster.barrier()
     # DDP averages gradients; buffers (the EMA codebook) are kept in step by hand below.
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                  broadcast_buffers=False) if cluster.active else model
+    net = (
+        DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+        if cluster.active
+        else model
+    )
     codebook = model.codebook
     ema_buffers = (codebook.embedding, codebook.embedding_sum, codebook.cluster_size)
     stop_at = min(t.steps, max_steps) if max_steps is not None else t.steps
@@ -146,14 +151,20 @@ def train(
             for rank, part in enumerate(cluster.gather_bytes(state, device)):
                 rng[rng_key(kind, rank)] = part
         if cluster.is_main:
-            save_training_state(path, model, optimizer, rng, {"step": step, "recipe": recipe.to_dict(),
-                                                               "world_size": cluster.world_size})
+            save_training_state(
+                path,
+                model,
+                optimizer,
+                rng,
+                {"step": step, "recipe": recipe.to_dict(), "world_size": cluster.world_size},
+            )
             for old in sorted(out_dir.glob("step-*.safetensors"))[:-2]:  # keep the two newest
                 old.unlink()
         return path
 
-    progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), disable=not (show_progress and cluster.is_main))
+    progress = progress_bar(
+        show_progress and cluster.is_main, label="[bold]train[/]", fields="{task.fields[info]}", eta=True
+    )
     last = resume_from
     log = (out_dir / "log.jsonl").open("a", encoding="utf-8") if cluster.is_main else None
     try:
@@ -181,9 +192,15 @@ def train(
                 restarted = codebook.apply_statistics(counts, sums, out.rows, generator)
                 cluster.broadcast_(*ema_buffers)  # dead-code restarts drew rank 0's latents
                 step += 1
-                record = {"step": step, "k": size, "lr": learning_rate(recipe, step - 1),
-                          "grad_norm": float(grad_norm), "dead_restarts": restarted,
-                          "seconds": round(time.monotonic() - tick, 4), **out.metrics}
+                record = {
+                    "step": step,
+                    "k": size,
+                    "lr": learning_rate(recipe, step - 1),
+                    "grad_norm": float(grad_norm),
+                    "dead_restarts": restarted,
+                    "seconds": round(time.monotonic() - tick, 4),
+                    **out.metrics,
+                }
                 if cluster.is_main and validation is not None and (step % t.validate_every == 0 or step == t.steps):
                     record.update(validate(model, validation, t.validation_sizes))
                 if log is not None:

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from ..model.files import CONTEXT_PREFIX, read_model_file
-from ..nn.raq import RAQModel
 from ..model.registry import resolve
+from ..nn.raq import RAQModel
 
 STEP_EMBEDDING = "adapter.step_embedding"
 
@@ -42,8 +42,7 @@ def warm_start(model: RAQModel, name_or_path: str, latents_per_batch: int) -> li
             loaded[name] = extended
             grown.append(name)
         else:
-            raise ValueError(f"warm start: {name} is {tuple(value.shape)} in {source.name}, "
-                             f"{tuple(target.shape)} here")
+            raise ValueError(f"warm start: {name} is {tuple(value.shape)} in {source.name}, {tuple(target.shape)} here")
     with torch.no_grad():
         for name in state:
             if name in loaded or not name.startswith("decoder.blocks."):
@@ -62,8 +61,11 @@ def warm_start(model: RAQModel, name_or_path: str, latents_per_batch: int) -> li
         book.embedding_sum.copy_(book.embedding * book.cluster_size[:, None])
         book.initialized.fill_(True)
     # A fixed-rate model ships no adapter: the adapter then starts fresh.
-    fresh = ("codebook.", "decoder.blocks.", "adapter.") if not any(k.startswith("adapter.") for k in weights) \
+    fresh = (
+        ("codebook.", "decoder.blocks.", "adapter.")
+        if not any(k.startswith("adapter.") for k in weights)
         else ("codebook.", "decoder.blocks.")
+    )
     missing = [n for n in state if n not in loaded and not n.startswith(fresh)]
     if missing:
         raise ValueError(f"warm start: {source.name} lacks {', '.join(missing[:4])}")

@@ -20,29 +20,39 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # conftest's image generator
 
+from conftest import smooth_image  # noqa: E402
+
 import raqcodec  # noqa: E402
 from raqcodec.io import bitstream  # noqa: E402
-from conftest import smooth_image  # noqa: E402
 
 
 def cases() -> dict[str, tuple[Image.Image, int]]:
     rgb = smooth_image(48, 64, seed=7)
-    gray16 = Image.fromarray((smooth_image(40, 36, seed=8)[:, :, 0].astype(np.uint16) * 257))
+    gray16 = Image.fromarray(smooth_image(40, 36, seed=8)[:, :, 0].astype(np.uint16) * 257)
     alpha = np.tile(np.arange(40, dtype=np.uint8) * 6, (32, 1))
     rgba = Image.fromarray(np.dstack([smooth_image(32, 40, seed=9), alpha]))
-    return {"rgb-k4": (Image.fromarray(rgb), 4), "rgb-k64": (Image.fromarray(rgb), 64),
-            "rgb-k1024": (Image.fromarray(rgb), 1024), "gray16-k32": (gray16, 32), "rgba-k128": (rgba, 128)}
+    return {
+        "rgb-k4": (Image.fromarray(rgb), 4),
+        "rgb-k64": (Image.fromarray(rgb), 64),
+        "rgb-k1024": (Image.fromarray(rgb), 1024),
+        "gray16-k32": (gray16, 32),
+        "rgba-k128": (rgba, 128),
+    }
 
 
 def cases_v3() -> dict[str, tuple[Image.Image, dict[str, object], int | None]]:
     """name -> (image, encode options, residual sections kept by trim or None)."""
     rgb = Image.fromarray(smooth_image(48, 64, seed=10))
-    gray16 = Image.fromarray((smooth_image(40, 36, seed=11)[:, :, 0].astype(np.uint16) * 257))
+    gray16 = Image.fromarray(smooth_image(40, 36, seed=11)[:, :, 0].astype(np.uint16) * 257)
     alpha = np.tile(np.arange(40, dtype=np.uint8) * 6, (32, 1))
     rgba = Image.fromarray(np.dstack([smooth_image(32, 40, seed=12), alpha]))
-    return {"rgb-bpp3": (rgb, {"bpp": 3.0}, None), "rgb-bpp3-trim2": (rgb, {"bpp": 3.0}, 2),
-            "rgb-k64": (rgb, {"codebook_size": 64}, None), "gray16-bpp3": (gray16, {"bpp": 3.0}, None),
-            "rgba-bpp4": (rgba, {"bpp": 4.0}, None)}
+    return {
+        "rgb-bpp3": (rgb, {"bpp": 3.0}, None),
+        "rgb-bpp3-trim2": (rgb, {"bpp": 3.0}, 2),
+        "rgb-k64": (rgb, {"codebook_size": 64}, None),
+        "gray16-bpp3": (gray16, {"bpp": 3.0}, None),
+        "rgba-bpp4": (rgba, {"bpp": 4.0}, None),
+    }
 
 
 def pixels_sha256(image: Image.Image) -> str:
@@ -64,9 +74,12 @@ def main() -> None:
         assert header.version == version
         path = HERE / f"v{version}-{name}.raq"
         path.write_bytes(data)
-        manifest[path.name] = {"version": version, "codebook_size": header.codebook_size,
-                               "sections": len(bitstream.unpack(data).refinement_sections),
-                               "decoded_sha256": pixels_sha256(raqcodec.decode(data))}
+        manifest[path.name] = {
+            "version": version,
+            "codebook_size": header.codebook_size,
+            "sections": len(bitstream.unpack(data).refinement_sections),
+            "decoded_sha256": pixels_sha256(raqcodec.decode(data)),
+        }
         print(path.name, len(data), "bytes", manifest[path.name]["sections"], "sections")
     manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
 
