@@ -592,3 +592,32 @@ def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: 
     if leftover:
         raise ContextError("corrupt index section: rANS payload does not end where the last index does")
     return grid
+
+
+def choose_in_coding_order(
+    ctx: ContextModel,
+    codebook: Tensor,
+    grid: np.ndarray,
+    sharpness: int,
+    pick: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+) -> float:
+    """Rewrite ``grid`` (h, w) int64 in place, pass by pass in the decoder's order: ``pick(rows, columns,
+    bits)`` gets every codeword's bits (n, K) at those positions, under contexts made of the choices of
+    earlier passes (as the decoder will see them), and returns the chosen indices (n,). Returns the
+    information of the chosen grid in bits at ``sharpness`` (what rANS spends on it, without its flush).
+
+    The encoder's rate-constrained index choice (``raqcodec.ratecontrol.ecvq``) runs on this; the bits
+    are the exact integer model's."""
+    h, w = grid.shape
+    passes = pass_map(h, w)
+    total = 0.0
+
+    def bits(mix: Mixtures, _ys: np.ndarray, _xs: np.ndarray) -> np.ndarray:
+        return PRECISION - np.log2(ctx._rows(mix, 1) + 1.0)  # frequency = row + 1, out of 2^PRECISION
+
+    for positions in _passes(h, w):
+        for ys, xs, part in _pass_results(ctx, codebook, grid, passes, positions, sharpness, bits):
+            chosen = pick(ys, xs, part)
+            grid[ys, xs] = chosen
+            total += float(part[np.arange(len(chosen)), chosen].sum())
+    return total

@@ -263,6 +263,20 @@ class CodecModel:
         for idx, error, _ in descent(self.float_decoder, latents, target, book, steps, F.mse_loss):
             yield idx.cpu().numpy().astype(np.int32), float(error)
 
+    @torch.no_grad()
+    def decoded_error(
+        self, indices: np.ndarray, grid: tuple[int, int], rgb: np.ndarray, adapter: str, size: int
+    ) -> float:
+        """The float decoder's MSE of an index grid against ``rgb`` (the unpadded image), as the refinement
+        path measures its steps (images within the refinement search's size; no tiling)."""
+        h, w = grid
+        book = self.float_codebook(adapter, size)
+        chosen = torch.from_numpy(np.asarray(indices, np.int64).reshape(-1)).to(self.device)
+        quantized = book[chosen].reshape(h, w, -1).permute(2, 0, 1)[None]
+        target = self._pixels(rgb)[0]
+        decoded = self.float_decoder(quantized)[0, :, : target.shape[1], : target.shape[2]]
+        return float(F.mse_loss(decoded, target))
+
     def _path_in_tiles(
         self, latents: Tensor, rgb: np.ndarray, book: Tensor, steps: int, tiles: list[Tile]
     ) -> list[tuple[np.ndarray, float]]:

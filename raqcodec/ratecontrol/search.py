@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import Tensor
 
-from ..entropy.coders import IndexCoder
+from ..entropy.coders import ContextCoder, IndexCoder
 from ..errors import BudgetError
 from ..model.loaded import CodecModel
+from . import ecvq
 from .residual import BaseCandidate, ladder_candidates
 from .residual import search as residual_search
 from .sizes import RateChoice, SectionCoder, choose_size
@@ -50,6 +51,9 @@ class SearchSettings:
     # than this share of it: near the top of the model's range a file a few percent under is no news.
     unused_share: float = 0.95
     confirm_tries: int = 3  # real encodes per size before its candidates are given up
+    # Rate-constrained (entropy-constrained) grids at larger sizes compete with the refined one
+    # (``ratecontrol.ecvq``; context coder only, images up to ``max_pixels``).
+    rate_constrained: bool = False
 
 
 DEFAULT_SEARCH = SearchSettings()
@@ -90,6 +94,14 @@ class BudgetSession:
     def section(self, indices: np.ndarray, size: int) -> bytes:
         """The index section the coder writes for ``indices`` at ``size``."""
         return self.coder.encode(indices.reshape(self.grid), self.model.codebook(self.adapter, size))
+
+    def books(self, size: int) -> tuple[Tensor, Tensor]:
+        """The (integer, float) codebooks of ``size``."""
+        return self.model.codebook(self.adapter, size), self.model.float_codebook(self.adapter, size)
+
+    def decoded_error(self, indices: np.ndarray, size: int) -> float:
+        """The float decoder's MSE of ``indices`` at ``size`` against the source (what refinement measures)."""
+        return self.model.decoded_error(indices, self.grid, self.rgb, self.adapter, size)
 
     def estimated_bits(self, size: int) -> int:
         """Estimated section bits of the nearest-neighbour grid at ``size`` (one estimate per size)."""
@@ -180,6 +192,28 @@ def fit_budget(
             settings,
         )
         done("refinement search")
+    if (
+        settings.rate_constrained
+        and isinstance(session.coder, ContextCoder)
+        and pixels <= settings.max_pixels
+        and choice.size < m.size_range[1]
+    ):
+        incumbent = session.decoded_error(indices, size)
+        constrained = ecvq.search(
+            session.coder.model,
+            session.rows,
+            session.grid,
+            choice.size,
+            m.size_range[1],
+            budget,
+            session.books,
+            session.section,
+            session.decoded_error,
+        )
+        if constrained and constrained[0].error < incumbent:
+            best = constrained[0]
+            size, indices, section, limited = best.size, best.indices, best.section, False
+        done("rate-constrained choice")
     fit = BudgetFit(size, indices, section)
     used = (len(section) + overhead) * 8 / pixels
     if limited and used < settings.unused_share * bpp:
