@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raqcodec.entropy.context import estimated_bits
+from raqcodec.entropy.context_coding import estimated_bits
 from raqcodec.eval import baselines
 from raqcodec.eval.bdrate import bd_rate, rd_curve
 from raqcodec.model.registry import load as load_model

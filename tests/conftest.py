@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from raqcodec.entropy import context
 from raqcodec.model.files import freeze, write_model_file
 from raqcodec.nn.config import ModelConfig
 from raqcodec.nn.context import ContextConfig, ContextNet
 from raqcodec.nn.raq import RAQModel
+from raqcodec.train.context import freeze as freeze_context
 
 TINY = ModelConfig(channels=16, res_channels=8, res_blocks=1, latent_dim=8, codebook_size=16, k_min=4, k_max=64)
 
@@ -20,7 +20,7 @@ TINY = ModelConfig(channels=16, res_channels=8, res_blocks=1, latent_dim=8, code
 def tiny_context(seed: int = 0) -> dict[str, torch.Tensor]:
     """Frozen tensors of a small, untrained context model for TINY's latent size."""
     torch.manual_seed(seed)
-    return context.freeze(ContextNet(ContextConfig(latent_dim=TINY.latent_dim, hidden=16, proj_dim=4, components=2)))
+    return freeze_context(ContextNet(ContextConfig(latent_dim=TINY.latent_dim, hidden=16, proj_dim=4, components=2)))
 
 
 def make_tiny_model(

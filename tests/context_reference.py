@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from raqcodec.entropy import context as C
-from raqcodec.nn.context import MEAN_SLOTS, SLOT_OFFSETS, size_bin
+from raqcodec.entropy.scan import MEAN_SLOTS, SLOT_OFFSETS, size_bin
 
 
 def _floor_shift(x: Tensor, bits: int) -> Tensor:

@@ -9,17 +9,19 @@ from context_reference import reference_frequencies
 from rans_reference import rans_encode
 
 from raqcodec.entropy import context as C
-from raqcodec.entropy.schedule import DEFAULT_SCHEDULE, Schedule
-from raqcodec.nn.context import (
+from raqcodec.entropy import context_coding as CC
+from raqcodec.entropy.scan import (
     MEAN_SLOTS,
     NUM_PASSES,
     SLOT_OFFSETS,
-    ContextConfig,
-    ContextNet,
     context_slots,
     pass_map,
     pass_strides,
 )
+from raqcodec.entropy.schedule import DEFAULT_SCHEDULE, Schedule
+from raqcodec.errors import ContextError
+from raqcodec.nn.context import ContextConfig, ContextNet
+from raqcodec.train.context import freeze
 
 D = 8  # latent dimension of the test codebooks
 
@@ -32,7 +34,7 @@ def make_context(
     with torch.no_grad():  # a non-trivial head, so the mixtures differ from position to position
         net.head.weight.normal_(0, spread)
         net.pass_bias.normal_(0, 0.5)
-    return C.ContextModel(C.freeze(net), codebook_bits=16).with_schedule(schedule)
+    return C.ContextModel(freeze(net), codebook_bits=16).with_schedule(schedule)
 
 
 def make_codebook(size: int, seed: int = 0) -> torch.Tensor:
@@ -162,24 +164,24 @@ def test_payload_matches_reference_rans(size: int, h: int, w: int) -> None:
     grid = smooth_grid(h, w, size)
     passes = pass_map(h, w)
     symbols, tables = [], []
-    for positions in C._passes(h, w):
+    for positions in CC._passes(h, w):
         ys, xs = np.divmod(positions, w)
         freq = ctx.frequencies(book, context_slots(grid, passes, ys, xs, size), passes[ys, xs]).numpy()
         symbols += grid[ys, xs].tolist()
         tables += list(freq)
     words = np.array(rans_encode(symbols, tables, C.PRECISION), dtype=np.uint32)
-    assert C.encode_grid(ctx, book, grid, sharpness=0) == b"\0" + words.astype(">u4").tobytes()
+    assert CC.encode_grid(ctx, book, grid, sharpness=0) == b"\0" + words.astype(">u4").tobytes()
 
 
 @pytest.mark.parametrize("size,h,w", [(2, 1, 1), (2, 3, 50), (16, 24, 32), (256, 20, 20), (1024, 8, 9)])
 def test_roundtrip(size: int, h: int, w: int, row_path: Schedule) -> None:
     ctx, book = make_context(schedule=row_path), make_codebook(size)
     grid = smooth_grid(h, w, size, seed=size)
-    payload = C.encode_grid(ctx, book, grid)
-    assert np.array_equal(C.decode_grid(ctx, book, payload, h, w), grid)
+    payload = CC.encode_grid(ctx, book, grid)
+    assert np.array_equal(CC.decode_grid(ctx, book, payload, h, w), grid)
     sharpness = int.from_bytes(payload[:1], "big", signed=True)
-    assert sharpness in C.SHARPNESS_CANDIDATES
-    bits = C.ideal_bits(ctx, book, grid, sharpness)
+    assert sharpness in CC.SHARPNESS_CANDIDATES
+    bits = CC.ideal_bits(ctx, book, grid, sharpness)
     assert bits <= 8 * (len(payload) - 1) <= bits + 64
 
 
@@ -187,10 +189,10 @@ def test_roundtrip_in_small_steps() -> None:
     """Passes split into many evaluation steps code the same stream."""
     ctx, book = make_context(), make_codebook(40)
     grid = smooth_grid(30, 30, 40)
-    whole = C.encode_grid(ctx, book, grid)
+    whole = CC.encode_grid(ctx, book, grid)
     small = ctx.with_schedule(Schedule(chunk_elements=40 * 2 * 7))  # 7 positions per step
-    assert C.encode_grid(small, book, grid) == whole
-    assert np.array_equal(C.decode_grid(small, book, whole, 30, 30), grid)
+    assert CC.encode_grid(small, book, grid) == whole
+    assert np.array_equal(CC.decode_grid(small, book, whole, 30, 30), grid)
 
 
 # ---------------------------------------------------------------- corruption and identity
@@ -199,7 +201,7 @@ def test_roundtrip_in_small_steps() -> None:
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 127, 128, 384, 1536, 6144, 100_000])
 @pytest.mark.parametrize("size,workers", [(1024, 2), (1024, 1), (16, 2), (300, 3)])
 def test_tasks_cover_a_pass_in_order_in_even_shares(n: int, size: int, workers: int) -> None:
-    tasks = C._tasks(n, size, 3, workers)
+    tasks = CC._tasks(n, size, 3, workers)
     parts = [part for task in tasks for part in task]
     if n == 0:
         assert tasks == []
@@ -220,8 +222,8 @@ def test_coding_is_the_same_inline_and_on_the_worker_pool(workers: int) -> None:
     for n in (1, workers):
         # many tasks per pass, so the pool really interleaves them; parts of 5 positions
         ctx = plain.with_schedule(Schedule(task_positions=16, chunk_elements=3 * 40 * 5, workers=n))
-        data = C.encode_grid(ctx, book, grid)  # sharpness searched: ideal_bits on the pool too
-        runs[n] = (data, C.estimated_bits(ctx, book, grid, 16), C.decode_grid(ctx, book, data, *grid.shape))
+        data = CC.encode_grid(ctx, book, grid)  # sharpness searched: ideal_bits on the pool too
+        runs[n] = (data, CC.estimated_bits(ctx, book, grid, 16), CC.decode_grid(ctx, book, data, *grid.shape))
     assert runs[1][0] == runs[workers][0] and runs[1][1] == runs[workers][1]
     assert np.array_equal(runs[1][2], grid) and np.array_equal(runs[workers][2], grid)
 
@@ -229,15 +231,15 @@ def test_coding_is_the_same_inline_and_on_the_worker_pool(workers: int) -> None:
 def test_corrupt_payloads_raise_context_error() -> None:
     ctx, book = make_context(), make_codebook(64)
     grid = smooth_grid(16, 16, 64)
-    payload = C.encode_grid(ctx, book, grid)
-    with pytest.raises(C.ContextError, match="1 \\+ a multiple of 4"):
-        C.decode_grid(ctx, book, payload[:-1], 16, 16)
-    with pytest.raises(C.ContextError, match="1 \\+ a multiple of 4"):
-        C.decode_grid(ctx, book, b"", 16, 16)
+    payload = CC.encode_grid(ctx, book, grid)
+    with pytest.raises(ContextError, match="1 \\+ a multiple of 4"):
+        CC.decode_grid(ctx, book, payload[:-1], 16, 16)
+    with pytest.raises(ContextError, match="1 \\+ a multiple of 4"):
+        CC.decode_grid(ctx, book, b"", 16, 16)
     for bad in (payload[:-4], payload + b"\0\0\0\1", payload[:1], bytes([payload[0] ^ 0x20]) + payload[1:]):
         try:
-            out = C.decode_grid(ctx, book, bad, 16, 16)
-        except C.ContextError as exc:
+            out = CC.decode_grid(ctx, book, bad, 16, 16)
+        except ContextError as exc:
             assert "corrupt index section" in str(exc)
         else:
             assert out.shape == (16, 16) and out.min() >= 0 and out.max() < 64
@@ -246,8 +248,8 @@ def test_corrupt_payloads_raise_context_error() -> None:
         damaged = bytearray(payload)
         damaged[int(rng.integers(len(damaged)))] ^= 1 << int(rng.integers(8))
         try:
-            out = C.decode_grid(ctx, book, bytes(damaged), 16, 16)
-        except C.ContextError:
+            out = CC.decode_grid(ctx, book, bytes(damaged), 16, 16)
+        except ContextError:
             continue
         assert out.min() >= 0 and out.max() < 64
 
@@ -255,7 +257,7 @@ def test_corrupt_payloads_raise_context_error() -> None:
 def test_checksum_names_the_model() -> None:
     torch.manual_seed(0)
     net = ContextNet(ContextConfig(latent_dim=D, hidden=16, proj_dim=4, components=2))
-    tensors = C.freeze(net)
+    tensors = freeze(net)
     assert C.checksum(tensors) == C.checksum({k: v.clone() for k, v in tensors.items()})
     changed = dict(tensors)
     changed["context.hidden_bias"] = tensors["context.hidden_bias"] + 1
@@ -265,7 +267,7 @@ def test_checksum_names_the_model() -> None:
 
 def test_incomplete_tensors_are_rejected() -> None:
     torch.manual_seed(0)
-    tensors = C.freeze(ContextNet(ContextConfig(latent_dim=D, hidden=16, proj_dim=4, components=2)))
+    tensors = freeze(ContextNet(ContextConfig(latent_dim=D, hidden=16, proj_dim=4, components=2)))
     del tensors["context.exp_lut"]
     with pytest.raises(ValueError, match="incomplete"):
         C.ContextModel(tensors, 16)
@@ -338,16 +340,16 @@ def test_kernel_checks_its_buffers() -> None:
 def test_sharpness_is_chosen_by_the_encoder_and_changes_the_model() -> None:
     ctx, book = make_context(), make_codebook(64)
     grid = smooth_grid(24, 24, 64)
-    sizes = {s: len(C.encode_grid(ctx, book, grid, sharpness=s)) for s in (-64, 0, 64)}
+    sizes = {s: len(CC.encode_grid(ctx, book, grid, sharpness=s)) for s in (-64, 0, 64)}
     assert len(set(sizes.values())) > 1  # the byte matters
     for s in (-64, 0, 64):
-        section = C.encode_grid(ctx, book, grid, sharpness=s)
+        section = CC.encode_grid(ctx, book, grid, sharpness=s)
         assert section[0] == s % 256
-        assert np.array_equal(C.decode_grid(ctx, book, section, 24, 24), grid)
+        assert np.array_equal(CC.decode_grid(ctx, book, section, 24, 24), grid)
     with pytest.raises(ValueError, match="signed byte"):
-        C.encode_grid(ctx, book, grid, sharpness=200)
-    best = C.best_sharpness(ctx, book, grid)
-    sampled = {s: C.ideal_bits(ctx, book, grid, s, C.SHARPNESS_SAMPLE) for s in C.SHARPNESS_CANDIDATES}
+        CC.encode_grid(ctx, book, grid, sharpness=200)
+    best = CC.best_sharpness(ctx, book, grid)
+    sampled = {s: CC.ideal_bits(ctx, book, grid, s, CC.SHARPNESS_SAMPLE) for s in CC.SHARPNESS_CANDIDATES}
     assert sampled[best] == min(sampled.values())
 
 
@@ -356,7 +358,7 @@ def test_a_payload_too_small_for_the_declared_grid_is_rejected_early() -> None:
     decoded so far carry more information than the payload holds, long before the whole grid."""
     ctx, book = make_context(), make_codebook(64)
     grid = smooth_grid(16, 16, 64)
-    payload = C.encode_grid(ctx, book, grid)
+    payload = CC.encode_grid(ctx, book, grid)
     calls = []
     original = ctx.scaled_weights
 
@@ -365,6 +367,6 @@ def test_a_payload_too_small_for_the_declared_grid_is_rejected_early() -> None:
         return original(mix)
 
     ctx.scaled_weights = counted  # type: ignore[method-assign]
-    with pytest.raises(C.ContextError, match="payload holds"):
-        C.decode_grid(ctx, book, payload, 400, 400)
+    with pytest.raises(ContextError, match="payload holds"):
+        CC.decode_grid(ctx, book, payload, 400, 400)
     assert sum(calls) < 400 * 400 // 4  # stopped in the early (coarse) passes

@@ -12,7 +12,7 @@ from PIL import Image
 
 import raqcodec
 from raqcodec.cli import main
-from raqcodec.entropy import context
+from raqcodec.entropy import context_coding
 from raqcodec.entropy.schedule import Schedule
 from raqcodec.eval.metrics import mse, psnr
 from raqcodec.io import bitstream
@@ -130,9 +130,9 @@ def test_sampled_size_estimate_is_close_on_a_photo(model, photo: Path) -> None:
     for k in (16, 256, 1024):
         grid = model.indices(rows, "seq2seq", k).reshape(grid_shape)
         book = model.codebook("seq2seq", k)
-        exact = context.ideal_bits(model.context, book, grid, 0)
-        estimate = context.estimated_bits(model.context.with_schedule(sampled), book, grid, 0)
-        assert context.sample_step(grid.size, most=sampled.sampled_positions) == 5
+        exact = context_coding.ideal_bits(model.context, book, grid, 0)
+        estimate = context_coding.estimated_bits(model.context.with_schedule(sampled), book, grid, 0)
+        assert context_coding.sample_step(grid.size, most=sampled.sampled_positions) == 5
         assert estimate == pytest.approx(exact, rel=0.02)
 
 

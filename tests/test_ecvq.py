@@ -11,7 +11,7 @@ import torch
 from conftest import smooth_image
 
 from raqcodec import codec
-from raqcodec.entropy.context import ideal_bits
+from raqcodec.entropy.context_coding import ideal_bits
 from raqcodec.model import registry
 from raqcodec.model.loaded import CodecModel
 from raqcodec.ratecontrol import ecvq

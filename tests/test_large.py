@@ -18,7 +18,7 @@ from PIL import Image
 import raqcodec
 from raqcodec import codec
 from raqcodec.cli import main
-from raqcodec.entropy import context
+from raqcodec.entropy import context, context_coding
 from raqcodec.entropy.schedule import Schedule
 from raqcodec.model import tiling
 from raqcodec.model.loaded import CodecModel
@@ -230,14 +230,14 @@ def test_blocked_context_coding_gives_the_same_streams(tiny: CodecModel, evaluat
     ctx = tiny.context.with_schedule(parts)
     book = tiny.codebook("seq2seq", 48)
     grid = np.random.default_rng(3).integers(0, 48, (21, 19))
-    plain = context.encode_grid(ctx, book, grid, 16)
-    bits = context.ideal_bits(ctx, book, grid, 16)
+    plain = context_coding.encode_grid(ctx, book, grid, 16)
+    bits = context_coding.ideal_bits(ctx, book, grid, 16)
     for block in (1, 3, 7, 12, 10**6):  # smaller than a part, parts per block, whole passes
         ctx = tiny.context.with_schedule(replace(parts, block_positions=block))
         evaluated.clear()
-        assert context.encode_grid(ctx, book, grid, 16) == plain
-        assert np.array_equal(context.decode_grid(ctx, book, plain, *grid.shape), grid)
-        assert context.ideal_bits(ctx, book, grid, 16) == bits
+        assert context_coding.encode_grid(ctx, book, grid, 16) == plain
+        assert np.array_equal(context_coding.decode_grid(ctx, book, plain, *grid.shape), grid)
+        assert context_coding.ideal_bits(ctx, book, grid, 16) == bits
         assert sum(n for n in evaluated if n <= block) == 3 * grid.size, block  # leaves of the recursion
 
 
@@ -248,12 +248,13 @@ def test_estimates_of_large_grids_score_a_bounded_sample(tiny: CodecModel, evalu
     assert ctx is not None
     book = tiny.codebook("seq2seq", 32)
     grid = np.random.default_rng(4).integers(0, 32, (40, 50))
-    assert context.estimated_bits(ctx, book, grid, 0) == context.ideal_bits(ctx, book, grid, 0)
+    assert context_coding.estimated_bits(ctx, book, grid, 0) == context_coding.ideal_bits(ctx, book, grid, 0)
     sampled = ctx.with_schedule(Schedule(sampled_positions=150))
-    assert context.sample_step(grid.size, most=150) == 15 and context.sample_step(grid.size, 8, 150) == 15  # odd
-    assert context.sample_step(1000, 8, 150) == 8 and context.sample_step(1000, 8, 50) == 21
+    step = context_coding.sample_step
+    assert step(grid.size, most=150) == 15 and step(grid.size, 8, 150) == 15  # odd
+    assert context_coding.sample_step(1000, 8, 150) == 8 and context_coding.sample_step(1000, 8, 50) == 21
     evaluated.clear()
-    context.estimated_bits(sampled, book, grid, 0)
+    context_coding.estimated_bits(sampled, book, grid, 0)
     assert sum(evaluated) <= 150 + context.NUM_PASSES
 
 

@@ -8,11 +8,11 @@ without loading torch. Signals are handled from the first line of the entry poin
 (``raqcodec.__main__``, ``raqcodec.interrupts``).
 
 Modules: ``app`` (the command group: one-line errors, exit codes), ``options`` (option values checked
-before any heavy import, and the options several commands share), ``coding`` (encode, decode, info, trim,
-models), ``evaluation`` (compare, rd, plot), ``training`` (train, export, train-context).
+before any heavy import, and the options several commands share), ``coding`` (encode, decode), ``inspection``
+(info, trim, models), ``evaluation`` (compare, rd, plot), ``training`` (train, export, train-context).
 """
 
-from . import coding, evaluation, training  # noqa: F401 - importing them registers their commands
+from . import coding, evaluation, inspection, training  # noqa: F401 - importing them registers their commands
 from .app import main
 
 __all__ = ["main"]

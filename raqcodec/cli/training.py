@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..errors import USER_ERRORS
+from ..options import DEVICES
 from .app import EXIT_FAILED, _say_error, main
 from .options import _force
 
@@ -45,7 +46,7 @@ from .options import _force
 @click.option("--threads", type=int, default=None, help="CPU threads for torch (per process).")
 @click.option(
     "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
+    type=click.Choice(DEVICES),
     default="auto",
     show_default=True,
     help="Where to train; under torchrun each process takes the GPU of its LOCAL_RANK.",

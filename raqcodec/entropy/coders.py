@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 from torch import Tensor
 
-from . import context
+from . import context, context_coding
 from . import order0 as entropy
 
 
@@ -75,17 +75,17 @@ class ContextCoder:
     def sharpness(self, grid: np.ndarray, codebook: Tensor) -> int:
         key = (codebook.shape[0], np.ascontiguousarray(grid).tobytes())
         if key not in self._sharpness:
-            self._sharpness[key] = context.best_sharpness(self.model, codebook, grid)
+            self._sharpness[key] = context_coding.best_sharpness(self.model, codebook, grid)
         return self._sharpness[key]
 
     def encode(self, grid: np.ndarray, codebook: Tensor) -> bytes:
-        return context.encode_grid(self.model, codebook, grid, self.sharpness(grid, codebook))
+        return context_coding.encode_grid(self.model, codebook, grid, self.sharpness(grid, codebook))
 
     def estimate_bits(self, grid: np.ndarray, codebook: Tensor, like: np.ndarray | None = None) -> int:
         """Estimated section bits; with ``like`` (a similar grid, e.g. the nearest-neighbour one of the
         same size), at the sharpness chosen for that grid instead of searching one for ``grid``."""
         sharpness = self.sharpness(grid if like is None else like, codebook)
-        return 8 + int(context.estimated_bits(self.model, codebook, grid, sharpness)) + _FLUSH_BITS
+        return 8 + int(context_coding.estimated_bits(self.model, codebook, grid, sharpness)) + _FLUSH_BITS
 
     def decode(self, section: bytes, shape: tuple[int, int], codebook: Tensor) -> np.ndarray:
-        return context.decode_grid(self.model, codebook, section, *shape)
+        return context_coding.decode_grid(self.model, codebook, section, *shape)

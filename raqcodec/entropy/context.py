@@ -26,22 +26,15 @@ from __future__ import annotations
 
 import copy
 import zlib
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
-import constriction
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ContextError
-from ..model.exact import quantize_tensor, weight_frac_bits
-from ..nn.context import MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, ContextNet, context_slots, pass_map, size_bin
-from .order0 import EntropyError, check_information
+from .scan import MEAN_SLOTS, NUM_PASSES, SLOT_OFFSETS, size_bin
 from .schedule import DEFAULT_SCHEDULE, Schedule
-from .workers import default_workers, ordered_map
 
 try:  # the C kernel (raqcodec/entropy/_context_kernel.c): the torch path's rows in one pass per position
     from . import _context_kernel as _kernel  # type: ignore[attr-defined]
@@ -61,46 +54,12 @@ LOG_PREC_LOW, LOG_PREC_HIGH = 8 << LOG_PREC_BITS, 16 << LOG_PREC_BITS
 FEATURE_SPLIT = 11  # slot features (|f| <= 2^21) are summed as two float32 halves of 11 bits
 _CONSTRICTION_PRECISION = 24
 
-T = TypeVar("T")
-
 
 # ---------------------------------------------------------------- freezing
 
 
 def _floor_shift(x: Tensor, bits: int) -> Tensor:
     return torch.floor(x * 2.0**-bits)
-
-
-@torch.no_grad()
-def freeze(net: ContextNet) -> dict[str, Tensor]:
-    """Integer tensors of a trained network (the ``context.*`` entries of a model file)."""
-
-    def weight(name: str, value: Tensor) -> dict[str, Tensor]:
-        bits = weight_frac_bits(value)
-        return {
-            name: quantize_tensor(value, bits).to(torch.int32),
-            f"{name}_bits": torch.tensor(bits, dtype=torch.int32),
-        }
-
-    def bias(name: str, value: Tensor) -> dict[str, Tensor]:
-        return {name: quantize_tensor(value, ACT_BITS).clamp(-ACT_LIMIT, ACT_LIMIT).to(torch.int32)}
-
-    t: dict[str, Tensor] = {}
-    t |= weight("slot_weight", net.slot_weight)
-    t |= weight("proj", net.proj)
-    t |= weight("hidden_weight", net.hidden.weight)
-    t |= weight("head_weight", net.head.weight)
-    t |= bias("missing", net.missing) | bias("pass_bias", net.pass_bias) | bias("size_bias", net.size_bias)
-    t |= bias("hidden_bias", net.hidden.bias) | bias("head_bias", net.head.bias)
-    steps = torch.arange(EXP_STEPS, dtype=torch.float64)
-    t["exp_lut"] = torch.round(2.0**16 * torch.exp(-steps / 16)).to(torch.int64)
-    # factor = e^(j/64) * 16 * 2^-24: 1/16 nats per squared distance at 2^-2*ACT_BITS = 2^-24
-    j = torch.arange(-LOG_PREC_LOW, LOG_PREC_HIGH + 1, dtype=torch.float64)
-    mantissa, exponent = torch.frexp(torch.exp(j / (1 << LOG_PREC_BITS)) * 2.0 ** (4 - 2 * ACT_BITS))
-    t["scale_mantissa"] = torch.round(mantissa * 256).to(torch.int64)  # 128..256
-    t["scale_exponent"] = (exponent - 8).to(torch.int64)
-    t["components"] = torch.tensor(net.cfg.components, dtype=torch.int32)
-    return {PREFIX + k: v.contiguous() for k, v in t.items()}
 
 
 def checksum(tensors: dict[str, Tensor]) -> int:
@@ -403,221 +362,3 @@ def _normalise(scaled: Tensor, unit: int) -> Tensor:
     out = shares.mul_(unit).add_(unit - 1)
     out[torch.arange(len(out)), top] += unit * left
     return out
-
-
-# ---------------------------------------------------------------- coding
-
-
-def _passes(h: int, w: int) -> list[np.ndarray]:
-    """Flat positions of each pass in coding order."""
-    passes = pass_map(h, w).ravel()
-    return [np.flatnonzero(passes == p) for p in range(NUM_PASSES)]
-
-
-def _tasks(
-    n: int, size: int, components: int, workers: int, schedule: Schedule = DEFAULT_SCHEDULE
-) -> list[list[slice]]:
-    """A pass's n positions as tasks for the worker pool, each a list of parts (consecutive slices).
-
-    A part bounds the (positions x M x K) work arrays to about ``schedule.chunk_elements``; a task is about
-    ``schedule.task_positions`` positions or one part, whichever is larger, and a pass of at least
-    ``schedule.min_shared_task``
-    positions per worker is split into at least one task per worker. Tasks and the parts in them are
-    cut into equal lengths, so the workers get even shares. How a pass is cut changes no bit: rANS codes
-    the same symbols in the same order."""
-    if n == 0:
-        return []
-    per_part = max(1, schedule.chunk_elements // (components * size))
-    count = max(-(-n // max(schedule.task_positions, per_part)), min(workers, n // schedule.min_shared_task))
-    tasks = []
-    for lo, hi in _even_cuts(0, n, count):
-        tasks.append([slice(a, b) for a, b in _even_cuts(lo, hi, -(-(hi - lo) // per_part))])
-    return tasks
-
-
-def _even_cuts(lo: int, hi: int, count: int) -> list[tuple[int, int]]:
-    """``lo..hi`` in ``count`` consecutive runs whose lengths differ by at most one."""
-    bounds = [lo + (hi - lo) * i // count for i in range(count + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
-def _pass_results(
-    ctx: ContextModel,
-    codebook: Tensor,
-    grid: np.ndarray,
-    passes: np.ndarray,
-    positions: np.ndarray,
-    sharpness: int,
-    per_part: Callable[[Mixtures, np.ndarray, np.ndarray], T],
-    reverse: bool = False,
-) -> Iterator[tuple[np.ndarray, np.ndarray, T]]:
-    """Rows, columns and ``per_part(mixtures, rows, columns)`` of one pass's positions, part by part
-    (``_tasks``; last part first with ``reverse``, the order rANS encodes in).
-
-    Each task evaluates the network once for its parts and then ``per_part`` on each; tasks run ahead on
-    the worker pool (``raqcodec.entropy.workers``) and their results come back in order. A position's context
-    holds earlier passes only, so every task of a pass can run before any of the pass is decoded;
-    ``per_part`` must only read the grid."""
-    w = grid.shape[1]
-    k = codebook.shape[0]
-    workers = default_workers() if ctx.schedule.workers is None else ctx.schedule.workers
-    tasks = _tasks(len(positions), k, ctx.components, workers, ctx.schedule)
-    ctx.size_tables(codebook)  # built once here, not by several workers at once
-
-    def run(task: list[slice]) -> list[tuple[np.ndarray, np.ndarray, T]]:
-        lo, hi = task[0].start, task[-1].stop
-        ys, xs = positions[lo:hi] // w, positions[lo:hi] % w
-        mix = ctx.mixtures(codebook, context_slots(grid, passes, ys, xs, k), passes[ys, xs], sharpness)
-        out = []
-        for part in reversed(task) if reverse else task:
-            local = slice(part.start - lo, part.stop - lo)
-            out.append((ys[local], xs[local], per_part(mix[local], ys[local], xs[local])))
-        return out
-
-    for results in ordered_map((partial(run, task) for task in (reversed(tasks) if reverse else tasks)), workers):
-        yield from results
-
-
-def _model() -> constriction.stream.model.Categorical:
-    return constriction.stream.model.Categorical(perfect=False)
-
-
-# The encoder picks the sharpness (a shift of every component's log precision) that codes the image
-# best: the network is calibrated on its training photos, and images differ (on Kodak at K~ = 1024 the
-# best shift saves about 3%). It is stored in the section's first byte.
-SHARPNESS_CANDIDATES = (-32, -16, 0, 16, 32, 48, 64)
-SHARPNESS_SAMPLE = 8  # the search scores every 8th position of each pass (fewer on large grids)
-
-
-def sample_step(positions: int, at_least: int = 1, most: int | None = None) -> int:
-    """Stride of a sample of at most about ``most`` (default: the default schedule's ``sampled_positions``)
-    of ``positions``, at least
-    ``at_least``. Odd above ``at_least``, so that it does not divide the even row lengths of a pass and
-    pick the same columns in every row."""
-    step = max(at_least, -(-positions // (DEFAULT_SCHEDULE.sampled_positions if most is None else most)))
-    return step if step == at_least else step | 1
-
-
-def encode_grid(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int | None = None) -> bytes:
-    """Index section: one signed byte of sharpness, then the rANS payload (big-endian 32-bit words).
-    ``sharpness`` None: the best of SHARPNESS_CANDIDATES on a sample of positions."""
-    if sharpness is None:
-        sharpness = best_sharpness(ctx, codebook, grid)
-    if not -128 <= sharpness <= 127:
-        raise ValueError(f"sharpness must fit a signed byte, got {sharpness}")
-    h, w = grid.shape
-    passes = pass_map(h, w)
-    coder = constriction.stream.stack.AnsCoder()
-    for positions in reversed(_passes(h, w)):  # rANS is a stack: last decoded goes in first
-        for ys, xs, weights in _pass_results(
-            ctx,
-            codebook,
-            grid,
-            passes,
-            positions,
-            sharpness,
-            lambda mix, _ys, _xs: ctx.coding_weights(mix),
-            reverse=True,
-        ):
-            coder.encode_reverse(grid[ys, xs].astype(np.int32), _model(), weights)
-    return sharpness.to_bytes(1, "big", signed=True) + coder.get_compressed().astype(">u4").tobytes()
-
-
-def _pass_bits(
-    ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int, sample: int
-) -> list[tuple[float, int, int]]:
-    """Per pass: information of every ``sample``-th position, how many were scored, how many it has."""
-    h, w = grid.shape
-    passes = pass_map(h, w)
-
-    def part_bits(mix: Mixtures, ys: np.ndarray, xs: np.ndarray) -> float:
-        chosen = ctx.chosen_frequencies(mix, grid[ys, xs])
-        return float(PRECISION * len(chosen) - torch.log2(chosen.to(torch.float64)).sum())
-
-    out = []
-    for whole in _passes(h, w):
-        positions = whole[::sample]
-        bits = sum(b for _, _, b in _pass_results(ctx, codebook, grid, passes, positions, sharpness, part_bits))
-        out.append((bits, len(positions), len(whole)))
-    return out
-
-
-def ideal_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int = 0, sample: int = 1) -> float:
-    """Information content of the grid under the integer model (what rANS spends, minus its flush);
-    with ``sample`` > 1, of every ``sample``-th position of each step only."""
-    return sum(bits for bits, _, _ in _pass_bits(ctx, codebook, grid, sharpness, sample))
-
-
-def estimated_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int = 0) -> float:
-    """``ideal_bits`` of the whole grid, from at most about ``ctx.schedule.sampled_positions`` positions: each pass's
-    sampled bits scaled to the pass. Exact (sample 1) on grids up to that size."""
-    sample = sample_step(grid.size, most=ctx.schedule.sampled_positions)
-    return sum(
-        bits * total / max(1, scored) for bits, scored, total in _pass_bits(ctx, codebook, grid, sharpness, sample)
-    )
-
-
-def best_sharpness(ctx: ContextModel, codebook: Tensor, grid: np.ndarray) -> int:
-    """The candidate sharpness with the fewest bits on a sample of the grid (first on ties)."""
-    sample = sample_step(grid.size, SHARPNESS_SAMPLE, ctx.schedule.sharpness_positions)
-    costs = [ideal_bits(ctx, codebook, grid, s, sample) for s in SHARPNESS_CANDIDATES]
-    return SHARPNESS_CANDIDATES[int(np.argmin(costs))]
-
-
-def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: int) -> np.ndarray:
-    """Inverse of ``encode_grid``; raises ContextError on a corrupt or truncated section."""
-    if len(section) % 4 != 1:
-        raise ContextError(f"corrupt index section: length {len(section)} is not 1 + a multiple of 4")
-    sharpness = int.from_bytes(section[:1], "big", signed=True)
-    words = np.frombuffer(section[1:], dtype=">u4").astype(np.uint32)
-    grid = np.zeros((h, w), np.int64)
-    passes = pass_map(h, w)
-    information = 0.0  # bits of the indices decoded so far (check_information)
-    try:
-        coder = constriction.stream.stack.AnsCoder(words)
-        for positions in _passes(h, w):
-            for ys, xs, weights in _pass_results(
-                ctx, codebook, grid, passes, positions, sharpness, lambda mix, _ys, _xs: ctx.coding_weights(mix)
-            ):
-                decoded = coder.decode(_model(), weights)
-                grid[ys, xs] = decoded
-                chosen = weights[np.arange(len(decoded)), decoded] + 1.0  # frequency * 2^(24 - P)
-                information += float(_CONSTRICTION_PRECISION * len(decoded) - np.log2(chosen).sum())
-                check_information(information, len(words))
-        leftover = coder.num_words()
-    except EntropyError as exc:
-        raise ContextError(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - constriction reports bad data as ValueError; never leak it
-        raise ContextError(f"corrupt index section: rANS payload rejected ({exc})") from None
-    if leftover:
-        raise ContextError("corrupt index section: rANS payload does not end where the last index does")
-    return grid
-
-
-def choose_in_coding_order(
-    ctx: ContextModel,
-    codebook: Tensor,
-    grid: np.ndarray,
-    sharpness: int,
-    pick: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
-) -> float:
-    """Rewrite ``grid`` (h, w) int64 in place, pass by pass in the decoder's order: ``pick(rows, columns,
-    bits)`` gets every codeword's bits (n, K) at those positions, under contexts made of the choices of
-    earlier passes (as the decoder will see them), and returns the chosen indices (n,). Returns the
-    information of the chosen grid in bits at ``sharpness`` (what rANS spends on it, without its flush).
-
-    The encoder's rate-constrained index choice (``raqcodec.ratecontrol.ecvq``) runs on this; the bits
-    are the exact integer model's."""
-    h, w = grid.shape
-    passes = pass_map(h, w)
-    total = 0.0
-
-    def bits(mix: Mixtures, _ys: np.ndarray, _xs: np.ndarray) -> np.ndarray:
-        return PRECISION - np.log2(ctx._rows(mix, 1) + 1.0)  # frequency = row + 1, out of 2^PRECISION
-
-    for positions in _passes(h, w):
-        for ys, xs, part in _pass_results(ctx, codebook, grid, passes, positions, sharpness, bits):
-            chosen = pick(ys, xs, part)
-            grid[ys, xs] = chosen
-            total += float(part[np.arange(len(chosen)), chosen].sum())
-    return total

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..entropy.context import ContextModel, best_sharpness, choose_in_coding_order
+from ..entropy.context import ContextModel
+from ..entropy.context_coding import best_sharpness, choose_in_coding_order
 
 SECTION_OVERHEAD_BITS = 8 + 32  # the sharpness byte and the rANS flush (entropy.coders.ContextCoder)
 # Lambda is in units of the median nearest-neighbour distance per bit, so one start serves every image

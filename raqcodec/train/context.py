@@ -18,13 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
-from ..entropy.context import freeze
+from ..entropy.context import ACT_BITS, ACT_LIMIT, EXP_STEPS, LOG_PREC_BITS, LOG_PREC_HIGH, LOG_PREC_LOW, PREFIX
 from ..entropy.order0 import empirical_entropy_bits
+from ..entropy.scan import context_slots, pass_map
 from ..io.atomic import atomic_path
+from ..model.exact import quantize_tensor, weight_frac_bits
 from ..model.files import CONTEXT_PREFIX, read_model_file, write_model_file
 from ..model.loaded import CodecModel
-from ..nn.context import ContextConfig, ContextNet, context_slots, pass_map
+from ..nn.context import ContextConfig, ContextNet
 from .context_data import collect_grids, load_grids, save_grids
 from .data import list_images
 
@@ -41,6 +44,38 @@ class ContextTrainConfig:
 
 
 @cache
+@torch.no_grad()
+def freeze(net: ContextNet) -> dict[str, Tensor]:
+    """Integer tensors of a trained network (the ``context.*`` entries of a model file)."""
+
+    def weight(name: str, value: Tensor) -> dict[str, Tensor]:
+        bits = weight_frac_bits(value)
+        return {
+            name: quantize_tensor(value, bits).to(torch.int32),
+            f"{name}_bits": torch.tensor(bits, dtype=torch.int32),
+        }
+
+    def bias(name: str, value: Tensor) -> dict[str, Tensor]:
+        return {name: quantize_tensor(value, ACT_BITS).clamp(-ACT_LIMIT, ACT_LIMIT).to(torch.int32)}
+
+    t: dict[str, Tensor] = {}
+    t |= weight("slot_weight", net.slot_weight)
+    t |= weight("proj", net.proj)
+    t |= weight("hidden_weight", net.hidden.weight)
+    t |= weight("head_weight", net.head.weight)
+    t |= bias("missing", net.missing) | bias("pass_bias", net.pass_bias) | bias("size_bias", net.size_bias)
+    t |= bias("hidden_bias", net.hidden.bias) | bias("head_bias", net.head.bias)
+    steps = torch.arange(EXP_STEPS, dtype=torch.float64)
+    t["exp_lut"] = torch.round(2.0**16 * torch.exp(-steps / 16)).to(torch.int64)
+    # factor = e^(j/64) * 16 * 2^-24: 1/16 nats per squared distance at 2^-2*ACT_BITS = 2^-24
+    j = torch.arange(-LOG_PREC_LOW, LOG_PREC_HIGH + 1, dtype=torch.float64)
+    mantissa, exponent = torch.frexp(torch.exp(j / (1 << LOG_PREC_BITS)) * 2.0 ** (4 - 2 * ACT_BITS))
+    t["scale_mantissa"] = torch.round(mantissa * 256).to(torch.int64)  # 128..256
+    t["scale_exponent"] = (exponent - 8).to(torch.int64)
+    t["components"] = torch.tensor(net.cfg.components, dtype=torch.int32)
+    return {PREFIX + k: v.contiguous() for k, v in t.items()}
+
+
 def _passes(h: int, w: int) -> np.ndarray:
     return pass_map(h, w)
 

@@ -48,9 +48,10 @@ def learning_rate(recipe: Recipe, step: int) -> float:
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR of a batch of reconstructions in [0, 1] against the originals, in 8-bit units."""
-    return float(psnr(torch.mean(((a.clamp(0, 1) - b) * 255) ** 2).clamp(min=1e-10)))
+def _mse_8bit(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of reconstructions in [0, 1] against the originals, in 8-bit units (at least
+    1e-10, so that ``psnr`` of a perfect reconstruction stays finite)."""
+    return torch.mean(((a.clamp(0, 1) - b) * 255) ** 2).clamp(min=1e-10)
 
 
 @torch.no_grad()
@@ -58,11 +59,11 @@ def validate(model: RAQModel, images: torch.Tensor, sizes: list[int]) -> dict[st
     """PSNR of held-out crops at each K~ of ``sizes`` (and at the base codebook)."""
     model.eval()
     try:
-        out = {"psnr_base": _psnr(model.reconstruct(images, model.codebook.embedding), images)}
+        out = {"psnr_base": float(psnr(_mse_8bit(model.reconstruct(images, model.codebook.embedding), images)))}
         sequence = model.adapter.generate(model.codebook.embedding) if sizes else model.codebook.embedding
         for k in sizes:
             if k <= sequence.shape[0]:
-                out[f"psnr_k{k}"] = _psnr(model.reconstruct(images, sequence[:k]), images)
+                out[f"psnr_k{k}"] = float(psnr(_mse_8bit(model.reconstruct(images, sequence[:k]), images)))
         return out
     finally:
         model.train()
