@@ -6,6 +6,8 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from raqcodec.io.atomic import atomic_path
 
 
@@ -33,3 +35,27 @@ def test_replacing_keeps_the_mode_of_the_file_replaced(tmp_path: Path) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(b"new")
     assert _mode(target) == 0o600 and target.read_bytes() == b"new"
+
+
+def test_the_data_and_the_folder_are_synced_before_and_after_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DESIGN.md's promise: a power loss never leaves an empty file under the real name. The file's data
+    reach the disk before the rename, the folder's entry after it."""
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "out.raq"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"data")
+    assert events == ["fsync file", "rename", "fsync dir"] and target.read_bytes() == b"data"
