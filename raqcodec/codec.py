@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 import numpy as np
@@ -19,14 +19,17 @@ import torch
 from .entropy.coders import ContextCoder, IndexCoder, Order0Coder
 from .entropy.order0 import empirical_entropy_bits
 from .errors import CodecError, FormatError
+from .eval.metrics import mse
+from .eval.metrics import psnr as psnr_of
 from .io import bitstream, images
 from .model import registry, tiling
 from .model.loaded import CodecModel, codebook_crc
 from .model.residual import BASIS_BITS as RESIDUAL_BASIS_BITS
 from .model.residual import GROUPS, pad_to_blocks
 from .model.residual import STEP_BITS as RESIDUAL_STEP_BITS
-from .options import DEFAULT_REFINE_STEPS, DEVICE_TYPES, ENTROPY_CHOICES, check_codebook_size, check_encode_arguments
-from .ratecontrol.search import DEFAULT_SEARCH, BudgetSession, SearchSettings, fit_budget
+from .options import DEFAULT_EFFORT, DEVICE_TYPES, ENTROPY_CHOICES, check_codebook_size, check_encode_arguments
+from .ratecontrol.quality import fit_psnr
+from .ratecontrol.search import EFFORTS, BudgetSession, SearchSettings, fit_budget, refinement_steps
 
 ImageInput = images.ImageSource  # a path, image file bytes, a binary file object, a PIL image or an array
 StreamInput = bytes | bytearray | memoryview | str | os.PathLike | IO[bytes]  # .raq bytes, a path or a file object
@@ -49,6 +52,8 @@ class EncodeResult:
     notes: list[str] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage of the encode, in order
     budget_unused: str | None = None  # under bpp: why the file is well under the budget (the model's limit)
+    effort: int | None = None  # the effort level (None: search settings given directly)
+    psnr: float | None = None  # under a PSNR target: the file's decoded RGB PSNR
 
     @property
     def bpp(self) -> float:
@@ -88,16 +93,24 @@ def _model(ref: ModelRef, device: str | torch.device) -> CodecModel:
     return model.on(pick_device(device))
 
 
-def index_coder(model: CodecModel, entropy: str = "auto") -> IndexCoder:
+def index_coder(model: CodecModel, entropy: str = "auto", estimate_positions: int | None = None) -> IndexCoder:
     """The index coder for ``entropy``: "context" (the model's context model), "order0", or "auto"
-    (context when the model has one)."""
+    (context when the model has one). ``estimate_positions``: the most positions a size estimate of the
+    context coder scores (None: its schedule's); estimates steer the encoder only, never a coded bit."""
     if entropy not in ENTROPY_CHOICES:
         raise CodecError(f"entropy must be one of {', '.join(ENTROPY_CHOICES)}, got {entropy!r}")
     if entropy == "order0" or (entropy == "auto" and model.context is None):
         return Order0Coder()
     if model.context is None:
         raise CodecError(f"model {model.name} has no context model; use the order0 entropy coder")
-    return ContextCoder(model.context)
+    if estimate_positions is None:
+        return ContextCoder(model.context)
+    schedule = replace(
+        model.context.schedule,
+        sampled_positions=estimate_positions,
+        sharpness_positions=max(1, estimate_positions // 4),
+    )
+    return ContextCoder(model.context.with_schedule(schedule))
 
 
 def encode_detailed(
@@ -108,30 +121,36 @@ def encode_detailed(
     model: ModelRef = None,
     adapter: str = "seq2seq",
     device: str | torch.device = "auto",
-    refine: int = DEFAULT_REFINE_STEPS,
+    refine: int | None = None,
     entropy: str = "auto",
     max_tile_pixels: int | None = None,
-    search: SearchSettings = DEFAULT_SEARCH,
+    effort: int | None = None,
+    psnr: float | None = None,
+    search: SearchSettings | None = None,
 ) -> EncodeResult:
-    """Encode at a bitrate budget (``bpp``: all file bytes x 8 / pixels) or at an explicit ``codebook_size``.
+    """Encode at a bitrate budget (``bpp``: all file bytes x 8 / pixels), at an explicit ``codebook_size``
+    or to a quality target (``psnr``: the smallest file found whose decoded RGB PSNR reaches it).
 
-    ``refine``: steps of decoder-aware index refinement (``raqcodec.model.refine``; 0 = nearest neighbour).
-    Under a budget the encoder searches refinement paths of up to max(``refine``, ``search.refine_steps``)
-    steps jointly with the codebook size and keeps the fitting grid that decodes closest (images up to
-    ``search.max_pixels``; larger ones search ``refine`` steps; ``raqcodec.ratecontrol``). ``entropy``: the
-    index coder (``index_coder``). ``max_tile_pixels``: images larger than this run the networks in tiles of
-    at most this many pixels (``raqcodec.model.tiling``; default $RAQCODEC_TILE_PIXELS or 2 MP): memory
-    stays bounded, the stream format is the same.
+    ``effort``: 0..MAX_EFFORT (default DEFAULT_EFFORT), how far the encoder searches for the closest
+    image under a budget (``raqcodec.ratecontrol.search.EFFORTS``; ``search`` gives such settings
+    directly). ``refine``: steps of decoder-aware index refinement (``raqcodec.model.refine``; 0 = none),
+    overriding the effort's: the longest refinement path searched under a budget, the steps taken at an
+    explicit size (None: the effort's; at most DEFAULT_REFINE_STEPS at an explicit size and on images over
+    the search's ``max_pixels``). ``entropy``: the index coder (``index_coder``). ``max_tile_pixels``:
+    images larger than this run the networks in tiles of at most this many pixels
+    (``raqcodec.model.tiling``; default $RAQCODEC_TILE_PIXELS or 2 MP): memory stays bounded, the stream
+    format is the same.
     """
-    check_encode_arguments(bpp, codebook_size, adapter, refine, entropy)
+    check_encode_arguments(bpp, codebook_size, adapter, refine, entropy, effort, psnr)
     try:
         tiling.tile_pixels(max_tile_pixels)
     except ValueError as exc:
         raise CodecError(str(exc)) from None
+    settings = search if search is not None else EFFORTS[DEFAULT_EFFORT if effort is None else effort]
     started = time.perf_counter()
     stages = _Stages()
     m = _model(model, device)
-    coder = index_coder(m, entropy)
+    coder = index_coder(m, entropy, settings.estimate_positions)
     positions = tiling.tile_positions(max_tile_pixels, m.config.downsampling)
     stages.done("model")
     src = images.load_image(image)
@@ -159,45 +178,67 @@ def encode_detailed(
     alpha = zlib.compress(src.alpha.tobytes(), 9) if src.alpha is not None else b""
     # format 3 for a model with a residual stage (its base-only streams too), 2 otherwise
     version = bitstream.REFINED_VERSION if m.residual is not None else bitstream.FORMAT_VERSION
-    refine_level: int | None = None
-    refinement_sections: tuple[bytes, ...] = ()
     budget_unused = None
+    reached: float | None = None
+    overhead = bitstream.header_size(version) + 4 + len(alpha)
+
+    def container(size: int, section: bytes, level: int | None, sections: tuple[bytes, ...]) -> bytes:
+        header = bitstream.Header(
+            version=version,
+            model_fingerprint=m.fingerprint_bytes,
+            adapter=adapter,
+            codebook_size=size,
+            codebook_crc=codebook_crc(m.codebook(adapter, size)),
+            width=src.width,
+            height=src.height,
+            mode=src.mode,
+            bit_depth=src.bit_depth,
+            has_alpha=bool(alpha),
+            coder=coder.name,
+            context_checksum=coder.checksum,
+            refine_level=level,
+        )
+        stream = bitstream.Stream(
+            header=header, indices_section=section, alpha_section=alpha, refinement_sections=sections
+        )
+        return bitstream.pack(stream)
+
     if codebook_size is not None:
         check_codebook_size(codebook_size, m.size_range, m.name)
         size = int(codebook_size)
-        indices = session.refined(size, refine) if refine else session.quantize(size)
-        stages.done("refinement" if refine else "quantization")
-        section = session.section(indices, size)
+        steps = refinement_steps(refine, settings, searched=False)
+        indices = session.refined(size, steps) if steps else session.quantize(size)
+        stages.done("refinement" if steps else "quantization")
+        data = container(size, session.section(indices, size), None, ())
         stages.done("entropy coding")
     else:
-        assert bpp is not None
-        overhead = bitstream.header_size(version) + 4 + len(alpha)
-        fit = fit_budget(session, bpp, overhead, refine, search, stages.done)
-        size, indices, section = fit.size, fit.indices, fit.section
-        refine_level, refinement_sections = fit.refine_level, fit.refinement_sections
-        budget_unused = fit.budget_unused
-        notes += fit.notes
-    del session
-    header = bitstream.Header(
-        version=version,
-        model_fingerprint=m.fingerprint_bytes,
-        adapter=adapter,
-        codebook_size=size,
-        codebook_crc=codebook_crc(m.codebook(adapter, size)),
-        width=src.width,
-        height=src.height,
-        mode=src.mode,
-        bit_depth=src.bit_depth,
-        has_alpha=bool(alpha),
-        coder=coder.name,
-        context_checksum=coder.checksum,
-        refine_level=refine_level,
-    )
-    data = bitstream.pack(
-        bitstream.Stream(
-            header=header, indices_section=section, alpha_section=alpha, refinement_sections=refinement_sections
-        )
-    )
+
+        def at_budget(budget_bpp: float) -> tuple[bytes, int, list[str], str | None]:
+            fit = fit_budget(session, budget_bpp, overhead, refine, settings, stages.done)
+            stream = container(fit.size, fit.section, fit.refine_level, fit.refinement_sections)
+            return stream, fit.size, fit.notes, fit.budget_unused
+
+        if bpp is not None:
+            data, size, fit_notes, budget_unused = at_budget(bpp)
+            notes += fit_notes
+        else:
+            assert psnr is not None
+            sizes: dict[bytes, int] = {}
+
+            def encode_at(budget_bpp: float) -> tuple[bytes, float]:
+                stream, sizes[stream], _, _ = at_budget(budget_bpp)
+                _, decoded = _decode_rgb(stream, m, m.device, tiling.tile_pixels(max_tile_pixels), _Stages())
+                stages.done("quality check")
+                return stream, psnr_of(mse(decoded, src.rgb))
+
+            def describe(lowest: float, highest: float) -> str:
+                return (
+                    f"PSNR {psnr:g} dB is above what model {m.name} reaches for this image: "
+                    f"{lowest:.2f} to {highest:.2f} dB (smallest file tried to the largest)"
+                )
+
+            best = fit_psnr(encode_at, psnr, describe)
+            data, size, reached = best.data, sizes[best.data], best.psnr
     stages.done("container")
     return EncodeResult(
         data=data,
@@ -211,6 +252,8 @@ def encode_detailed(
         notes=notes,
         stages=stages.seconds,
         budget_unused=budget_unused,
+        effort=None if search is not None else DEFAULT_EFFORT if effort is None else effort,
+        psnr=reached,
     )
 
 
@@ -222,18 +265,21 @@ def encode(
     model: ModelRef = None,
     adapter: str = "seq2seq",
     device: str | torch.device = "auto",
-    refine: int = DEFAULT_REFINE_STEPS,
+    refine: int | None = None,
     entropy: str = "auto",
     max_tile_pixels: int | None = None,
+    effort: int | None = None,
+    psnr: float | None = None,
 ) -> bytes:
     """Encode ``image`` (a path, image file bytes, a binary file object, a PIL image or an array) to
     ``.raq`` bytes.
 
-    Exactly one of ``bpp`` (a budget on the whole file: bytes x 8 / pixels <= bpp) and ``codebook_size``
-    (an explicit K~) is given. Raises ``ImageError`` for unreadable input,
-    ``BudgetError`` for a bad or unreachable budget or size, ``ModelFileError`` for a model
+    Exactly one of ``bpp`` (a budget on the whole file: bytes x 8 / pixels <= bpp), ``codebook_size``
+    (an explicit K~) and ``psnr`` (a quality target in dB) is given; ``effort`` (0..3) trades encode
+    time for quality. Raises ``ImageError`` for unreadable input,
+    ``BudgetError`` for a bad or unreachable budget, size or PSNR target, ``ModelFileError`` for a model
     that cannot be found, and ``CodecError`` for any other bad argument (``device``, ``adapter``,
-    ``entropy``, ``refine``, ``max_tile_pixels``), an image too large for the format or a device that is
+    ``entropy``, ``refine``, ``effort``, ``max_tile_pixels``), an image too large for the format or a device that is
     not there. ``max_tile_pixels``: see ``encode_detailed``.
     """
     return encode_detailed(
@@ -246,6 +292,8 @@ def encode(
         refine=refine,
         entropy=entropy,
         max_tile_pixels=max_tile_pixels,
+        effort=effort,
+        psnr=psnr,
     ).data
 
 
@@ -352,13 +400,25 @@ def decode(
         budget = tiling.tile_pixels(max_tile_pixels)  # bad arguments are refused before any decoding work
     except ValueError as exc:
         raise CodecError(str(exc)) from None
-    where = pick_device(device)
     timer = _Stages()
-    dec = _open(bitstream.read_stream(data), model, timer)
+    dec, rgb = _decode_rgb(bitstream.read_stream(data), model, pick_device(device), budget, timer)
+    h = dec.stream.header
+    image = images.to_pil(rgb, h.mode, dec.alpha, h.bit_depth)
+    timer.done("synthesis")
+    if stages is not None:
+        stages.update(timer.seconds)
+    return image
+
+
+def _decode_rgb(
+    data: bytes, model: ModelRef, where: torch.device, tile_pixels: int | None, timer: _Stages
+) -> tuple[Decoded, np.ndarray]:
+    """The stream opened and its 8-bit RGB pixels (H, W, 3), before alpha and bit depth are restored."""
+    dec = _open(data, model, timer)
     timer.done("entropy decoding")
     h = dec.stream.header
     m = dec.model.on(where)  # the shared model itself stays where it is
-    positions = tiling.tile_positions(budget, m.config.downsampling)
+    positions = tiling.tile_positions(tile_pixels, m.config.downsampling)
     rgb = m.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape, positions)
     if h.refine_level is not None and m.residual is not None:  # format 3 with residual sections
         stage = m.residual
@@ -366,12 +426,7 @@ def decode(
         classes = stage.classes(base)
         symbols = stage.decode_groups(list(dec.stream.refinement_sections), classes, h.refine_level)
         rgb = stage.reconstruct(base, symbols, h.refine_level)
-    rgb = images.crop(rgb, h.height, h.width)
-    image = images.to_pil(rgb, h.mode, dec.alpha, h.bit_depth)
-    timer.done("synthesis")
-    if stages is not None:
-        stages.update(timer.seconds)
-    return image
+    return dec, images.crop(rgb, h.height, h.width)
 
 
 def inspect(data: StreamInput, *, model: ModelRef = None) -> dict[str, Any]:

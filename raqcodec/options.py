@@ -13,14 +13,17 @@ from .io.bitstream import ADAPTERS
 
 __all__ = [
     "ADAPTERS",
+    "DEFAULT_EFFORT",
     "DEFAULT_REFINE_STEPS",
     "DEVICES",
     "DEVICE_TYPES",
     "ENTROPY_CHOICES",
+    "MAX_EFFORT",
     "MAX_REFINE_STEPS",
     "check_codebook_size",
     "check_encode_arguments",
     "is_positive_bpp",
+    "is_positive_number",
     "size_in_range",
 ]
 
@@ -28,6 +31,10 @@ __all__ = [
 # the tile budget (raqcodec.model.tiling) are refined tile by tile, like every other network evaluation.
 DEFAULT_REFINE_STEPS = 2
 MAX_REFINE_STEPS = 50
+# Encoder effort (``--effort``): levels 0..MAX_EFFORT, each searching more than the one below
+# (raqcodec.ratecontrol.search.EFFORTS says what each does; docs/DESIGN.md "Effort levels" what each costs).
+MAX_EFFORT = 3
+DEFAULT_EFFORT = 3
 ENTROPY_CHOICES = ("auto", "context", "order0")  # index coders; auto: context when the model has one
 DEVICE_TYPES = ("cpu", "cuda")  # torch device types the networks may run on ("cuda:N" included)
 DEVICES = ("auto", *DEVICE_TYPES)  # what the command line offers; auto: CUDA when present
@@ -50,22 +57,41 @@ def check_codebook_size(size: int, size_range: tuple[int, int], model_name: str)
         raise BudgetError(f"codebook size {size} is outside model {model_name}'s range {lo}..{hi}")
 
 
+def is_positive_number(value: object) -> bool:
+    """A finite real number above 0 (not a bool): a budget in bpp, a PSNR target in dB."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value) and float(value) > 0
+
+
 def check_encode_arguments(
-    bpp: object, codebook_size: object, adapter: object, refine: object, entropy: object
+    bpp: object,
+    codebook_size: object,
+    adapter: object,
+    refine: object,
+    entropy: object,
+    effort: object = None,
+    psnr: object = None,
 ) -> None:
     """Every encode argument that needs no model checked before any work, each failure one of the
     documented errors (the tile budget is ``raqcodec.model.tiling.tile_pixels``'s to check)."""
-    if (bpp is None) == (codebook_size is None):
-        raise BudgetError("give exactly one of bpp and codebook_size")
+    if sum(x is not None for x in (bpp, codebook_size, psnr)) != 1:
+        raise BudgetError("give exactly one of bpp, codebook_size and psnr")
     if codebook_size is not None and (
         isinstance(codebook_size, bool) or not isinstance(codebook_size, numbers.Integral)
     ):
         raise BudgetError(f"codebook_size must be an integer, got {codebook_size!r}")
     if bpp is not None and not is_positive_bpp(bpp):
         raise BudgetError(f"bpp must be a positive number, got {bpp!r}")
+    if psnr is not None and not is_positive_number(psnr):
+        raise BudgetError(f"psnr must be a positive number of dB, got {psnr!r}")
     if adapter not in ADAPTERS:
         raise CodecError(f"adapter must be one of {', '.join(ADAPTERS)}, got {adapter!r}")
     if entropy not in ENTROPY_CHOICES:
         raise CodecError(f"entropy must be one of {', '.join(ENTROPY_CHOICES)}, got {entropy!r}")
-    if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= MAX_REFINE_STEPS:
+    if refine is not None and (
+        isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= MAX_REFINE_STEPS
+    ):
         raise CodecError(f"refine must be an integer in 0..{MAX_REFINE_STEPS}, got {refine!r}")
+    if effort is not None and (
+        isinstance(effort, bool) or not isinstance(effort, int) or not 0 <= effort <= MAX_EFFORT
+    ):
+        raise CodecError(f"effort must be an integer in 0..{MAX_EFFORT}, got {effort!r}")

@@ -130,7 +130,7 @@ def test_models_lists_installed(env: dict) -> None:
 @pytest.mark.parametrize(
     "args,code,message",
     [
-        (["encode", "{png}", "--model", "tiny"], 2, "exactly one of --bpp and --codebook-size"),
+        (["encode", "{png}", "--model", "tiny"], 2, "exactly one of --bpp, --codebook-size and --psnr"),
         (["encode", "{png}", "--model", "tiny", "--bpp", "0.3", "-k", "8"], 2, "exactly one"),
         (["encode", "{missing}", "--bpp", "1"], 2, "does not exist"),
         (["encode", "{text}", "--model", "tiny", "--bpp", "1"], 1, "not an image"),

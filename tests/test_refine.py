@@ -160,7 +160,7 @@ def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path:
     largest = model.size_range[1]
     two_steps = raqcodec.encode(image, codebook_size=largest, model=tiny_model_path, refine=2)
     bpp = 1.3 * len(two_steps) * 8 / image[..., 0].size
-    roomy = raqcodec.encode(image, bpp=bpp, model=tiny_model_path, refine=2)
+    roomy = raqcodec.encode(image, bpp=bpp, model=tiny_model_path)  # the default effort: 8-step paths
     assert bitstream.read_header(roomy).codebook_size == largest
     assert roomy != two_steps and len(roomy) <= bpp * image[..., 0].size / 8
 
@@ -169,6 +169,8 @@ def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path:
         return float(np.mean((decoded - image) ** 2))
 
     assert error(roomy) < error(two_steps)
-    # larger images than BUDGET_SEARCH_MAX_PIXELS search the steps asked for only (time)
+    # images larger than the search's max_pixels take at most DEFAULT_REFINE_STEPS (time); so does an
+    # explicit refine=2 under a budget (the expert override is the path length itself)
     small_search = search.SearchSettings(max_pixels=image[..., 0].size - 1)
-    assert codec.encode_detailed(image, bpp=bpp, model=tiny_model_path, refine=2, search=small_search).data == two_steps
+    assert codec.encode_detailed(image, bpp=bpp, model=tiny_model_path, search=small_search).data == two_steps
+    assert raqcodec.encode(image, bpp=bpp, model=tiny_model_path, refine=2) == two_steps

@@ -58,7 +58,9 @@ class Settings:
     bpp: float | None = None
     codebook_size: int | None = None
     adapter: str = "seq2seq"
-    refine: int | None = None  # None: the codec's default
+    refine: int | None = None  # None: the effort level's
+    effort: int | None = None  # None: the codec's default level
+    psnr: float | None = None  # a quality target instead of bpp / codebook_size
     entropy: str = "auto"
     quality: int = formats.DEFAULT_JPEG_QUALITY  # decode to .jpg/.jpeg
 

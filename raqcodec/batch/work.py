@@ -15,7 +15,7 @@ from ..errors import USER_ERRORS
 from ..io import formats
 from ..io.atomic import atomic_path
 from ..io.bitstream import read_stream
-from ..options import DEFAULT_REFINE_STEPS, check_codebook_size
+from ..options import check_codebook_size
 from .jobs import DONE, ENCODE, FAILED, Job, Settings
 from .outputs import ensure_inside
 
@@ -92,7 +92,6 @@ def _encode(job: Job, settings: Settings) -> tuple[dict[str, Any], list[str]]:
     else:
         _require_file(job.source)
         source = job.source
-    refine = DEFAULT_REFINE_STEPS if settings.refine is None else settings.refine
     result = codec.encode_detailed(
         source,
         bpp=settings.bpp,
@@ -101,7 +100,9 @@ def _encode(job: Job, settings: Settings) -> tuple[dict[str, Any], list[str]]:
         adapter=settings.adapter,
         device=settings.device,
         entropy=settings.entropy,
-        refine=refine,
+        refine=settings.refine,
+        effort=settings.effort,
+        psnr=settings.psnr,
     )
 
     def write(target: Any) -> None:
@@ -124,8 +125,11 @@ def _encode(job: Job, settings: Settings) -> tuple[dict[str, Any], list[str]]:
         "model": result.model,
         "seconds": round(result.seconds, 4),
     }
+    fields["effort"] = result.effort
     if settings.bpp is not None:
         fields["budget_unused"] = result.budget_unused
+    if settings.psnr is not None:
+        fields["psnr"] = round(result.psnr, 4) if result.psnr is not None else None
     fields["stages"] = _stages(result.stages, time.perf_counter() - started)
     return fields, result.notes
 

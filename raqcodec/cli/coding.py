@@ -12,8 +12,9 @@ import click
 from ..io.formats import DEFAULT_JPEG_QUALITY, READABLE_EXTENSIONS, output_extensions
 from ..options import (
     ADAPTERS,
-    DEFAULT_REFINE_STEPS,
+    DEFAULT_EFFORT,
     ENTROPY_CHOICES,
+    MAX_EFFORT,
     MAX_REFINE_STEPS,
 )
 from .app import EXIT_FAILED, _note, _say_error, main
@@ -26,6 +27,7 @@ from .options import (
     _device,
     _jobs,
     _json_per_file,
+    _positive_decibels,
     _positive_number,
     _quiet,
     _shard_option,
@@ -226,14 +228,31 @@ _BATCH_HELP = """
     help="seq2seq: the trained adapter (data-driven RAQ); cluster: DKM/inverse DKM (model-based).",
 )
 @click.option(
+    "--psnr",
+    type=float,
+    callback=_positive_decibels,
+    metavar="DB",
+    help="Quality target instead of a budget: the smallest file found whose decoded RGB PSNR reaches DB "
+    "(several encodes; a target the model cannot reach is an error naming what it reached).",
+)
+@click.option(
+    "--effort",
+    type=click.IntRange(0, MAX_EFFORT),
+    default=None,
+    metavar="N",
+    help=f"Encoder effort 0..{MAX_EFFORT}, time against quality under --bpp/--psnr: 0 nearest-neighbour indices "
+    "at the largest codebook that fits; 1 also a rate-constrained grid of a 4x larger codebook; 2 also "
+    "2 refinement steps and rate-constrained grids at 2x/4x/8x (and the residual stage of model v2); "
+    f"3 refinement paths of 8 steps over several sizes. [default: {DEFAULT_EFFORT}]",
+)
+@click.option(
     "--refine",
     type=click.IntRange(0, MAX_REFINE_STEPS),
     default=None,
     metavar="STEPS",
-    help="Decoder-aware index refinement steps (encoder-side search; 0 = nearest neighbour). "
-    "Under --bpp the encoder tries up to max(STEPS, 8) steps at several codebook sizes "
-    "and keeps what decodes closest within the budget (images up to 2 MP). "
-    f"[default: the codec's default, {DEFAULT_REFINE_STEPS}]",
+    help="Expert override of the effort's decoder-aware index refinement (encoder-side search; 0 = nearest "
+    "neighbour): the longest refinement path searched under --bpp, the steps taken at -k. "
+    "[default: the effort's]",
 )
 @click.option(
     "--entropy",
@@ -257,6 +276,8 @@ def encode(
     codebook_size: int | None,
     model: str | None,
     adapter: str,
+    psnr: float | None,
+    effort: int | None,
     refine: int | None,
     entropy: str,
     device: str,
@@ -270,8 +291,8 @@ def encode(
     from ..batch.jobs import ENCODE, Settings
 
     _check_quiet_verbose(quiet, verbose)
-    if (bpp is None) == (codebook_size is None):
-        raise click.UsageError("give exactly one of --bpp and --codebook-size")
+    if sum(x is not None for x in (bpp, codebook_size, psnr)) != 1:
+        raise click.UsageError("give exactly one of --bpp, --codebook-size and --psnr")
     _check_model(model)
     if codebook_size is not None:
         _check_codebook_size(codebook_size, model)
@@ -284,6 +305,8 @@ def encode(
         adapter=adapter,
         refine=refine,
         entropy=entropy,
+        effort=effort,
+        psnr=psnr,
     )
     _run_batch(settings, inputs, output, force, as_json, jobs, shard, quiet, verbose)
 

@@ -14,6 +14,7 @@ from ..errors import USER_ERRORS
 from ..options import (
     DEVICES,
     is_positive_bpp,
+    is_positive_number,
     size_in_range,
 )
 
@@ -23,6 +24,12 @@ from ..options import (
 def _positive_number(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not is_positive_bpp(value):
         raise click.BadParameter(f"must be a positive number of bits per pixel, got {value}")
+    return value
+
+
+def _positive_decibels(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not is_positive_number(value):
+        raise click.BadParameter(f"must be a positive number of dB, got {value}")
     return value
 
 

@@ -180,12 +180,14 @@ def search(
     books: Callable[[int], tuple[Tensor, Tensor]],
     encode: Callable[[np.ndarray, int], bytes],
     error: Callable[[np.ndarray, int], float],
+    factors: tuple[float, ...] = SIZE_FACTORS,
+    neighbours: bool = True,
 ) -> list[Candidate]:
     """Rate-constrained grids at sizes above ``fitting`` (the largest size whose nearest-neighbour grid
     fits) whose sections fit ``budget_bytes``, closest first. ``books(size)``: (integer, float) codebooks;
     ``encode(indices, size)``: the section; ``error(indices, size)``: the float decoder's MSE.
 
-    Probes ``fitting`` x SIZE_FACTORS, then halfway (in log size) to the neighbours of the best."""
+    Probes ``fitting`` x ``factors``, then (``neighbours``) halfway in log size to the best one's neighbours."""
     found: dict[int, Candidate | None] = {}
 
     def probe(size: int) -> None:
@@ -199,10 +201,10 @@ def search(
             indices = grid.reshape(-1).astype(np.int32)
             found[size] = Candidate(size, indices, section, error(indices, size), lam)
 
-    for factor in SIZE_FACTORS:
+    for factor in factors:
         probe(min(size_max, max(fitting + 1, round(fitting * factor))))
     fitted = {s: c for s, c in found.items() if c is not None}
-    if fitted:
+    if fitted and neighbours:
         ranked = sorted(fitted)
         i = ranked.index(min(fitted, key=lambda s: fitted[s].error))
         for neighbour in ranked[max(0, i - 1) : i] + ranked[i + 1 : i + 2]:

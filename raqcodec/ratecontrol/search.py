@@ -22,6 +22,7 @@ from torch import Tensor
 from ..entropy.coders import ContextCoder, IndexCoder
 from ..errors import BudgetError
 from ..model.loaded import CodecModel
+from ..options import DEFAULT_EFFORT, DEFAULT_REFINE_STEPS, MAX_EFFORT
 from . import ecvq
 from .residual import BaseCandidate, ladder_candidates
 from .residual import search as residual_search
@@ -32,7 +33,7 @@ RefinementPath = Iterator[tuple[np.ndarray, float]]  # a refinement path's (indi
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """How far the budget search looks. The defaults are the codec's; tests pass others.
+    """How far the budget search looks: one of EFFORTS (``--effort``), or others in tests.
 
     Under a budget, refinement and the codebook size compete for the same bytes: refined indices decode
     closer but are less predictable (5-50% more bits with the context model), and which buys more quality
@@ -41,7 +42,8 @@ class SearchSettings:
     (``refine_under_budget``), along refinement paths of up to ``refine_steps`` steps...
     """
 
-    refine_steps: int = 8
+    refine_steps: int = 8  # longest refinement path searched (0: no refinement under a budget)
+    refine_ladder: bool = True  # probe smaller sizes with refinement too (False: the fitting size only)
     size_ladder: float = 2**-0.25
     # ...for images up to this size; larger ones search the steps asked for only (a refinement step takes
     # about 1.3 us per pixel on a 2-core CPU, so half a dozen probes of 8 steps take about 2 minutes at
@@ -52,11 +54,41 @@ class SearchSettings:
     unused_share: float = 0.95
     confirm_tries: int = 3  # real encodes per size before its candidates are given up
     # Rate-constrained (entropy-constrained) grids at larger sizes compete with the refined one
-    # (``ratecontrol.ecvq``; context coder only, images up to ``max_pixels``).
-    rate_constrained: bool = False
+    # (``ratecontrol.ecvq``; context coder only, images up to ``max_pixels``): at these multiples of the
+    # largest size whose nearest-neighbour grid fits, and then halfway to the best one's neighbours.
+    rate_constrained: bool = True
+    rate_constrained_factors: tuple[float, ...] = ecvq.SIZE_FACTORS
+    rate_constrained_neighbours: bool = True
+    # The residual stage (model v2) competes at every budget; False: only when the base stage cannot use
+    # the budget (its largest codebook fits), which skips the exact base decodes the competition needs.
+    residual_search: bool = True
+    # Positions a size estimate of the context coder scores at most (None: its schedule's, about 1 MP):
+    # estimates only steer the search (real encodes confirm), so the fast levels score fewer.
+    estimate_positions: int | None = None
 
 
-DEFAULT_SEARCH = SearchSettings()
+# The encoder's effort levels (``--effort``, ``effort=``), cheapest first; each level does what the one
+# below does and more. Times and quality of each on Kodak: docs/DESIGN.md "Effort levels".
+EFFORTS: tuple[SearchSettings, ...] = (
+    # 0: nearest-neighbour indices at the largest size that fits
+    SearchSettings(refine_steps=0, rate_constrained=False, residual_search=False, estimate_positions=4096),
+    # 1: and a rate-constrained grid of a 4x larger codebook
+    SearchSettings(
+        refine_steps=0,
+        rate_constrained_factors=(4.0,),
+        rate_constrained_neighbours=False,
+        residual_search=False,
+        estimate_positions=4096,
+    ),
+    # 2: and two refinement steps at the fitting size, rate-constrained grids at 2x, 4x and 8x, the residual
+    SearchSettings(refine_steps=2, refine_ladder=False, rate_constrained_neighbours=False),
+    # 3: refinement paths of 8 steps over a ladder of sizes, and the neighbours of the best rate-constrained size
+    SearchSettings(),
+)
+assert len(EFFORTS) == MAX_EFFORT + 1
+
+
+DEFAULT_SEARCH = EFFORTS[DEFAULT_EFFORT]
 
 
 @dataclass
@@ -123,6 +155,14 @@ class BudgetSession:
         )
 
 
+def refinement_steps(refine: int | None, settings: SearchSettings, searched: bool = True) -> int:
+    """Refinement steps of an encode: ``refine`` when given, else the settings' path length under a budget
+    (``searched``), at most DEFAULT_REFINE_STEPS at an explicit size or on images too large to search."""
+    if refine is not None:
+        return refine
+    return settings.refine_steps if searched else min(settings.refine_steps, DEFAULT_REFINE_STEPS)
+
+
 @dataclass
 class BudgetFit:
     """What the budget search chose."""
@@ -140,13 +180,14 @@ def fit_budget(
     session: BudgetSession,
     bpp: float,
     overhead: int,
-    refine: int,
+    refine: int | None = None,
     settings: SearchSettings = DEFAULT_SEARCH,
     done: Callable[[str], None] = lambda stage: None,
 ) -> BudgetFit:
     """The closest grid (and residual sections) whose file of ``overhead`` bytes plus the sections fits
-    ``bpp``; raises BudgetError when even the smallest codebook does not. ``refine``: the refinement
-    steps asked for (0: none). ``done(stage)`` marks the end of each stage (timings)."""
+    ``bpp``; raises BudgetError when even the smallest codebook does not. ``refine``: the longest
+    refinement path searched, overriding ``settings.refine_steps`` (None: the settings'; 0: none).
+    ``done(stage)`` marks the end of each stage (timings)."""
     m = session.model
     height, width = session.rgb.shape[:2]
     pixels = width * height
@@ -162,11 +203,10 @@ def fit_budget(
     choice = choose_size(session.quantize, m.size_range, budget, describe, session.section, session.estimated_bits)
     size, indices, section = choice.size, choice.indices, choice.section
     done("rate control")
-    steps = 0
     limited = size == m.size_range[1]  # the largest codebook fits: only refinement can use more
-    if refine:
-        # small images search a long refinement path (its extra steps take minutes on large ones)
-        steps = max(refine, settings.refine_steps) if pixels <= settings.max_pixels else refine
+    # small images search a long refinement path (its extra steps take minutes on large ones)
+    steps = refinement_steps(refine, settings, searched=pixels <= settings.max_pixels)
+    if steps:
 
         def largest_fitting(below: int, section_bytes: int) -> int | None:
             try:
@@ -209,6 +249,8 @@ def fit_budget(
             session.books,
             session.section,
             session.decoded_error,
+            settings.rate_constrained_factors,
+            settings.rate_constrained_neighbours,
         )
         if constrained and constrained[0].error < incumbent:
             best = constrained[0]
@@ -223,7 +265,7 @@ def fit_budget(
             f"is not used up: its largest codebook (K~={size}){with_steps} takes {used:.3f} bpp"
         )
         fit.notes.append(fit.budget_unused)
-    if m.residual is not None:
+    if m.residual is not None and (settings.residual_search or limited):
         # the residual stage competes with the base stage's own best (refined indices included)
         candidates = [BaseCandidate(size, indices, 8.0 * len(section), section)]
         candidates += [
@@ -284,6 +326,10 @@ def refine_under_budget(
         return fit.error if fit is not None else math.inf
 
     first = probe(choice.size)
+    if not settings.refine_ladder:
+        if first is None:
+            return choice.size, choice.indices, choice.section, False
+        return first.size, first.indices, first.section, first.size == size_range[1] and first.growth is None
     size = choice.size
     if first is not None and first.growth is not None and choice.size > smallest:
         size = largest_fitting(choice.size - 1, budget - first.growth) or choice.size

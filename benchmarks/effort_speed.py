@@ -1,0 +1,176 @@
+"""Encode and decode time of every effort level against a hyperprior-shaped reference transform (issue 21).
+
+In one process, with the model loaded: each ``--effort`` level encodes the image at ``--bpp`` (median of
+``--repeats``) and its file is decoded (median of ``--repeats``); the reference is the analysis and the
+synthesis transform of a CompressAI-shaped hyperprior (N=128, M=192: four 5x5 stride-2 convolutions
+down, four transposed up, random weights), forward on the same image, timed the same way. Ratios to it
+are what the issue's bars are stated in. JPEG, WebP and AVIF (Pillow) encode the same image in the same
+run, at the quality whose file is closest to the budget from below. A fresh CLI process encoding at the
+default level gives the start-up cost. Results go to a JSON file.
+
+    python benchmarks/effort_speed.py --image ../shared/data/kodak/kodim23.png --bpp 0.3 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from cliprocess import run_cli
+from torch import nn
+
+import raqcodec
+from raqcodec.eval import baselines
+from raqcodec.eval.metrics import mse, psnr
+from raqcodec.io.images import load_image
+from raqcodec.ratecontrol.search import DEFAULT_EFFORT, EFFORTS
+
+
+def hyperprior_transforms(n: int = 128, m: int = 192) -> tuple[nn.Module, nn.Module]:
+    """Analysis and synthesis of Balle et al. 2018's mean-scale hyperprior, CompressAI's shapes (ReLU in
+    place of GDN, which costs about as much as a 1x1 convolution), random weights."""
+    down = [
+        nn.Conv2d(3, n, 5, 2, 2),
+        nn.ReLU(),
+        nn.Conv2d(n, n, 5, 2, 2),
+        nn.ReLU(),
+        nn.Conv2d(n, n, 5, 2, 2),
+        nn.ReLU(),
+        nn.Conv2d(n, m, 5, 2, 2),
+    ]
+    up = [
+        nn.ConvTranspose2d(m, n, 5, 2, 2, 1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(n, n, 5, 2, 2, 1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(n, n, 5, 2, 2, 1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(n, 3, 5, 2, 2, 1),
+    ]
+    return nn.Sequential(*down).eval(), nn.Sequential(*up).eval()
+
+
+def median_seconds(work: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", type=Path, required=True)
+    parser.add_argument("--bpp", type=float, default=0.3)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("-o", "--output", type=Path, default=Path(__file__).parent / "results" / "effort_speed.json")
+    args = parser.parse_args()
+    source = load_image(args.image).rgb
+    pixels = source.shape[0] * source.shape[1]
+    model = raqcodec.load_model(args.model)
+
+    analysis, synthesis = hyperprior_transforms()
+    padded = np.pad(source, ((0, -source.shape[0] % 16), (0, -source.shape[1] % 16), (0, 0)), mode="edge")
+    x = torch.from_numpy(padded).permute(2, 0, 1)[None].float() / 255
+
+    @torch.no_grad()
+    def reference() -> None:
+        synthesis(analysis(x))
+
+    reference()  # warm-up
+    reference_s, reference_all = median_seconds(reference, args.repeats)
+
+    levels = []
+    for effort in range(len(EFFORTS)):
+        raqcodec.encode(source, bpp=args.bpp, model=model, effort=effort)  # warm-up
+        data: list[bytes] = []
+        decoded: list[np.ndarray] = []
+
+        def encode(effort: int = effort, out: list[bytes] = data) -> None:
+            out.append(raqcodec.encode(source, bpp=args.bpp, model=model, effort=effort))
+
+        def decode(out: list[np.ndarray] = decoded, stream: list[bytes] = data) -> None:
+            out.append(np.asarray(raqcodec.decode(stream[-1], model=model).convert("RGB")))
+
+        encode_s, encode_all = median_seconds(encode, args.repeats)
+        decode_s, decode_all = median_seconds(decode, args.repeats)
+        levels.append(
+            {
+                "effort": effort,
+                "bytes": len(data[-1]),
+                "bpp": len(data[-1]) * 8 / pixels,
+                "psnr": psnr(mse(decoded[-1], source)),
+                "codebook_size": raqcodec.io.bitstream.read_header(data[-1]).codebook_size,
+                "encode_seconds_median": encode_s,
+                "decode_seconds_median": decode_s,
+                "encode_over_reference": encode_s / reference_s,
+                "decode_over_reference": decode_s / reference_s,
+                "encode_seconds_all": encode_all,
+                "decode_seconds_all": decode_all,
+            }
+        )
+        print(json.dumps({k: v for k, v in levels[-1].items() if not k.endswith("_all")}), flush=True)
+
+    others = {}
+    for name in ("jpeg", "webp", "avif"):
+        spec = baselines.get(name)
+        lo, hi = spec.qualities
+        fitting = [q for q in range(lo, hi + 1) if len(baselines.encode(name, source, q)[0]) * 8 / pixels <= args.bpp]
+        quality = max(fitting) if fitting else lo
+        encoded, _ = baselines.encode(name, source, quality)
+        seconds, _ = median_seconds(lambda n=name, q=quality: baselines.encode(n, source, q), args.repeats)
+        others[name] = {
+            "quality": quality,
+            "bpp": len(encoded) * 8 / pixels,
+            "psnr": psnr(mse(baselines.decode(encoded)[0], source)),
+            "encode_seconds_median": seconds,
+        }
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_args = ["--model", args.model] if args.model else []
+        command = ["encode", str(args.image), "--bpp", str(args.bpp), "-o", str(Path(tmp) / "x.raq"), "--force"]
+        cli = [run_cli([*command, *model_args]).seconds for _ in range(3)]
+    default = levels[DEFAULT_EFFORT]
+    result = {
+        "image": str(args.image),
+        "width": source.shape[1],
+        "height": source.shape[0],
+        "bpp_budget": args.bpp,
+        "model": model.name,
+        "repeats": args.repeats,
+        "reference": {
+            "what": "hyperprior-shaped analysis + synthesis (N=128, M=192, 5x5 stride 2, random weights), forward",
+            "seconds_median": reference_s,
+            "seconds_all": reference_all,
+        },
+        "default_effort": DEFAULT_EFFORT,
+        "levels": levels,
+        "baselines": others,
+        "cli_encode_wall_seconds_median": statistics.median(cli),
+        "cli_over_in_process_default": statistics.median(cli) / default["encode_seconds_median"],
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "raqcodec": raqcodec.__version__,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"reference {reference_s:.3f} s; default effort {DEFAULT_EFFORT}: encode "
+        f"{default['encode_over_reference']:.1f}x, decode {default['decode_over_reference']:.2f}x; CLI "
+        f"{result['cli_over_in_process_default']:.2f}x the in-process encode -> {args.output}"
+    )
+
+
+if __name__ == "__main__":
+    main()
