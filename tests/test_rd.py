@@ -407,3 +407,39 @@ def test_plot_frames_the_compared_curves_not_the_anchors_far_points(tmp_path: Pa
     ax.plot([0.1, 0.5], [20, 30])
     _frame(ax, ours, [(0.1, 22.0), (0.42, 28.0)])  # the anchor stops near the others: autoscaled
     assert ax.get_xlim()[1] >= 0.5
+
+
+def test_psnr_targets_give_points_at_or_just_above_each_target(tmp_path: Path, tiny_model_path: Path) -> None:
+    """`rd --psnr LIST --effort 0`: every image's file decodes at or just above each target (targets taken
+    from what this model reaches at two budgets, so that both are reachable)."""
+    images = make_images(tmp_path / "data", SIZES[:2])
+    reached = []
+    for bpp in (0.5, 1.5):
+        data = raqcodec.encode(images[0], bpp=bpp, model=str(tiny_model_path), effort=0)
+        decoded = np.asarray(raqcodec.decode(data, model=str(tiny_model_path)).convert("RGB"))
+        reached.append(psnr(mse(decoded, np.asarray(Image.open(images[0])))))
+    targets = [round(min(reached) - 0.2, 1), round(max(reached) - 0.2, 1)]
+    out = tmp_path / "r.json"
+    res = run(
+        "rd",
+        str(images[0]),
+        "--model",
+        str(tiny_model_path),
+        "--psnr",
+        ",".join(map(str, targets)),
+        "--effort",
+        "0",
+        "--baselines",
+        "none",
+        "--metrics",
+        "psnr",
+        "-o",
+        str(out),
+        "-q",
+    )
+    assert res.exit_code == 0, res.output
+    ours = json.loads(out.read_text())["codecs"]["raqcodec"]
+    assert ours["setting"] == "psnr_target" and ours["effort"] == 0
+    for point, target in zip(ours["points"], targets):
+        assert point["psnr_target"] == target
+        assert target <= point["psnr"] <= target + 0.5

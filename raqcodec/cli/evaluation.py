@@ -12,6 +12,7 @@ import click
 
 from ..errors import USER_ERRORS
 from ..eval import BASELINES, METRICS, OURS
+from ..options import DEFAULT_EFFORT, MAX_EFFORT
 from .app import EXIT_FAILED, _note, _say_error, main
 from .options import _check_new_files, _device, _force, _name_list, _number_list
 
@@ -104,6 +105,19 @@ def compare(reference: Path, distorted: Path, model: str | None, as_json: bool) 
     help="Measure raqcodec at these codebook sizes K~ instead of --bpp targets.",
 )
 @click.option(
+    "--psnr",
+    "psnr_list",
+    metavar="LIST",
+    help="Measure raqcodec at these PSNR targets (dB, --psnr of encode) instead of --bpp targets.",
+)
+@click.option(
+    "--effort",
+    type=click.IntRange(0, MAX_EFFORT),
+    default=None,
+    metavar="N",
+    help=f"raqcodec's encoder effort 0..{MAX_EFFORT} (see encode --help).  [default: {DEFAULT_EFFORT}]",
+)
+@click.option(
     "--baselines",
     "baseline_list",
     default="jpeg",
@@ -152,6 +166,8 @@ def rd(
     inputs: tuple[Path, ...],
     bpp_list: str | None,
     size_list: str | None,
+    psnr_list: str | None,
+    effort: int | None,
     baseline_list: str,
     no_raq: bool,
     metric_list: str,
@@ -175,6 +191,7 @@ def rd(
     \b
     raqcodec rd kodak/ --baselines jpeg,webp,avif -o rd.json --plot rd.png
     raqcodec rd kodak/ --no-raq --baselines jpeg,webp --bpp 0.1,0.2,0.3,0.5,0.75,1.0
+    raqcodec rd kodak/ --psnr 26,28,30,32 --effort 1 -o by-quality.json
     """
     from ..eval import plot as rdplot
     from ..eval import rd as engine
@@ -183,10 +200,11 @@ def rd(
 
     bpp = _number_list(bpp_list, float, "--bpp")
     sizes = _number_list(size_list, int, "--codebook-sizes")
-    if bpp is not None and sizes is not None:
-        raise click.UsageError("give at most one of --bpp and --codebook-sizes")
-    if no_raq and sizes is not None:
-        raise click.UsageError("--codebook-sizes measures raqcodec; it cannot go with --no-raq")
+    targets = _number_list(psnr_list, float, "--psnr")
+    if sum(x is not None for x in (bpp, sizes, targets)) > 1:
+        raise click.UsageError("give at most one of --bpp, --codebook-sizes and --psnr")
+    if no_raq and (sizes is not None or targets is not None):
+        raise click.UsageError("--codebook-sizes and --psnr measure raqcodec; they cannot go with --no-raq")
     metrics = _name_list(metric_list, METRICS, "--metrics")
     if not metrics:
         raise click.BadParameter("give at least one metric", param_hint="--metrics")
@@ -200,6 +218,8 @@ def rd(
         inputs=list(inputs),
         bpp=bpp,
         codebook_sizes=sizes,
+        psnr_targets=targets,
+        effort=effort,
         raq=not no_raq,
         baselines=_name_list(baseline_list, BASELINES, "--baselines"),
         metrics=tuple(m for m in METRICS if m in metrics),

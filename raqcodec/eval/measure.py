@@ -100,16 +100,19 @@ def measure(
     return row
 
 
-def raq_task(path: str, key: str, value: float) -> Row:
-    """One image through raqcodec at one setting (key "bpp_target" or "codebook_size")."""
+def raq_task(path: str, key: str, value: float, effort: int | None = None) -> Row:
+    """One image through raqcodec at one setting (key "bpp_target", "codebook_size" or "psnr_target")
+    and effort level (None: the codec's default)."""
     from .. import codec
 
     try:
         rgb = load_rgb(path)
         model, device = _worker["model"], _worker["device"]
-        args = {"bpp": value} if key == "bpp_target" else {"codebook_size": int(value)}
+        args: dict[str, Any] = {"bpp_target": {"bpp": value}, "psnr_target": {"psnr": value}}.get(
+            key, {"codebook_size": int(value)}
+        )
         started = time.perf_counter()
-        data = codec.encode(rgb, model=model, device=device, **args)
+        data = codec.encode(rgb, model=model, device=device, effort=effort, **args)
         encode_s = time.perf_counter() - started
         started = time.perf_counter()
         image = codec.decode(data, model=model, device=device)

@@ -38,6 +38,7 @@ import numpy as np
 from ..errors import RDError
 from ..io.finder import find_files
 from ..io.formats import READABLE_EXTENSIONS
+from ..options import DEFAULT_EFFORT
 from . import METRICS, OURS, baselines, bdrate
 from .measure import Row, _describe, _Runner, baseline_encode_task, baseline_measure_task, load_rgb, raq_task
 
@@ -51,6 +52,8 @@ class RDConfig:
     inputs: list[Path]
     bpp: list[float] | None = None  # raqcodec --bpp targets (and baseline targets without raqcodec)
     codebook_sizes: list[int] | None = None
+    psnr_targets: list[float] | None = None  # raqcodec --psnr targets instead of --bpp
+    effort: int | None = None  # raqcodec's encoder effort (None: the codec's default)
     baselines: list[str] = field(default_factory=lambda: ["jpeg"])
     raq: bool = True  # False: baselines only
     metrics: tuple[str, ...] = METRICS
@@ -263,10 +266,10 @@ def run(config: RDConfig, progress: Any | None = None) -> dict[str, Any]:
     try:
         targets = list(config.bpp or DEFAULT_BPP)
         if config.raq:
-            key = "codebook_size" if config.codebook_sizes else "bpp_target"
-            values: list[float] = list(config.codebook_sizes or targets)
+            key = "codebook_size" if config.codebook_sizes else "psnr_target" if config.psnr_targets else "bpp_target"
+            values: list[float] = list(config.codebook_sizes or config.psnr_targets or targets)
             tick = ticker.task(OURS, len(values) * len(files))
-            calls = [(f, key, v) for v in values for f in files]
+            calls = [(f, key, v, config.effort) for v in values for f in files]
             rows = runner.map(raq_task, calls, tick)
             points = []
             for i, value in enumerate(values):
@@ -276,7 +279,9 @@ def run(config: RDConfig, progress: Any | None = None) -> dict[str, Any]:
                 points.append(point)
             assert model is not None
             results_codecs[OURS] = {
-                "description": f"raqcodec, model {model.name}, seq2seq adapter, default refinement and entropy coder",
+                "description": f"raqcodec, model {model.name}, seq2seq adapter, effort "
+                f"{DEFAULT_EFFORT if config.effort is None else config.effort}, default entropy coder",
+                "effort": DEFAULT_EFFORT if config.effort is None else config.effort,
                 "setting": key,
                 "points": points,
             }

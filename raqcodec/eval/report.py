@@ -35,6 +35,7 @@ CSV_COLUMNS = (
     "codec",
     "bpp_target",
     "codebook_size",
+    "psnr_target",
     "quality",
     "image",
     "width",
@@ -64,7 +65,7 @@ def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             for r in point["per_image"]:
                 im = sizes[r["image"]]
                 row = {"codec": codec_name, "width": im["width"], "height": im["height"]}
-                row.update({k: point[k] for k in ("bpp_target", "codebook_size", "quality") if k in point})
+                row.update({k: point[k] for k in ("bpp_target", "codebook_size", "psnr_target", "quality") if k in point})
                 row.update(r)
                 rows.append({k: _cell(row.get(k)) for k in CSV_COLUMNS})
     return rows
@@ -83,6 +84,8 @@ def setting_label(point: dict[str, Any]) -> str:
         return f"--bpp {point['bpp_target']:g}"
     if "codebook_size" in point:
         return f"K~={point['codebook_size']}"
+    if "psnr_target" in point:
+        return f"--psnr {point['psnr_target']:g}"
     return f"q={point['quality']}"
 
 
