@@ -65,7 +65,9 @@ def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             for r in point["per_image"]:
                 im = sizes[r["image"]]
                 row = {"codec": codec_name, "width": im["width"], "height": im["height"]}
-                row.update({k: point[k] for k in ("bpp_target", "codebook_size", "psnr_target", "quality") if k in point})
+                row.update(
+                    {k: point[k] for k in ("bpp_target", "codebook_size", "psnr_target", "quality") if k in point}
+                )
                 row.update(r)
                 rows.append({k: _cell(row.get(k)) for k in CSV_COLUMNS})
     return rows
