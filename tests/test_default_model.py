@@ -92,9 +92,10 @@ def test_refinement_improves_the_photo_for_a_few_bits(model, photo: Path) -> Non
 
 def test_low_budgets_are_reachable_below_the_trained_range(model, photo: Path) -> None:
     ref = load_image(photo).rgb
-    data = raqcodec.encode(photo, bpp=0.1, model=model)
+    data = raqcodec.encode(photo, bpp=0.1, model=model, effort=1)  # effort 3 takes minutes on a loaded CI machine
     assert len(data) * 8 / (ref.shape[0] * ref.shape[1]) <= 0.1
-    assert _psnr_of(data, ref, model) >= 23.0  # measured 23.93 dB at K~=16 (order-0 coding: 15.94 dB at K~=3)
+    # measured 24.06 dB at effort 1 (0.2.0's default search: 23.93 dB at K~=16; order-0 coding: 15.94 dB at K~=3)
+    assert _psnr_of(data, ref, model) >= 23.0
     smallest = raqcodec.encode(photo, codebook_size=3, model=model)  # integer k-means, below the trained 8
     assert bitstream.read_header(smallest).codebook_size == 3
     assert _psnr_of(smallest, ref, model) >= 15.5  # measured 15.94 dB: reachable, not good
