@@ -11,7 +11,7 @@ which then choose given it, as the decoder decodes them.
 Under a budget this lets a large codebook reach a small rate, and a large codebook at a strong lambda
 decodes closer than a small one at lambda 0 (measured on 6 Kodak images at 0.1 bpp, raq-photo: the
 best rate-constrained grid was at 2-8x the largest size whose nearest-neighbour grid fits and decoded
-0.4-2.0 dB closer than the refined grid rate control chose before; at 0.2 bpp the refined grid still
+0.7-2.0 dB closer than the refined grid rate control chose before; at 0.2 bpp the refined grid still
 won). It also fills budgets between the sizes below the trained range (K~ 2..7), where one size step
 is a large step in rate. The search is the encoder's alone: the decoder does not repeat it, and the
 floats here only steer which indices are written.
