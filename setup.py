@@ -7,4 +7,6 @@ which gives the same bits and decodes more slowly.
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("raqcodec.entropy._context_kernel", ["raqcodec/entropy/_context_kernel.c"], optional=True)])
+setup(
+    ext_modules=[Extension("raqcodec.entropy._context_kernel", ["raqcodec/entropy/_context_kernel.c"], optional=True)]
+)
