@@ -12,7 +12,8 @@ Each documented error is a ``ValueError`` whose message is one sentence a user c
 - ``ModelFileError``: a model file that is missing, unreadable or inconsistent (``ModelNotFound``).
 
 ``USER_ERRORS`` (these plus ``OSError``) is what the command line, batch runs and ``raqcodec rd`` report as
-one line instead of an internal error. Importing this module imports nothing else (no numpy, no torch), so
+one line instead of an internal error; ``describe`` words any exception as the line a batch run or a
+worker process reports. Importing this module imports nothing else (no numpy, no torch), so
 the command line can name every error before it decides whether to load the model.
 """
 
@@ -73,6 +74,10 @@ class BatchFatal(RuntimeError):
     """A failure that stops the whole run (the model cannot be loaded, workers die on start-up)."""
 
 
+class WorkerStartError(RuntimeError):
+    """A worker process could not start (``raqcodec.pool``): its set-up failed, or it died first."""
+
+
 class RDError(ValueError):
     """A request ``rd`` cannot serve (no readable image, nothing to measure), in one sentence."""
 
@@ -92,3 +97,17 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     CodecError,
     ModelFileError,
 )
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as the one line a batch run or a worker reports: the message of a user error, else
+    "internal error (...)" (with the traceback after it when RAQCODEC_DEBUG is set)."""
+    import os
+    import traceback
+
+    if isinstance(exc, USER_ERRORS):
+        return str(exc)
+    text = f"internal error ({type(exc).__name__}: {exc})"
+    if os.environ.get("RAQCODEC_DEBUG"):
+        text += "\n" + "".join(traceback.format_exception(exc))
+    return text

@@ -10,8 +10,8 @@ outputs", states the policies: what is skipped, redone or refused, the shard has
 symbolic links.
 
 Modules: ``jobs`` (what a run is made of), ``plan`` (inputs to jobs, shards), ``outputs`` (what is already
-at an output path, refusals, stale temporary files), ``work`` (one file, in whichever process), ``pool``
-(the worker processes), ``run`` (a whole run and its summary). The package imports neither torch nor the
-model: a rerun that skips everything never loads them, and worker processes import it cheaply before they
-load the model.
+at an output path, refusals, stale temporary files), ``work`` (one file, in whichever process), ``run``
+(a whole run and its summary, on ``raqcodec.pool``'s worker processes). The package imports neither torch
+nor the model: a rerun that skips everything never loads them, and worker processes import it cheaply
+before they load the model.
 """

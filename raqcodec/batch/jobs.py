@@ -18,7 +18,6 @@ STDIO = "-"  # as an input: stdin; as -o: stdout
 # is only meaningful on this host, and shards on other hosts (or containers) may share the output tree.
 STALE_AFTER_S = 60.0
 GLOB_MAGIC = re.compile(r"[*?[]")
-STOP_TIMEOUT_S = 10.0  # how long an interrupted worker gets to remove its temporary file
 
 
 @dataclass(frozen=True)

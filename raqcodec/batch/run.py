@@ -4,26 +4,51 @@ from __future__ import annotations
 
 import signal
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from ..errors import USER_ERRORS, BatchFatal
+from ..errors import BatchFatal, WorkerStartError
 from ..interrupts import Interrupted, interruptible
 from ..io.atomic import check_writable, nearest_existing
+from ..pool import Call, WorkerPool
 from .jobs import FAILED, SKIPPED, SUFFIX, Job, Outcome, Settings, Summary
-from .outputs import ensure_inside, existing_output, refusal, sweep_stale_temps
-from .pool import _outcome, _Pool
-from .work import describe, init_worker, run_job
+from .outputs import _remove_temps_of, ensure_inside, existing_output, refusal, sweep_stale_temps
+from .work import init_worker, run_job
 
 
-def _run_here(todo: list[Job], settings: Settings, report: Callable[[Outcome], None]) -> None:
+def _outcome(job: Job, result: dict[str, Any]) -> Outcome:
+    return Outcome(
+        job=job,
+        status=result["status"],
+        fields=result.get("fields", {}),
+        error=result.get("error"),
+        notes=result.get("notes", []),
+        bytes_in=result.get("bytes_in", 0),
+        bytes_out=result.get("bytes_out", 0),
+    )
+
+
+def _do(todo: list[Job], settings: Settings, workers: int, report: Callable[[Outcome], None]) -> None:
+    """The jobs on ``raqcodec.pool`` (``workers`` 1: here). A worker that dies fails its one file, and
+    what it left in that file's folder is removed."""
+    suffix = SUFFIX[settings.kind]
+
+    def cleanup(call: Call, pid: int) -> None:
+        job: Job = call[1][0]
+        _remove_temps_of(pid, job.output.parent, suffix)
+
+    def done(index: int, result: dict[str, Any]) -> None:
+        report(_outcome(todo[index], result))
+
+    def died(index: int, how: str) -> None:
+        report(Outcome(job=todo[index], status=FAILED, error=f"the worker process died ({how}) on this file"))
+
     try:
-        init_worker(settings, single_thread=False)
-    except USER_ERRORS as exc:
-        raise BatchFatal(describe(exc)) from None
-    for job in todo:
-        report(_outcome(job, run_job(job)))
+        with WorkerPool(workers, init_worker, (settings,), cleanup=cleanup) as pool:
+            pool.run([(run_job, (job,)) for job in todo], done, died)
+    except WorkerStartError as exc:
+        raise BatchFatal(str(exc)) from None
 
 
 def classify(
@@ -110,22 +135,15 @@ def run(
     for outcome in decided:
         tally(outcome)
     start(len(todo))
-    if todo and workers > 1 and len(todo) > 1:
+    size = min(workers, len(todo))
+    if size > 1:
         with interruptible():
             try:
-                pool = _Pool(settings)
-                try:
-                    pool.spawn(min(workers, len(todo)))
-                    pool.run(deque(todo), tally)
-                except BaseException:
-                    pool.stop()
-                    raise
-                finally:
-                    pool.close()
+                _do(todo, settings, size, tally)
             except Interrupted as exc:
                 summary.interrupted = exc.signum
     elif todo:
-        _run_here(todo, settings, tally)
+        _do(todo, settings, 1, tally)
     summary.seconds = time.perf_counter() - started
     return summary
 

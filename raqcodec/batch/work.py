@@ -3,15 +3,13 @@ output atomically (or to stdout), and report a failure as one line."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import USER_ERRORS
+from ..errors import describe
 from ..io import formats
 from ..io.atomic import atomic_path
 from ..io.bitstream import read_stream
@@ -24,17 +22,13 @@ from .outputs import ensure_inside
 _state: dict[str, Any] = {}
 
 
-def init_worker(settings: Settings, single_thread: bool) -> None:
+def init_worker(settings: Settings) -> None:
     """Load the model once per process (option values were checked by the command line before any heavy
-    import); with several processes each gets one torch thread, so N processes use N cores."""
-    import torch
-
+    import); ``raqcodec.pool`` gives each worker process one torch thread."""
     from ..codec import pick_device
     from ..model import registry
 
     started = time.perf_counter()
-    if single_thread:
-        torch.set_num_threads(1)
     device = pick_device(settings.device)
     if settings.kind == ENCODE:
         model = registry.load(settings.model).on(device)
@@ -45,15 +39,6 @@ def init_worker(settings: Settings, single_thread: bool) -> None:
         registry.load(settings.model).on(device)  # cached: decode finds it by name, first
     _state["settings"] = settings
     _state["load_seconds"] = time.perf_counter() - started  # reported with the first file's stages
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, USER_ERRORS):
-        return str(exc)
-    text = f"internal error ({type(exc).__name__}: {exc})"
-    if os.environ.get("RAQCODEC_DEBUG"):
-        text += "\n" + "".join(traceback.format_exception(exc))
-    return text
 
 
 def _require_file(path: Path) -> None:

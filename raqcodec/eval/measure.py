@@ -3,10 +3,8 @@ baseline codes it, the file is decoded and measured against its source."""
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -22,16 +20,11 @@ Row = dict[str, Any]  # one codec x setting x image: measurements, or {"error": 
 _worker: dict[str, Any] = {"model": None, "device": "auto", "metrics": METRICS}
 
 
-def init_worker(model_path: str | None, device: str, metrics: tuple[str, ...], single_thread: bool) -> None:
-    """Load the model once per process; with several processes each gets one torch thread, so that N
-    processes use N cores rather than N x cores threads fighting for them."""
-    import torch
-
+def init_worker(model_path: str | None, device: str, metrics: tuple[str, ...]) -> None:
+    """Load the model once per process (``raqcodec.pool`` gives each worker process one torch thread)."""
     from ..codec import pick_device
     from ..model import registry
 
-    if single_thread:
-        torch.set_num_threads(1)
     _worker["device"] = device
     _worker["metrics"] = metrics
     _worker["model"] = registry.load(model_path).on(pick_device(device)) if model_path else None
@@ -67,6 +60,11 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, (*USER_ERRORS, BaselineUnavailable)):
         return str(exc)
     return f"internal error ({type(exc).__name__}: {exc})"
+
+
+def lost(how: str) -> Row:
+    """The row of a task whose worker process died on it (``raqcodec.pool``)."""
+    return {"error": f"the worker process died ({how}) on this image"}
 
 
 def measure(
@@ -139,36 +137,3 @@ def baseline_measure_task(path: str, data: bytes, encode_s: float) -> Row:
         return measure(load_rgb(path), data, decoded, encode_s, decode_s, _worker["metrics"])
     except Exception as exc:  # noqa: BLE001
         return {"error": _describe(exc)}
-
-
-class _Runner:
-    """Runs tasks over images here (-j 1) or in worker processes that each loaded the model once."""
-
-    def __init__(self, jobs: int, init_args: tuple[str | None, str, tuple[str, ...]]) -> None:
-        self.pool: ProcessPoolExecutor | None = None
-        if jobs > 1:
-            # spawn, not fork: forking a process whose torch/OpenMP threads have run can deadlock.
-            self.pool = ProcessPoolExecutor(
-                jobs,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_worker,
-                initargs=(*init_args, True),
-            )
-        else:
-            init_worker(*init_args, False)
-
-    def map(self, fn: Callable[..., Row], calls: list[tuple[Any, ...]], tick: Callable[[], None]) -> list[Row]:
-        if self.pool is None:
-            results = []
-            for call in calls:
-                results.append(fn(*call))
-                tick()
-            return results
-        futures = [self.pool.submit(fn, *call) for call in calls]
-        for _ in as_completed(futures):
-            tick()
-        return [future.result() for future in futures]
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)

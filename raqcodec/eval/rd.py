@@ -35,12 +35,22 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RDError
+from ..errors import RDError, WorkerStartError
 from ..io.finder import find_files
 from ..io.formats import READABLE_EXTENSIONS
 from ..options import DEFAULT_EFFORT
+from ..pool import WorkerPool
 from . import METRICS, OURS, baselines, bdrate
-from .measure import Row, _describe, _Runner, baseline_encode_task, baseline_measure_task, load_rgb, raq_task
+from .measure import (
+    Row,
+    _describe,
+    baseline_encode_task,
+    baseline_measure_task,
+    init_worker,
+    load_rgb,
+    lost,
+    raq_task,
+)
 
 # Our model spans about 0.05-0.45 bpp on Kodak; a target above an image's reach gives its largest codebook.
 DEFAULT_BPP = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
@@ -261,52 +271,57 @@ def run(config: RDConfig, progress: Any | None = None) -> dict[str, Any]:
 
     ticker = _Progress(progress)
     model_path = str(model.path) if model is not None and model.path is not None else config.model
-    runner = _Runner(config.jobs, (model_path if config.raq else None, config.device, tuple(config.metrics)))
+    pool = WorkerPool(
+        config.jobs, init_worker, (model_path if config.raq else None, config.device, tuple(config.metrics))
+    )
     results_codecs: dict[str, Any] = {}
     try:
-        targets = list(config.bpp or DEFAULT_BPP)
-        if config.raq:
-            key = "codebook_size" if config.codebook_sizes else "psnr_target" if config.psnr_targets else "bpp_target"
-            values: list[float] = list(config.codebook_sizes or config.psnr_targets or targets)
-            tick = ticker.task(OURS, len(values) * len(files))
-            calls = [(f, key, v, config.effort) for v in values for f in files]
-            rows = runner.map(raq_task, calls, tick)
-            points = []
-            for i, value in enumerate(values):
-                setting = {key: value}
-                point = make_point(setting, names, rows[i * len(files) : (i + 1) * len(files)])
-                failures.extend(_failures(OURS, point, setting))
-                points.append(point)
-            assert model is not None
-            results_codecs[OURS] = {
-                "description": f"raqcodec, model {model.name}, seq2seq adapter, effort "
-                f"{DEFAULT_EFFORT if config.effort is None else config.effort}, default entropy coder",
-                "effort": DEFAULT_EFFORT if config.effort is None else config.effort,
-                "setting": key,
-                "points": points,
+        with pool:
+            targets = list(config.bpp or DEFAULT_BPP)
+            if config.raq:
+                key = (
+                    "codebook_size" if config.codebook_sizes else "psnr_target" if config.psnr_targets else "bpp_target"
+                )
+                values: list[float] = list(config.codebook_sizes or config.psnr_targets or targets)
+                tick = ticker.task(OURS, len(values) * len(files))
+                calls = [(f, key, v, config.effort) for v in values for f in files]
+                rows = pool.map(raq_task, calls, tick, lost)
+                points = []
+                for i, value in enumerate(values):
+                    setting = {key: value}
+                    point = make_point(setting, names, rows[i * len(files) : (i + 1) * len(files)])
+                    failures.extend(_failures(OURS, point, setting))
+                    points.append(point)
+                assert model is not None
+                results_codecs[OURS] = {
+                    "description": f"raqcodec, model {model.name}, seq2seq adapter, effort "
+                    f"{DEFAULT_EFFORT if config.effort is None else config.effort}, default entropy coder",
+                    "effort": DEFAULT_EFFORT if config.effort is None else config.effort,
+                    "setting": key,
+                    "points": points,
+                }
+                reached = [p["bpp"] for p in points if p["complete"] and p["bpp"] is not None]
+                if reached:
+                    targets = reached
+                else:
+                    notes.append("raqcodec has no complete point; baseline qualities aim at the --bpp values")
+            sweeps = {
+                name: _BaselineSweep(name, files, names, pixels, pool, ticker, failures) for name in config.baselines
             }
-            reached = [p["bpp"] for p in points if p["complete"] and p["bpp"] is not None]
-            if reached:
-                targets = reached
-            else:
-                notes.append("raqcodec has no complete point; baseline qualities aim at the --bpp values")
-        sweeps = {
-            name: _BaselineSweep(name, files, names, pixels, runner, ticker, failures) for name in config.baselines
-        }
-        for sweep in sweeps.values():
-            sweep.span(targets)
-        if anchor in sweeps:
-            others = [p for name, e in results_codecs.items() for p in e["points"]] + [
-                p for name, sweep in sweeps.items() if name != anchor for p in sweep.points.values()
-            ]
-            for key in _quality_keys(config.metrics):
-                values = [p[key] for p in others if p["complete"] and p.get(key) is not None]
-                if values:
-                    sweeps[anchor].cover(key, min(values), max(values))
-        for name, sweep in sweeps.items():
-            results_codecs[name] = sweep.entry(targets)
-    finally:
-        runner.close()
+            for sweep in sweeps.values():
+                sweep.span(targets)
+            if anchor in sweeps:
+                others = [p for name, e in results_codecs.items() for p in e["points"]] + [
+                    p for name, sweep in sweeps.items() if name != anchor for p in sweep.points.values()
+                ]
+                for key in _quality_keys(config.metrics):
+                    values = [p[key] for p in others if p["complete"] and p.get(key) is not None]
+                    if values:
+                        sweeps[anchor].cover(key, min(values), max(values))
+            for name, sweep in sweeps.items():
+                results_codecs[name] = sweep.entry(targets)
+    except WorkerStartError as exc:
+        raise RDError(str(exc)) from None
 
     bd = bd_rates(results_codecs, anchor, config.metrics)
     return {
@@ -342,12 +357,12 @@ class _BaselineSweep:
         files: list[str],
         names: list[str],
         pixels: list[int],
-        runner: _Runner,
+        pool: WorkerPool,
         ticker: _Progress,
         failures: list[dict[str, Any]],
     ) -> None:
         self.name, self.files, self.names, self.pixels = name, files, names, pixels
-        self.runner, self.failures = runner, failures
+        self.pool, self.failures = pool, failures
         self.spec = baselines.get(name)
         self.encoded: dict[int, list[Row]] = {}
         self.points: dict[int, dict[str, Any]] = {}  # every quality measured
@@ -357,8 +372,8 @@ class _BaselineSweep:
 
     def mean_bpp(self, quality: int) -> float | None:
         if quality not in self.encoded:
-            self.encoded[quality] = self.runner.map(
-                baseline_encode_task, [(f, self.name, quality) for f in self.files], self.search_tick
+            self.encoded[quality] = self.pool.map(
+                baseline_encode_task, [(f, self.name, quality) for f in self.files], self.search_tick, lost
             )
         ok = [len(r["data"]) * 8 / n for r, n in zip(self.encoded[quality], self.pixels) if "error" not in r]
         return statistics.fmean(ok) if ok else None
@@ -372,7 +387,7 @@ class _BaselineSweep:
             (f, r["data"], r["encode_s"]) for q in todo for f, r in zip(self.files, self.encoded[q]) if "error" not in r
         ]
         self.tick.expect(len(calls))
-        measured = iter(self.runner.map(baseline_measure_task, calls, self.tick))
+        measured = iter(self.pool.map(baseline_measure_task, calls, self.tick, lost))
         for q in todo:
             rows = [next(measured) if "error" not in r else {"error": r["error"]} for r in self.encoded[q]]
             point = make_point({"quality": q}, self.names, rows)
