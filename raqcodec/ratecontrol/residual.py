@@ -2,11 +2,13 @@
 
 Under a budget the bytes go to the base stage's index grid (codebook size K~) and to the residual's
 leading coefficient groups at one step level. For each base candidate (the base stage's own budget
-choice, and sizes on a ladder of powers of two) the encoder decodes the base image exactly (the residual
-is coded against what the decoder will see), transforms the residual once, and scores every (level,
-group count) that is estimated to fit by its squared error in the transform domain (the basis is
-orthonormal, so that is the pixel error before rounding): no decoder runs per candidate. The closest
-wins; its sections are then coded exactly and trailing groups dropped should the real sizes overrun.
+choice, and sizes on a ladder of powers of two) the encoder previews the base image with the float
+decoder (about 5x faster than the exact one and, on Kodak, at most one level off in 0.2% of the
+pixels), transforms the residual once, and scores every (level, group count) that is estimated to fit
+by its squared error in the transform domain (the basis is orthonormal, so that is the pixel error
+before rounding): no decoder runs per level. Only the winner's base is decoded exactly; its residual is
+coded against that image (what the decoder will add it to), and trailing groups are dropped should the
+real sizes overrun.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.loaded import CodecModel
 from ..model.residual import GROUPS, LEVELS, ResidualStage, pad_to_blocks
 
 # Base sizes tried besides the base stage's own choice: each costs an exact base decode and an estimate.
@@ -79,29 +80,31 @@ class _LevelFit:
 
 
 def search(
-    model: CodecModel,
     stage: ResidualStage,
     target: np.ndarray,
-    grid: tuple[int, int],
     candidates: list[BaseCandidate],
     budget_bytes: int,
     section_of: Callable[[np.ndarray, int], bytes],
+    preview: Callable[[np.ndarray, int], np.ndarray],
+    synthesize: Callable[[np.ndarray, int], np.ndarray],
 ) -> ResidualChoice | None:
     """The closest coding under ``budget_bytes`` (index section + residual sections + their lengths).
-    ``target``: the image padded to the base grid (4h x 4w x 3 uint8)."""
+    ``target``: the image padded to the base grid (4h x 4w x 3 uint8); ``preview(indices, size)``: a
+    candidate's base image as the float decoder gives it (scoring only); ``synthesize(indices, size)``:
+    the exact base image, which the winner's residual is coded against."""
     budget_bits = 8.0 * budget_bytes
     padded_target = pad_to_blocks(target)
-    best: tuple[float, BaseCandidate, int | None, int, np.ndarray, np.ndarray, np.ndarray] | None = None
+    # (error, candidate, level, groups): level None is the base stage alone
+    best: tuple[float, BaseCandidate, int | None, int] | None = None
     for cand in candidates:
         if cand.bits > budget_bits:
             continue
-        base = pad_to_blocks(model.synthesize(cand.indices, model.codebook("seq2seq", cand.size), grid))
+        base = pad_to_blocks(preview(cand.indices, cand.size))
         coefficients = stage.coefficients(padded_target, base)
-        classes = stage.classes(base)
         total_energy = float(np.sum(coefficients**2))
         if best is None or total_energy < best[0]:
-            best = (total_energy, cand, None, 0, base, classes, coefficients)
-        levels = _LevelFit(stage, coefficients, classes, cand.bits, budget_bits)
+            best = (total_energy, cand, None, 0)
+        levels = _LevelFit(stage, coefficients, stage.classes(base), cand.bits, budget_bits)
         # the finest level at which every group fits (bisection), then finer ones with fewer groups
         lo, hi = -1, LEVELS
         while hi - lo > 1:
@@ -113,19 +116,24 @@ def search(
                 break
             error = stage.squared_error(coefficients, levels.symbols(level), level, groups)
             if error < best[0]:
-                best = (error, cand, level, groups, base, classes, coefficients)
+                best = (error, cand, level, groups)
     if best is None:
         return None
-    error, cand, chosen, groups, base, classes, coefficients = best
+    error, cand, chosen, groups = best
     index_section = cand.section if cand.section is not None else section_of(cand.indices, cand.size)
-    sections: list[bytes] = []
-    if chosen is not None:
-        symbols = stage.quantize(coefficients, chosen)
-        sections = stage.encode_groups(symbols, classes, chosen, groups)
-    while sections and len(index_section) + sum(len(s) + SECTION_LENGTH_BYTES for s in sections) > budget_bytes:
-        sections.pop()  # the estimate was the ideal information: drop the finest detail first
     if len(index_section) > budget_bytes:
         return None
+    sections: list[bytes] = []
+    if chosen is not None:
+        # the winner's residual against the exact base image: what the decoder adds it to
+        base = pad_to_blocks(synthesize(cand.indices, cand.size))
+        coefficients, classes = stage.coefficients(padded_target, base), stage.classes(base)
+        symbols = stage.quantize(coefficients, chosen)
+        groups = max(0, min(groups, _LevelFit(stage, coefficients, classes, cand.bits, budget_bits).groups(chosen)))
+        sections = stage.encode_groups(symbols, classes, chosen, groups)
+        error = stage.squared_error(coefficients, symbols, chosen, len(sections)) if sections else error
+    while sections and len(index_section) + sum(len(s) + SECTION_LENGTH_BYTES for s in sections) > budget_bytes:
+        sections.pop()  # the estimate was the ideal information: drop the finest detail first
     return ResidualChoice(cand.size, cand.indices, index_section, chosen if sections else None, sections, error)
 
 

@@ -131,6 +131,10 @@ class BudgetSession:
         """The (integer, float) codebooks of ``size``."""
         return self.model.codebook(self.adapter, size), self.model.float_codebook(self.adapter, size)
 
+    def preview(self, indices: np.ndarray, size: int) -> np.ndarray:
+        """The float decoder's image of ``indices`` at ``size`` (uint8, padded): candidates are scored on it."""
+        return self.model.preview(indices, self.grid, self.adapter, size)
+
     def decoded_error(self, indices: np.ndarray, size: int) -> float:
         """The float decoder's MSE of ``indices`` at ``size`` against the source (what refinement measures)."""
         return self.model.decoded_error(indices, self.grid, self.rgb, self.adapter, size)
@@ -273,7 +277,15 @@ def fit_budget(
             for c in ladder_candidates(session.quantize, session.estimated_bits, m.size_range, budget)
             if c.size != size
         ]
-        found = residual_search(m, m.residual, session.padded, session.grid, candidates, budget, session.section)
+        found = residual_search(
+            m.residual,
+            session.padded,
+            candidates,
+            budget,
+            session.section,
+            session.preview,
+            lambda indices, size: m.synthesize(indices, m.codebook(session.adapter, size), session.grid),
+        )
         if found is not None and found.sections:
             fit.size, fit.indices, fit.section = found.size, found.indices, found.index_section
             fit.refine_level, fit.refinement_sections = found.level, tuple(found.sections)
