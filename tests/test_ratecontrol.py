@@ -59,3 +59,31 @@ def test_choose_size_confirms_with_real_sizes_and_names_the_range() -> None:
     assert len(choice.section) <= 40 and choice.size == 319
     with pytest.raises(BudgetError, match="1..128"):
         choose_size(quantize, (2, 1024), 0, lambda a, b: f"{a}..{b}", encode, estimate)
+
+
+@pytest.mark.parametrize("bias", [0.7, 0.85, 1.0, 1.15])
+@pytest.mark.parametrize("budget", [120, 250, 700])
+def test_choose_size_settles_a_biased_estimate_in_a_few_real_encodes(bias: float, budget: int) -> None:
+    """An estimate off by up to 30% (subsampled positions) costs a handful of real encodes, not one per
+    size between its boundary and the real one, and the choice is still the largest size that fits
+    below the first guess."""
+    real = {k: int(90 * math.log2(k)) + k // 20 for k in range(2, 1025)}  # bytes, increasing
+
+    def quantize(size: int) -> np.ndarray:
+        return np.full(4, size)
+
+    encoded: list[int] = []
+
+    def encode(indices: np.ndarray, size: int) -> bytes:
+        encoded.append(size)
+        return bytes(real[size])
+
+    def estimate(size: int) -> int:
+        return int(8 * real[size] * bias)
+
+    choice = choose_size(quantize, (2, 1024), budget, lambda a, b: f"{a}..{b}", encode, estimate)
+    fitting = [k for k in real if real[k] <= budget]
+    first_guess = max(k for k in real if int(8 * real[k] * bias) <= 8 * budget)
+    assert choice.size == max(k for k in fitting if k <= first_guess)
+    assert len(choice.section) <= budget
+    assert len(encoded) <= 5, encoded
