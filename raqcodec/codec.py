@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
@@ -76,16 +77,46 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
 
 
 class _Stages:
-    """Wall time per stage of one encode or decode (``raqcodec encode -v`` prints them)."""
+    """Wall time per stage of one encode or decode (``raqcodec encode -v`` prints them), and the stage
+    now running for a ``progress`` callback: ``start(name)`` announces a stage (once: announcing the one
+    running again says nothing), ``done(name)`` times the stage that ends and announces ``after[name]``,
+    the stage expected next, when there is one."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
         self._last = time.perf_counter()
+        self._progress = progress
+        self._running: str | None = None
+        self.after: dict[str, str] = {}
+
+    def start(self, name: str) -> None:
+        if self._progress is not None and name != self._running:
+            self._running = name
+            self._progress(name)
 
     def done(self, name: str) -> None:
         now = time.perf_counter()
         self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
         self._last = now
+        self._running = None
+        if name in self.after:
+            self.start(self.after[name])
+
+
+def _search_stages(
+    m: CodecModel, coder: IndexCoder, settings: SearchSettings, refine: int | None, pixels: int
+) -> list[str]:
+    """The stages of a budget search (``fit_budget``) in order, as far as they can be told before it runs:
+    it may still skip the rate-constrained choice (when the largest codebook fits already) and the
+    residual stage (settings that do not search it run it only when the largest codebook fits)."""
+    stages = ["rate control"]
+    if refinement_steps(refine, settings, searched=pixels <= settings.max_pixels):
+        stages.append("refinement search")
+    if settings.rate_constrained and isinstance(coder, ContextCoder) and pixels <= settings.max_pixels:
+        stages.append("rate-constrained choice")
+    if m.residual is not None:
+        stages.append("residual stage")
+    return stages
 
 
 def _model(ref: ModelRef, device: str | torch.device) -> CodecModel:
@@ -127,6 +158,7 @@ def encode_detailed(
     effort: int | None = None,
     psnr: float | None = None,
     search: SearchSettings | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> EncodeResult:
     """Encode at a bitrate budget (``bpp``: all file bytes x 8 / pixels), at an explicit ``codebook_size``
     or to a quality target (``psnr``: the smallest file found whose decoded RGB PSNR reaches it).
@@ -140,6 +172,14 @@ def encode_detailed(
     images larger than this run the networks in tiles of at most this many pixels
     (``raqcodec.model.tiling``; default $RAQCODEC_TILE_PIXELS or 2 MP): memory stays bounded, the stream
     format is the same.
+
+    ``progress(stage)`` is called as each stage starts, with the stage's name ("model", "read",
+    "analysis", then under a budget "rate control", "refinement search", "rate-constrained choice",
+    "residual stage", under a PSNR target each try's and "quality check", at an explicit size
+    "quantization" or "refinement" and "entropy coding", and last "container"): the names of
+    ``EncodeResult.stages``. Inside the budget search a stage is announced when the one before it ends,
+    as the settings call for it; the search may then skip it (the rate-constrained choice when the
+    largest codebook fits already): ``stages`` lists what ran, in the order announced.
     """
     check_encode_arguments(bpp, codebook_size, adapter, refine, entropy, effort, psnr)
     try:
@@ -148,7 +188,9 @@ def encode_detailed(
         raise CodecError(str(exc)) from None
     settings = search if search is not None else EFFORTS[DEFAULT_EFFORT if effort is None else effort]
     started = time.perf_counter()
-    stages = _Stages()
+    stages = _Stages(progress)
+    stages.after.update({"model": "read", "read": "analysis"})
+    stages.start("model")
     m = _model(model, device)
     coder = index_coder(m, entropy, settings.estimate_positions)
     positions = tiling.tile_positions(max_tile_pixels, m.config.downsampling)
@@ -173,6 +215,16 @@ def encode_detailed(
         positions=positions,
     )
     del padded
+    steps = refinement_steps(refine, settings, searched=False) if codebook_size is not None else 0  # at -k
+    if codebook_size is not None:
+        plan = ["refinement" if steps else "quantization", "entropy coding"]
+    else:
+        plan = _search_stages(m, coder, settings, refine, src.width * src.height)
+        if bpp is None:
+            plan.append("quality check")  # the next try announces its own start; the last, "container"
+    if bpp is not None or codebook_size is not None:
+        plan.append("container")
+    stages.after.update(zip(["analysis", *plan], plan, strict=False))
     stages.done("analysis")
     notes = list(src.notes)
     alpha = zlib.compress(src.alpha.tobytes(), 9) if src.alpha is not None else b""
@@ -206,7 +258,6 @@ def encode_detailed(
     if codebook_size is not None:
         check_codebook_size(codebook_size, m.size_range, m.name)
         size = int(codebook_size)
-        steps = refinement_steps(refine, settings, searched=False)
         indices = session.refined(size, steps) if steps else session.quantize(size)
         stages.done("refinement" if steps else "quantization")
         data = container(size, session.section(indices, size), None, ())
@@ -215,6 +266,7 @@ def encode_detailed(
 
         def at_budget(budget_bpp: float) -> tuple[bytes, int, list[str], str | None]:
             fit = fit_budget(session, budget_bpp, overhead, refine, settings, stages.done)
+            stages.start("container" if bpp is not None else "quality check")  # whatever the search skipped
             stream = container(fit.size, fit.section, fit.refine_level, fit.refinement_sections)
             return stream, fit.size, fit.notes, fit.budget_unused
 
@@ -226,6 +278,7 @@ def encode_detailed(
             sizes: dict[bytes, int] = {}
 
             def encode_at(budget_bpp: float) -> tuple[bytes, float]:
+                stages.start("rate control")
                 stream, sizes[stream], _, _ = at_budget(budget_bpp)
                 _, decoded = _decode_rgb(stream, m, m.device, tiling.tile_pixels(max_tile_pixels), _Stages())
                 stages.done("quality check")
@@ -239,6 +292,7 @@ def encode_detailed(
 
             best = fit_psnr(encode_at, psnr, describe)
             data, size, reached = best.data, sizes[best.data], best.psnr
+            stages.start("container")
     stages.done("container")
     return EncodeResult(
         data=data,

@@ -17,6 +17,9 @@ Both need the same things of it, so they share one implementation with one set o
   if it does not go, and ``cleanup`` sweeps what a killed one may have left.
 - One worker is no pool: ``size`` 1 runs the initializer and every task in this process (with this
   process's threads), with the same callbacks.
+- A task may say how it is getting on with ``emit(payload)`` (an encode: each stage as it starts): the
+  payload reaches ``run``'s optional ``event(index, payload)`` in the parent, over the worker's pipe ahead
+  of the task's result (or directly, in this process). Nobody listening, it is dropped.
 
 A task is a module-level function and its arguments (both pickled to the worker). Tasks report their own
 failures in their results (a batch's failed file, an rd row with an error); an exception a task lets out
@@ -26,6 +29,7 @@ is raised here, as if the task had run here.
 from __future__ import annotations
 
 import ctypes
+import functools
 import multiprocessing
 import os
 import signal
@@ -48,6 +52,26 @@ T = TypeVar("T")
 STOP_TIMEOUT_S = 10.0  # how long a stopped worker gets to unwind (and remove its temporary file)
 
 # -- in the worker process ---------------------------------------------------------------------------------
+
+_emitter: list[Callable[[Any], None]] = []  # where emit() sends: the pipe in a worker, run()'s event here
+
+
+def emit(payload: Any) -> None:
+    """Tell whoever runs the task in hand (``WorkerPool.run``'s ``event``) something small and picklable
+    about it; nothing happens when no pool runs it or nobody listens. Never raises for a lost pipe (the
+    worker is going anyway)."""
+    if _emitter:
+        _emitter[-1](payload)
+
+
+def _send_event(conn: Any) -> Callable[[Any], None]:
+    def send(payload: Any) -> None:
+        try:
+            conn.send(("event", payload))
+        except (OSError, EOFError):
+            pass
+
+    return send
 
 
 def _die_with_parent(parent: int) -> None:
@@ -88,6 +112,7 @@ def _worker_main(
             conn.send(("fatal", describe(exc)))
             return
         conn.send(("ready", None))
+        _emitter.append(_send_event(conn))
         while True:
             call = conn.recv()
             if call is None:
@@ -109,6 +134,10 @@ def _worker_main(
 
 
 # -- in the parent -----------------------------------------------------------------------------------------
+
+
+def _drop(payload: Any) -> None:
+    """An event nobody listens to."""
 
 
 @dataclass
@@ -202,12 +231,19 @@ class WorkerPool:
         calls: Sequence[Call],
         done: Callable[[int, Any], None],
         died: Callable[[int, str], None],
+        event: Callable[[int, Any], None] | None = None,
     ) -> None:
         """Run every call; ``done(index, result)`` as each one finishes (in any order with workers), or
-        ``died(index, how)`` when the worker holding it died. Returns when every call is accounted for."""
+        ``died(index, how)`` when the worker holding it died; ``event(index, payload)`` for each ``emit``
+        of a call, before its ``done``. Returns when every call is accounted for."""
         if self.inline:
             for index, (fn, args) in enumerate(calls):
-                done(index, fn(*args))
+                _emitter.append(functools.partial(event, index) if event is not None else _drop)
+                try:
+                    value = fn(*args)
+                finally:
+                    _emitter.pop()
+                done(index, value)
             return
         queue = deque(enumerate(calls))
         for worker in list(self.workers):  # one that died while idle is replaced before it is given work
@@ -231,6 +267,10 @@ class WorkerPool:
                     continue
                 if kind == "fatal":
                     raise WorkerStartError(payload)
+                if kind == "event":
+                    if event is not None and worker.task is not None:
+                        event(worker.task[0], payload)
+                    continue
                 if kind == "died":
                     busy.remove(worker)
                     self._died(worker, died)

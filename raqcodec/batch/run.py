@@ -29,9 +29,16 @@ def _outcome(job: Job, result: dict[str, Any]) -> Outcome:
     )
 
 
-def _do(todo: list[Job], settings: Settings, workers: int, report: Callable[[Outcome], None]) -> None:
+def _do(
+    todo: list[Job],
+    settings: Settings,
+    workers: int,
+    report: Callable[[Outcome], None],
+    stage: Callable[[Job, str], None] | None = None,
+) -> None:
     """The jobs on ``raqcodec.pool`` (``workers`` 1: here). A worker that dies fails its one file, and
-    what it left in that file's folder is removed."""
+    what it left in that file's folder is removed. ``stage(job, name)``: each stage of an encode as it
+    starts, forwarded from the workers."""
     suffix = SUFFIX[settings.kind]
 
     def cleanup(call: Call, pid: int) -> None:
@@ -46,7 +53,8 @@ def _do(todo: list[Job], settings: Settings, workers: int, report: Callable[[Out
 
     try:
         with WorkerPool(workers, init_worker, (settings,), cleanup=cleanup) as pool:
-            pool.run([(run_job, (job,)) for job in todo], done, died)
+            event = None if stage is None else lambda index, name: stage(todo[index], name)
+            pool.run([(run_job, (job,)) for job in todo], done, died, event)
     except WorkerStartError as exc:
         raise BatchFatal(str(exc)) from None
 
@@ -111,11 +119,14 @@ def run(
     report: Callable[[Outcome], None] = lambda o: None,
     note: Callable[[str], None] = lambda s: None,
     start: Callable[[int], None] = lambda n: None,
+    stage: Callable[[Job, str], None] | None = None,
 ) -> Summary:
     """Do ``jobs``: ``report`` gets every outcome (skipped ones first), ``start`` the number of files to
-    do. ``resume``: skip raqcodec's complete outputs (batch runs; a single named file is redone). Returns
-    the summary, with ``interrupted`` set when SIGINT/SIGTERM stopped worker processes (every output
-    written is complete; no temporary file is left). Raises BatchFatal when nothing can be done.
+    do, ``stage(job, name)`` each stage of an encode as it starts (``codec.encode_detailed``'s
+    ``progress``, from worker processes too), before the job's outcome. ``resume``: skip raqcodec's
+    complete outputs (batch runs; a single named file is redone). Returns the summary, with
+    ``interrupted`` set when SIGINT/SIGTERM stopped worker processes (every output written is complete;
+    no temporary file is left). Raises BatchFatal when nothing can be done.
 
     Working here (-j 1), a signal is ``raqcodec.interrupts``' business: the command line exits at once,
     removing the temporary file in hand. Worker processes must be stopped and swept, so while they run
@@ -139,11 +150,11 @@ def run(
     if size > 1:
         with interruptible():
             try:
-                _do(todo, settings, size, tally)
+                _do(todo, settings, size, tally, stage)
             except Interrupted as exc:
                 summary.interrupted = exc.signum
     elif todo:
-        _do(todo, settings, 1, tally)
+        _do(todo, settings, 1, tally, stage)
     summary.seconds = time.perf_counter() - started
     return summary
 

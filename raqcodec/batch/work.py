@@ -14,6 +14,7 @@ from ..io import formats
 from ..io.atomic import atomic_path
 from ..io.bitstream import read_stream
 from ..options import check_codebook_size
+from ..pool import emit
 from .jobs import DONE, ENCODE, FAILED, Job, Settings
 from .outputs import ensure_inside
 
@@ -88,6 +89,7 @@ def _encode(job: Job, settings: Settings) -> tuple[dict[str, Any], list[str]]:
         refine=settings.refine,
         effort=settings.effort,
         psnr=settings.psnr,
+        progress=emit,  # to the parent's display (raqcodec.pool)
     )
 
     def write(target: Any) -> None:

@@ -16,12 +16,17 @@ EXIT_INTERNAL = 70  # a bug: unexpected exception
 EXIT_PIPE = 128 + 13  # stdout was closed by its reader (`| head -1`), as if killed by SIGPIPE
 
 
+# Lines go to sys.stderr as it is when they are printed, not click's err=True stream: while a progress
+# display is live, sys.stderr is rich's proxy, which prints them above it (click's own stream would wrap
+# the proxy's binary buffer and write into the middle of the display).
+
+
 def _say_error(message: str) -> None:
-    click.echo(f"raqcodec: error: {message}", err=True)
+    click.echo(f"raqcodec: error: {message}", file=sys.stderr)
 
 
 def _note(message: str) -> None:
-    click.echo(f"raqcodec: note: {message}", err=True)
+    click.echo(f"raqcodec: note: {message}", file=sys.stderr)
 
 
 def _stdout_closed() -> None:

@@ -36,7 +36,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..batch.jobs import Outcome, Plan, Settings
+    from ..batch.jobs import Job, Outcome, Plan, Settings
 
 
 def _outcome_record(outcome: Outcome) -> tuple[dict[str, Any], str | None]:
@@ -68,6 +68,10 @@ def _stage_line(outcome: Outcome) -> str:
     stages = outcome.fields.get("stages") or {}
     timing = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in stages.items())
     return f"raqcodec: {outcome.job.shown_source}: {timing}"
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
 
 
 def _plan(settings: Settings, inputs: tuple[str, ...], output: str | None, force: bool) -> Plan:
@@ -107,7 +111,7 @@ def _run_batch(
     from ..batch.plan import select_shard
     from ..batch.run import run, summary_line
     from ..errors import BatchFatal
-    from ..progress import progress_bar
+    from ..progress import FileStages, progress_bar
 
     _check_stdout(output, as_json)
     plan = _plan(settings, inputs, output, force)
@@ -117,25 +121,34 @@ def _run_batch(
     for message in plan.errors:
         _say_error(message)
     todo = select_shard(plan.jobs, *shard) if shard else plan.jobs
-    progress = progress_bar(not quiet and sys.stderr.isatty(), rate="files", eta=True)
+    # Live lines on a terminal only, and never with -q or --json: the files bar of a batch, and under it
+    # each file whose encode has run for over progress.SHOW_AFTER_S, with its stage (from the workers too).
+    live = not quiet and not as_json and _stderr_is_terminal()
+    files = FileStages()
+    progress = progress_bar(live, rate="files", eta=True, below=files)
 
     def start(total: int) -> None:
-        if total:
+        if total and plan.is_batch:  # one named file has its stage line, not a bar of one
             progress.add_task(settings.kind, total=total)
 
+    def stage(job: Job, name: str) -> None:
+        files.stage(job, job.shown_source, name)
+
     def report(outcome: Outcome) -> None:
+        files.finish(outcome.job)  # its line goes before its result line is printed
         record, line = _outcome_record(outcome)
         if not quiet:
             for message in outcome.notes:
                 _note(f"{outcome.job.shown_source}: {message}")
         if outcome.status == "failed":
             _say_error(_failure_line(outcome))
+        # sys.stdout/sys.stderr as they are now (rich's proxies while the display is live: see cli.app)
         if verbose and outcome.status == "done":
-            click.echo(_stage_line(outcome), err=True)
+            click.echo(_stage_line(outcome), file=sys.stderr)
         if as_json:
             click.echo(json.dumps(record))
         elif line is not None and not quiet:
-            click.echo(line, err=outcome.job.stdout)  # stdout carries the data itself there
+            click.echo(line, file=sys.stderr if outcome.job.stdout else sys.stdout)  # stdout: the data there
         if outcome.status != "skipped" and progress.tasks:
             progress.advance(progress.tasks[0].id)
 
@@ -150,6 +163,7 @@ def _run_batch(
                 report=report,
                 note=(lambda message: None) if quiet else _note,
                 start=start,
+                stage=stage if live else None,
             )
     except BatchFatal as exc:
         _say_error(str(exc))
