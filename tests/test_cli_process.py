@@ -80,7 +80,13 @@ def long_jobs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _interrupt(args: list[str], cwd: Path, moment: float, signum: int) -> tuple[int, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "raqcodec", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-m", "raqcodec", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        # a suite started in the background (``make test &``) inherits SIGINT ignored, and raqcodec rightly
+        # keeps an ignored signal ignored: the child gets the default, as from a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(interpreter_start_s() + moment)
     proc.send_signal(signum)
