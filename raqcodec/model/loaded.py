@@ -269,13 +269,16 @@ class CodecModel:
     ) -> float:
         """The float decoder's MSE of an index grid against ``rgb`` (the unpadded image), as the refinement
         path measures its steps (images within the refinement search's size; no tiling)."""
+        target = self._pixels(rgb)[0]
+        decoded = self._float_decode(indices, grid, adapter, size)[:, : target.shape[1], : target.shape[2]]
+        return float(F.mse_loss(decoded, target))
+
+    def _float_decode(self, indices: np.ndarray, grid: tuple[int, int], adapter: str, size: int) -> Tensor:
+        """(3, 4h, 4w) floats in about [0, 1]: the float decoder's image of an index grid (untiled)."""
         h, w = grid
         book = self.float_codebook(adapter, size)
         chosen = torch.from_numpy(np.asarray(indices, np.int64).reshape(-1)).to(self.device)
-        quantized = book[chosen].reshape(h, w, -1).permute(2, 0, 1)[None]
-        target = self._pixels(rgb)[0]
-        decoded = self.float_decoder(quantized)[0, :, : target.shape[1], : target.shape[2]]
-        return float(F.mse_loss(decoded, target))
+        return self.float_decoder(book[chosen].reshape(h, w, -1).permute(2, 0, 1)[None])[0]
 
     def _path_in_tiles(
         self, latents: Tensor, rgb: np.ndarray, book: Tensor, steps: int, tiles: list[Tile]
@@ -307,11 +310,7 @@ class CodecModel:
         """Index grid -> (4h, 4w, 3) uint8 with the float decoder: an encoder-side estimate of what
         ``synthesize`` gives (about 5x faster on a CPU; on Kodak at most one level off in 0.2% of the
         pixels), for scoring candidates. Never written: the decoder's own pixels come from ``synthesize``."""
-        h, w = grid
-        book = self.float_codebook(adapter, size)
-        chosen = torch.from_numpy(np.asarray(indices, np.int64).reshape(-1)).to(self.device)
-        quantized = book[chosen].reshape(h, w, -1).permute(2, 0, 1)[None]
-        decoded = self.float_decoder(quantized)[0]
+        decoded = self._float_decode(indices, grid, adapter, size)
         return (decoded.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
     def _tile_target(self, rgb: np.ndarray, t: Tile) -> tuple[Tensor, tuple[slice, slice, slice]]:

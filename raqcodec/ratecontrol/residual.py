@@ -20,7 +20,7 @@ import numpy as np
 
 from ..model.residual import GROUPS, LEVELS, ResidualStage, pad_to_blocks
 
-# Base sizes tried besides the base stage's own choice: each costs an exact base decode and an estimate.
+# Base sizes tried besides the base stage's own choice: each costs a float-decoder preview and an estimate.
 # The winners on Kodak at 0.3-1.0 bpp were K~ = 128-512.
 SIZE_LADDER = (32, 128, 512)
 SECTION_LENGTH_BYTES = 4  # each section's length in the format 3 header
