@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
@@ -26,8 +26,8 @@ from .io import bitstream, images
 from .model import registry, tiling
 from .model.loaded import CodecModel, codebook_crc
 from .model.residual import BASIS_BITS as RESIDUAL_BASIS_BITS
-from .model.residual import GROUPS, pad_to_blocks
 from .model.residual import STEP_BITS as RESIDUAL_STEP_BITS
+from .model.residual import pad_to_blocks
 from .options import DEFAULT_EFFORT, DEVICE_TYPES, ENTROPY_CHOICES, check_codebook_size, check_encode_arguments
 from .ratecontrol.quality import fit_psnr
 from .ratecontrol.search import EFFORTS, BudgetSession, SearchSettings, fit_budget, refinement_steps
@@ -157,6 +157,7 @@ def encode_detailed(
     max_tile_pixels: int | None = None,
     effort: int | None = None,
     psnr: float | None = None,
+    layers: Sequence[float] | None = None,
     search: SearchSettings | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> EncodeResult:
@@ -171,7 +172,10 @@ def encode_detailed(
     the search's ``max_pixels``). ``entropy``: the index coder (``index_coder``). ``max_tile_pixels``:
     images larger than this run the networks in tiles of at most this many pixels
     (``raqcodec.model.tiling``; default $RAQCODEC_TILE_PIXELS or 2 MP): memory stays bounded, the stream
-    format is the same.
+    format is the same. ``layers``: with ``bpp``, up to 3 smaller budgets (ascending) that the file can
+    be trimmed to (``raqcodec.trim``) at the quality of an encode at that budget: the base stage and a
+    first residual layer are chosen for the first, and each further budget adds a residual layer coding
+    what the earlier ones left (a model with a residual stage only).
 
     ``progress(stage)`` is called as each stage starts, with the stage's name ("model", "read",
     "analysis", then under a budget "rate control", "refinement search", "rate-constrained choice",
@@ -181,7 +185,7 @@ def encode_detailed(
     as the settings call for it; the search may then skip it (the rate-constrained choice when the
     largest codebook fits already): ``stages`` lists what ran, in the order announced.
     """
-    check_encode_arguments(bpp, codebook_size, adapter, refine, entropy, effort, psnr)
+    check_encode_arguments(bpp, codebook_size, adapter, refine, entropy, effort, psnr, layers)
     try:
         tiling.tile_pixels(max_tile_pixels)
     except ValueError as exc:
@@ -234,7 +238,7 @@ def encode_detailed(
     reached: float | None = None
     overhead = bitstream.header_size(version) + 4 + len(alpha)
 
-    def container(size: int, section: bytes, level: int | None, sections: tuple[bytes, ...]) -> bytes:
+    def container(size: int, section: bytes, layers: tuple[bitstream.Layer, ...], sections: tuple[bytes, ...]) -> bytes:
         header = bitstream.Header(
             version=version,
             model_fingerprint=m.fingerprint_bytes,
@@ -248,7 +252,7 @@ def encode_detailed(
             has_alpha=bool(alpha),
             coder=coder.name,
             context_checksum=coder.checksum,
-            refine_level=level,
+            layers=layers,
         )
         stream = bitstream.Stream(
             header=header, indices_section=section, alpha_section=alpha, refinement_sections=sections
@@ -260,14 +264,14 @@ def encode_detailed(
         size = int(codebook_size)
         indices = session.refined(size, steps) if steps else session.quantize(size)
         stages.done("refinement" if steps else "quantization")
-        data = container(size, session.section(indices, size), None, ())
+        data = container(size, session.section(indices, size), (), ())
         stages.done("entropy coding")
     else:
 
         def at_budget(budget_bpp: float) -> tuple[bytes, int, list[str], str | None]:
-            fit = fit_budget(session, budget_bpp, overhead, refine, settings, stages.done)
+            fit = fit_budget(session, budget_bpp, overhead, refine, settings, stages.done, layers or ())
             stages.start("container" if bpp is not None else "quality check")  # whatever the search skipped
-            stream = container(fit.size, fit.section, fit.refine_level, fit.refinement_sections)
+            stream = container(fit.size, fit.section, fit.layers, fit.refinement_sections)
             return stream, fit.size, fit.notes, fit.budget_unused
 
         if bpp is not None:
@@ -324,6 +328,7 @@ def encode(
     max_tile_pixels: int | None = None,
     effort: int | None = None,
     psnr: float | None = None,
+    layers: Sequence[float] | None = None,
 ) -> bytes:
     """Encode ``image`` (a path, image file bytes, a binary file object, a PIL image or an array) to
     ``.raq`` bytes.
@@ -348,6 +353,7 @@ def encode(
         max_tile_pixels=max_tile_pixels,
         effort=effort,
         psnr=psnr,
+        layers=layers,
     ).data
 
 
@@ -380,8 +386,10 @@ def _open(data: bytes, model: ModelRef, stages: _Stages | None = None) -> Decode
             f"a format {h.version} stream cannot come from model {m.name}, which "
             f"{'has' if m.residual is not None else 'has no'} residual stage"
         )
-    if len(stream.refinement_sections) > GROUPS:
-        raise CodecError(f"stream has {len(stream.refinement_sections)} residual sections, at most {GROUPS} exist")
+    if len(h.layers) > 1 and (m.residual is None or m.residual.layer_caps is None):
+        raise CodecError(f"stream has {len(h.layers)} residual layers; model {m.name} codes one")
+    if any(finer.level <= coarser.level for coarser, finer in zip(h.layers, h.layers[1:])):
+        raise CodecError("corrupt .raq file: a residual layer is not finer than the one before")
     lo, hi = m.size_range
     if not lo <= h.codebook_size <= hi:
         raise CodecError(f"stream codebook size {h.codebook_size} is outside model {m.name}'s range {lo}..{hi}")
@@ -474,12 +482,11 @@ def _decode_rgb(
     m = dec.model.on(where)  # the shared model itself stays where it is
     positions = tiling.tile_positions(tile_pixels, m.config.downsampling)
     rgb = m.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape, positions)
-    if h.refine_level is not None and m.residual is not None:  # format 3 with residual sections
+    if h.layers and m.residual is not None:  # format 3 with residual layers
         stage = m.residual
         base = pad_to_blocks(rgb)
-        classes = stage.classes(base)
-        symbols = stage.decode_groups(list(dec.stream.refinement_sections), classes, h.refine_level)
-        rgb = stage.reconstruct(base, symbols, h.refine_level)
+        coded, _ = stage.decode_layers(list(dec.stream.refinement_sections), h.layers, stage.classes(base))
+        rgb = stage.reconstruct_values(base, coded.values)
     return dec, images.crop(rgb, h.height, h.width)
 
 
@@ -488,9 +495,11 @@ def inspect(data: StreamInput, *, model: ModelRef = None) -> dict[str, Any]:
     (h x w int64) and ``codebook`` (K~ x d float32), the index section's size ``payload_bits`` and, for
     comparison, ``order0_entropy_bits``: the order-0 empirical entropy of the index grid times its size.
 
-    A format 3 stream with residual sections adds its second stage: ``residual_symbols`` (blocks x 192
-    int64, the quantized KLT coefficients of every 8x8 block in raster order, 0 in dropped sections),
-    ``residual_step`` (pixel units), ``residual_basis`` (192 x 192 float64, rows are the coefficients'
+    A format 3 stream with residual layers adds its second stage: ``residual_layers``, one dict per layer,
+    coarsest first, with its ``level``, ``step`` (pixel units), ``groups`` and ``symbols`` (blocks x 192
+    int64, the quantized KLT coefficients of every 8x8 block in raster order, 0 in groups it does not
+    code); ``residual_coefficients`` (blocks x 192 float64, every layer's dequantized sum in pixel units:
+    what the decoder transforms back), ``residual_basis`` (192 x 192 float64, rows are the coefficients'
     basis vectors) and ``residual_bits`` (the sections' payload). This decodes the base image."""
     data = bitstream.read_stream(data)
     dec = _open(data, model)
@@ -504,12 +513,21 @@ def inspect(data: StreamInput, *, model: ModelRef = None) -> dict[str, Any]:
         codebook=(dec.codebook.float() * 2.0**-dec.model.act_frac_bits).numpy(),
     )
     stage = dec.model.residual
-    if h.refine_level is not None and stage is not None:
+    if h.layers and stage is not None:
         base = dec.model.synthesize(dec.indices.reshape(-1), dec.codebook, dec.indices.shape)
         classes = stage.classes(pad_to_blocks(base))
+        coded, symbols = stage.decode_layers(list(dec.stream.refinement_sections), h.layers, classes)
         info.update(
-            residual_symbols=stage.decode_groups(list(dec.stream.refinement_sections), classes, h.refine_level),
-            residual_step=float(stage.steps[h.refine_level]) * 2.0**-RESIDUAL_STEP_BITS,
+            residual_layers=[
+                {
+                    "level": layer.level,
+                    "step": float(stage.steps[layer.level]) * 2.0**-RESIDUAL_STEP_BITS,
+                    "groups": layer.groups,
+                    "symbols": layer_symbols,
+                }
+                for layer, layer_symbols in zip(h.layers, symbols, strict=True)
+            ],
+            residual_coefficients=coded.values * 2.0**-RESIDUAL_STEP_BITS,
             residual_basis=(stage.basis * 2.0**-RESIDUAL_BASIS_BITS).numpy(),
             residual_bits=8 * sum(len(x) for x in dec.stream.refinement_sections),
         )

@@ -35,6 +35,8 @@ MAX_REFINE_STEPS = 50
 # (raqcodec.ratecontrol.search.EFFORTS says what each does; docs/DESIGN.md "Effort levels" what each costs).
 MAX_EFFORT = 3
 DEFAULT_EFFORT = 3
+# Residual layers of a format 3 stream (the budgets it can be trimmed to, and its own).
+MAX_LAYERS = 4
 ENTROPY_CHOICES = ("auto", "context", "order0")  # index coders; auto: context when the model has one
 DEVICE_TYPES = ("cpu", "cuda")  # torch device types the networks may run on ("cuda:N" included)
 DEVICES = ("auto", *DEVICE_TYPES)  # what the command line offers; auto: CUDA when present
@@ -70,6 +72,7 @@ def check_encode_arguments(
     entropy: object,
     effort: object = None,
     psnr: object = None,
+    layers: object = None,
 ) -> None:
     """Every encode argument that needs no model checked before any work, each failure one of the
     documented errors (the tile budget is ``raqcodec.model.tiling.tile_pixels``'s to check)."""
@@ -95,3 +98,17 @@ def check_encode_arguments(
         isinstance(effort, bool) or not isinstance(effort, int) or not 0 <= effort <= MAX_EFFORT
     ):
         raise CodecError(f"effort must be an integer in 0..{MAX_EFFORT}, got {effort!r}")
+    if layers:
+        if bpp is None:
+            raise BudgetError("layers need a bpp budget: they are smaller budgets the file can be trimmed to")
+        budgets = list(layers) if isinstance(layers, (list, tuple)) else []
+        if (
+            not budgets
+            or not all(is_positive_bpp(x) for x in budgets)
+            or budgets != sorted(set(budgets))
+            or len(budgets) > MAX_LAYERS - 1
+            or float(budgets[-1]) >= float(bpp)  # type: ignore[arg-type]
+        ):
+            raise BudgetError(
+                f"layers must be up to {MAX_LAYERS - 1} ascending budgets below bpp {bpp}, got {layers!r}"
+            )

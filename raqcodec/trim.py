@@ -1,9 +1,10 @@
 """Scalable streams: cut a format 3 file down to a smaller budget without decoding any pixels.
 
-A format 3 stream stores its refinement as one independent section per leading channel group, in order.
-Dropping trailing sections leaves a valid stream that decodes to exactly the pixels an encoder would
-give with only those groups at the same step level (the decoder is told how many groups it has); with
-no section left it is the base stage alone. Nothing is recomputed but the header and the CRC, so trimming
+A format 3 stream stores its residual as layers, coarsest first, each one independent section per leading
+coefficient group, in order. Dropping trailing sections leaves a valid stream that decodes to exactly the
+pixels an encoder would give with only those sections (the header says how many groups each layer
+keeps); with no section left it is the base stage alone. A stream encoded with ``layers=`` budgets cut
+back to one of them is the file coded for that budget. Nothing is recomputed but the header and the CRC, so trimming
 is instant and needs no model (this module imports no torch).
 """
 
@@ -47,7 +48,15 @@ def trim(data: bytes, *, bpp: float | None = None, groups: int | None = None) ->
     )
 
 
-def _keep(stream: bitstream.Stream, groups: int) -> bytes:
-    sections = stream.refinement_sections[:groups]
-    header = dataclasses.replace(stream.header, refine_level=stream.header.refine_level if sections else None)
-    return bitstream.pack(dataclasses.replace(stream, header=header, refinement_sections=sections))
+def _keep(stream: bitstream.Stream, sections: int) -> bytes:
+    """The stream with its first ``sections`` residual sections: whole layers, then the leading groups of
+    the layer that is cut (a layer left with none is dropped)."""
+    layers, left = [], sections
+    for layer in stream.header.layers:
+        if left <= 0:
+            break
+        layers.append(bitstream.Layer(layer.level, min(layer.groups, left)))
+        left -= layer.groups
+    header = dataclasses.replace(stream.header, layers=tuple(layers))
+    kept = stream.refinement_sections[:sections]
+    return bitstream.pack(dataclasses.replace(stream, header=header, refinement_sections=kept))

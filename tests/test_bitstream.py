@@ -10,7 +10,7 @@ import zlib
 import pytest
 
 from raqcodec.io import bitstream as B
-from raqcodec.io.bitstream import FormatError, Header, Stream, pack, read_header, unpack
+from raqcodec.io.bitstream import FormatError, Header, Layer, Stream, pack, read_header, unpack
 
 FINGERPRINT = bytes.fromhex("0123456789abcdef")
 
@@ -60,7 +60,7 @@ def test_constants() -> None:
     assert B.READ_VERSIONS == (1, 2, 3)
     assert B.HEADER_SIZE == 40
     assert B.header_size(1) == 35 and B.header_size(2) == 40
-    assert B.header_size(3) == 42 and B.header_size(3, 5) == 62
+    assert B.header_size(3) == 41 and B.header_size(3, (Layer(4, 5),)) == 63
     assert B.CODERS == ("order0", "context")
     assert B.ADAPTERS == ("seq2seq", "cluster")
     assert B.MODES == ("L", "RGB")
@@ -354,13 +354,15 @@ def test_version1_files_still_read() -> None:
         unpack(data[:-3])
 
 
-# ---------------------------------------------------------------- version 3 (refinement sections)
+# ---------------------------------------------------------------- version 3 (residual layers)
 
 
-def _refined(sections: tuple[bytes, ...], level: int | None = 7, alpha: bytes = b"") -> Stream:
+def _refined(sections: tuple[bytes, ...], layers: tuple[Layer, ...] | None = None, alpha: bytes = b"") -> Stream:
     base = make_stream(alpha)
+    if layers is None:
+        layers = (Layer(7, len(sections)),) if sections else ()
     return dataclasses.replace(
-        base, header=dataclasses.replace(base.header, version=3, refine_level=level), refinement_sections=sections
+        base, header=dataclasses.replace(base.header, version=3, layers=layers), refinement_sections=sections
     )
 
 
@@ -368,16 +370,25 @@ def _refined(sections: tuple[bytes, ...], level: int | None = 7, alpha: bytes = 
 def test_version3_round_trip(alpha: bytes) -> None:
     stream = _refined((b"\x01\x02\x03\x04", b"", b"\x05" * 8), alpha=alpha)
     data = pack(stream)
-    assert data[4] == 3 and data[40] == 7 and data[41] == 3
-    assert len(data) == 42 + 3 * 4 + len(stream.indices_section) + 12 + len(alpha) + 4
+    assert data[4] == 3 and data[40] == 1 and data[41:43] == bytes([7, 3])
+    assert len(data) == 43 + 3 * 4 + len(stream.indices_section) + 12 + len(alpha) + 4
     assert unpack(data) == stream
-    assert read_header(data).to_dict()["refine_level"] == 7
+    assert read_header(data).to_dict()["layers"] == [[7, 3]]
+
+
+def test_version3_layers_round_trip() -> None:
+    sections = (b"a", b"bb", b"ccc", b"dddd", b"eeeee")
+    stream = _refined(sections, layers=(Layer(2, 2), Layer(6, 1), Layer(9, 2)))
+    data = pack(stream)
+    assert data[40] == 3 and data[41:47] == bytes([2, 2, 6, 1, 9, 2])
+    assert B.header_size(3, stream.header.layers) == 41 + 6 + 5 * 4
+    assert unpack(data) == stream
 
 
 def test_version3_without_refinement() -> None:
-    stream = _refined((), level=None)
+    stream = _refined(())
     data = pack(stream)
-    assert data[40] == 255 and data[41] == 0 and unpack(data) == stream
+    assert data[40] == 0 and len(data) == 41 + len(stream.indices_section) + 4 and unpack(data) == stream
 
 
 def _recrc(body: bytes) -> bytes:
@@ -387,33 +398,41 @@ def _recrc(body: bytes) -> bytes:
 def test_version3_damaged_fields() -> None:
     data = pack(_refined((b"abcd", b"efgh")))
     body = bytearray(data[:-4])
-    body[40] = 32  # level above 31
-    with pytest.raises(FormatError, match="refinement level 32"):
+    body[41] = 32  # level above 31
+    with pytest.raises(FormatError, match="level 32"):
         unpack(_recrc(bytes(body)))
     body = bytearray(data[:-4])
-    body[40] = 255  # no refinement, yet two sections
-    with pytest.raises(FormatError, match="2 refinement sections"):
+    body[42] = 9  # more sections than the stage has groups
+    with pytest.raises(FormatError, match="corrupt|truncated"):
         unpack(_recrc(bytes(body)))
-    level_only = bytearray(pack(_refined((), level=None))[:-4])
-    level_only[40] = 3  # a level without sections
-    with pytest.raises(FormatError, match="0 refinement sections"):
-        unpack(_recrc(bytes(level_only)))
     body = bytearray(data[:-4])
-    body[42:46] = struct.pack(">I", 5)  # a section length that does not add up
+    body[42] = 0  # a layer without sections
+    with pytest.raises(FormatError, match="0 sections"):
+        unpack(_recrc(bytes(body)))
+    body = bytearray(data[:-4])
+    body[40] = 5  # more layers than a stream has (the table then reads into the lengths)
+    with pytest.raises(FormatError, match="corrupt|truncated"):
+        unpack(_recrc(bytes(body)))
+    body = bytearray(data[:-4])
+    body[43:47] = struct.pack(">I", 5)  # a section length that does not add up
     with pytest.raises(FormatError, match="corrupt"):
         unpack(_recrc(bytes(body)))
-    for cut in (41, 43, len(data) - 5):
+    for cut in (40, 42, 44, len(data) - 5):
         with pytest.raises(FormatError, match="truncated"):
             unpack(data[:cut])
 
 
-def test_version3_is_only_for_refinement_fields() -> None:
+def test_version3_is_only_for_layer_fields() -> None:
     base = make_stream()
     with pytest.raises(ValueError, match="format version 3"):
-        pack(dataclasses.replace(base, header=dataclasses.replace(base.header, refine_level=3)))
-    with pytest.raises(ValueError, match="refinement level"):
-        pack(_refined((b"x",), level=None))
-    with pytest.raises(ValueError, match="refinement level"):
-        pack(_refined((), level=3))
-    with pytest.raises(ValueError, match="refine_level"):
-        pack(_refined((b"x",), level=32))
+        pack(dataclasses.replace(base, header=dataclasses.replace(base.header, layers=(Layer(3, 1),))))
+    with pytest.raises(ValueError, match="add up"):
+        pack(_refined((b"x",), layers=()))
+    with pytest.raises(ValueError, match="add up"):
+        pack(_refined((), layers=(Layer(3, 1),)))
+    with pytest.raises(ValueError, match="level"):
+        pack(_refined((b"x",), layers=(Layer(32, 1),)))
+    with pytest.raises(ValueError, match="groups"):
+        pack(_refined((b"x",) * 9, layers=(Layer(3, 9),)))
+    with pytest.raises(ValueError, match="at most 4"):
+        pack(_refined((b"x",) * 5, layers=tuple(Layer(i, 1) for i in range(5))))

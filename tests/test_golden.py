@@ -32,4 +32,5 @@ def test_golden_stream_decodes_to_recorded_pixels(name: str) -> None:
     header = bitstream.read_header(data)
     assert header.version == entry["version"] and header.codebook_size == entry["codebook_size"]
     assert len(bitstream.unpack(data).refinement_sections) == entry.get("sections", 0)
+    assert [list(layer) for layer in header.layers] == entry.get("layers", [])
     assert pixels_sha256(raqcodec.decode(data, device="cpu")) == entry["decoded_sha256"]

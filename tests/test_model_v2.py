@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def high(crop: np.ndarray) -> bytes:
 def test_budget_is_used_by_the_residual_stage(crop: np.ndarray, high: bytes) -> None:
     header = bitstream.read_header(high)
     stream = bitstream.unpack(high)
-    assert header.version == 3 and header.refine_level is not None and stream.refinement_sections
+    assert header.version == 3 and len(header.layers) == 1 and stream.refinement_sections
     bpp = len(high) * 8 / (crop.shape[0] * crop.shape[1])
     assert 0.9 * 1.5 <= bpp <= 1.5
     decoded = np.asarray(raqcodec.decode(high))
@@ -55,8 +56,7 @@ def test_trimmed_streams_decode_to_their_sections(crop: np.ndarray, high: bytes)
     stage = model.residual
     assert stage is not None
     stream = bitstream.unpack(high)
-    level = stream.header.refine_level
-    assert level is not None
+    ((level, _),) = stream.header.layers
     sizes = trimmed_sizes(high)
     assert sizes == sorted(sizes) and sizes[-1] == len(high)
     base = np.asarray(raqcodec.decode(trim(high, groups=0)))
@@ -79,14 +79,16 @@ def test_inspect_returns_both_stages(crop: np.ndarray, high: bytes) -> None:
     h, w = crop.shape[0] // 4, crop.shape[1] // 4
     assert info["indices"].shape == (h, w) and info["codebook"].shape[1] == 64
     blocks = (crop.shape[0] // 8) * (crop.shape[1] // 8)
-    symbols = info["residual_symbols"]
+    (layer,) = info["residual_layers"]
+    symbols = layer["symbols"]
     assert symbols.shape == (blocks, 192) and symbols.any()
     stream = bitstream.unpack(high)
-    assert not symbols[:, 24 * len(stream.refinement_sections) :].any()
+    assert layer["groups"] == len(stream.refinement_sections) and not symbols[:, 24 * layer["groups"] :].any()
+    assert np.array_equal(info["residual_coefficients"], symbols * layer["step"])
     assert info["residual_bits"] == 8 * sum(len(x) for x in stream.refinement_sections)
     basis = info["residual_basis"]
     assert np.allclose(basis @ basis.T, np.eye(192), atol=1e-3)  # orthonormal up to its 2^-14 rounding
-    assert "residual_symbols" not in raqcodec.inspect(trim(high, groups=0))
+    assert "residual_layers" not in raqcodec.inspect(trim(high, groups=0))
 
 
 def test_a_format_2_stream_has_nothing_to_trim(crop: np.ndarray) -> None:
@@ -121,3 +123,75 @@ def test_trim_command(tmp_path: Path, high: bytes) -> None:
         text=True,
     )
     assert run.returncode == 2 and source.read_bytes() == high
+
+
+# ---------------------------------------------------------------- layers: files that cut to a smaller budget
+
+
+@pytest.fixture(scope="module")
+def layered(crop: np.ndarray) -> bytes:
+    return encode_detailed(crop, bpp=1.5, model=MODEL, layers=(0.9,)).data
+
+
+def test_a_layered_file_cuts_to_the_file_coded_for_its_first_budget(
+    crop: np.ndarray, high: bytes, layered: bytes
+) -> None:
+    pixels = crop.shape[0] * crop.shape[1]
+    layers = bitstream.read_header(layered).layers
+    assert len(layers) == 2 and layers[0].level < layers[1].level
+    assert 0.9 * 1.5 <= len(layered) * 8 / pixels <= 1.5
+    first = trim(layered, groups=layers[0].groups)
+    assert first == encode_detailed(crop, bpp=0.9, model=MODEL).data  # the 0.9 bpp file, byte for byte
+    cut = trim(layered, bpp=0.9)
+    assert len(first) <= len(cut) <= 0.9 * pixels / 8
+    whole = _psnr(np.asarray(raqcodec.decode(layered)), crop)
+    assert whole > _psnr(np.asarray(raqcodec.decode(first)), crop) + 2.0  # the second layer is worth its bytes
+    assert whole > _psnr(np.asarray(raqcodec.decode(high)), crop) - 1.0  # and layering costs little
+
+
+def test_every_cut_of_a_layered_file_decodes_to_its_sections(crop: np.ndarray, layered: bytes) -> None:
+    stage = load(MODEL).residual
+    assert stage is not None
+    stream = bitstream.unpack(layered)
+    base = pad_to_blocks(np.asarray(raqcodec.decode(trim(layered, groups=0))))
+    _, symbols = stage.decode_layers(list(stream.refinement_sections), stream.header.layers, stage.classes(base))
+    for kept in range(len(stream.refinement_sections) + 1):
+        values, left = np.zeros_like(symbols[0]), kept
+        for layer, layer_symbols in zip(stream.header.layers, symbols, strict=True):
+            groups = min(layer.groups, left)
+            left -= groups
+            values[:, : groups * GROUP_COEFFICIENTS] += (
+                layer_symbols[:, : groups * GROUP_COEFFICIENTS] * stage.steps[layer.level]
+            )
+        expected = stage.reconstruct_values(base, values)
+        decoded = np.asarray(raqcodec.decode(trim(layered, groups=kept)))
+        assert np.array_equal(decoded, expected[: crop.shape[0], : crop.shape[1]])
+
+
+def test_layers_are_checked(crop: np.ndarray, layered: bytes) -> None:
+    with pytest.raises(raqcodec.BudgetError, match="layered residual stage"):
+        raqcodec.encode(crop, bpp=0.5, layers=(0.2,), model="raq-photo")
+    for bad in [(0.6,), (0.3, 0.2), (0.1, 0.2, 0.3, 0.4)]:
+        with pytest.raises(raqcodec.BudgetError, match="ascending budgets below"):
+            raqcodec.encode(crop, bpp=0.5, layers=bad, model=MODEL)
+    with pytest.raises(raqcodec.BudgetError, match="need a bpp budget"):
+        raqcodec.encode(crop, codebook_size=64, layers=(0.2,), model=MODEL)
+    stream = bitstream.unpack(layered)
+    first, second = stream.header.layers
+    swapped = bitstream.Layer(second.level, first.groups), bitstream.Layer(first.level, second.groups)
+    header = dataclasses.replace(stream.header, layers=swapped)
+    with pytest.raises(raqcodec.CodecError, match="not finer"):
+        raqcodec.decode(bitstream.pack(dataclasses.replace(stream, header=header)))
+
+
+def test_layers_option(tmp_path: Path, crop: np.ndarray) -> None:
+    source = tmp_path / "crop.png"
+    Image.fromarray(crop).save(source)
+    for args in (["--layers", "0.3", "-k", "64"], ["--bpp", "0.5", "--layers", "0.5"], ["--bpp", "1", "--layers", "x"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "raqcodec", "encode", str(source), "--model", MODEL, *args],
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 2 and "--layers" in run.stderr and "Traceback" not in run.stderr
+    assert not list(tmp_path.glob("*.raq"))

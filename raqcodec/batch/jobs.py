@@ -60,6 +60,7 @@ class Settings:
     refine: int | None = None  # None: the effort level's
     effort: int | None = None  # None: the codec's default level
     psnr: float | None = None  # a quality target instead of bpp / codebook_size
+    layers: tuple[float, ...] = ()  # smaller budgets the files can be trimmed to (with bpp)
     entropy: str = "auto"
     quality: int = formats.DEFAULT_JPEG_QUALITY  # decode to .jpg/.jpeg
 

@@ -89,6 +89,7 @@ def _encode(job: Job, settings: Settings) -> tuple[dict[str, Any], list[str]]:
         refine=settings.refine,
         effort=settings.effort,
         psnr=settings.psnr,
+        layers=settings.layers,
         progress=emit,  # to the parent's display (raqcodec.pool)
     )
 

@@ -15,6 +15,7 @@ from ..options import (
     DEFAULT_EFFORT,
     ENTROPY_CHOICES,
     MAX_EFFORT,
+    MAX_LAYERS,
     MAX_REFINE_STEPS,
 )
 from .app import EXIT_FAILED, _note, _say_error, main
@@ -27,6 +28,7 @@ from .options import (
     _device,
     _jobs,
     _json_per_file,
+    _number_list,
     _positive_decibels,
     _positive_number,
     _quiet,
@@ -250,6 +252,13 @@ _BATCH_HELP = """
     "(several encodes; a target the model cannot reach is an error naming what it reached).",
 )
 @click.option(
+    "--layers",
+    "layer_list",
+    metavar="BPP,...",
+    help="With --bpp: up to 3 smaller budgets the file can later be cut to with `raqcodec trim` at about the "
+    "quality of encoding at them directly (model v2; the full file pays a little for it).",
+)
+@click.option(
     "--effort",
     type=click.IntRange(0, MAX_EFFORT),
     default=None,
@@ -291,6 +300,7 @@ def encode(
     model: str | None,
     adapter: str,
     psnr: float | None,
+    layer_list: str | None,
     effort: int | None,
     refine: int | None,
     entropy: str,
@@ -307,6 +317,12 @@ def encode(
     _check_quiet_verbose(quiet, verbose)
     if sum(x is not None for x in (bpp, codebook_size, psnr)) != 1:
         raise click.UsageError("give exactly one of --bpp, --codebook-size and --psnr")
+    layers = tuple(_number_list(layer_list, float, "--layers") or ())
+    if layers:
+        if bpp is None:
+            raise click.UsageError("--layers goes with --bpp (budgets below it that the file can be cut to)")
+        if list(layers) != sorted(set(layers)) or layers[-1] >= bpp or len(layers) > MAX_LAYERS - 1:
+            raise click.UsageError(f"--layers takes up to {MAX_LAYERS - 1} ascending budgets below --bpp {bpp:g}")
     _check_model(model)
     if codebook_size is not None:
         _check_codebook_size(codebook_size, model)
@@ -321,6 +337,7 @@ def encode(
         entropy=entropy,
         effort=effort,
         psnr=psnr,
+        layers=layers,
     )
     _run_batch(settings, inputs, output, force, as_json, jobs, shard, quiet, verbose)
 

@@ -108,7 +108,13 @@ def trim(source: str, output: str, bpp: float | None, sections: int | None, forc
     A model v2 stream stores its residual (the detail the base image misses) in sections, strongest
     detail first; trimming drops sections from the end and rewrites the header, in milliseconds and
     without the model. The result decodes to exactly what an encoder would have written with only
-    those sections. SOURCE may be - (standard input).
+    those sections. A file encoded with `--layers B1,B2` cut to one of those budgets is the file that
+    budget was coded for (its quality close to an encode at that budget); cut elsewhere it keeps the
+    leading detail of the next layer. SOURCE may be - (standard input).
+
+    \b
+    raqcodec encode photo.png --bpp 1.0 --layers 0.3 -o photo.raq
+    raqcodec trim photo.raq --bpp 0.3 -o photo-small.raq
     """
     from ..batch.jobs import ENCODE
     from ..batch.outputs import existing_output
@@ -147,13 +153,14 @@ def trim(source: str, output: str, bpp: float | None, sections: int | None, forc
         "bytes": len(result),
         "bpp": len(result) * 8 / (header.width * header.height),
         "sections": len(bitstream.unpack(result).refinement_sections),
+        "layers": len(header.layers),
     }
     if as_json:
         click.echo(json.dumps(record))
     else:
         click.echo(
             f"{source} -> {output}  {len(data)} -> {len(result)} bytes  {record['bpp']:.4f} bpp  "
-            f"{record['sections']} residual sections",
+            f"{record['sections']} residual sections in {record['layers']} layers",
             err=output == "-",
         )
 

@@ -19,7 +19,7 @@ import stat
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from ..errors import FormatError
 
@@ -38,6 +38,7 @@ __all__ = [
     "BIT_DEPTHS",
     "FormatError",
     "Header",
+    "Layer",
     "Stream",
     "pack",
     "unpack",
@@ -61,19 +62,28 @@ _HEADER = struct.Struct(">4sBB8sBHIHHBBII")
 # version 2 appends: entropy coder id, context model checksum
 _HEADER_V2_TAIL = struct.Struct(">BI")
 HEADER_SIZE = _HEADER.size + _HEADER_V2_TAIL.size  # 40, the size of the header this version writes
-# version 3 appends: refinement step level (NO_REFINEMENT: none) and the number G of refinement sections,
-# then G section lengths (uint32)
-_HEADER_V3_TAIL = struct.Struct(">BB")
+# version 3 appends: the number N of residual layers, N x (step level, section count), then one uint32
+# length per section
+_LAYER_COUNT = struct.Struct(">B")
+_LAYER = struct.Struct(">BB")
 _SECTION_LENGTH = struct.Struct(">I")
-NO_REFINEMENT = 255
+MAX_LAYERS = 4
 MAX_REFINE_LEVEL = 31
-MAX_REFINE_SECTIONS = 32
+MAX_LAYER_SECTIONS = 8  # the residual stage's coefficient groups
+MAX_REFINE_SECTIONS = MAX_LAYERS * MAX_LAYER_SECTIONS
 CRC_SIZE = 4
 MIN_FILE_SIZE = _HEADER.size + CRC_SIZE  # the smallest possible (version 1) file
 _U16_MAX = 0xFFFF
 MAX_SIDE = _U16_MAX  # width and height are uint16
 _U32_MAX = 0xFFFFFFFF
 _LENGTHS_OFFSET = 27  # where the two section lengths start
+
+
+class Layer(NamedTuple):
+    """One residual layer of a version 3 stream: its step level and how many leading groups it codes."""
+
+    level: int
+    groups: int
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,7 @@ class Header:
     has_alpha: bool
     coder: str = "order0"
     context_checksum: int = 0  # CRC-32 of the context model (``raqcodec.entropy.context.checksum``); 0 for order0
-    refine_level: int | None = None  # version 3: step level of the refinement sections, None: none
+    layers: tuple[Layer, ...] = ()  # version 3: the residual layers, coarsest first; () is the base alone
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly fields (fingerprint and codebook CRC as hex strings)."""
@@ -107,7 +117,7 @@ class Header:
             "has_alpha": self.has_alpha,
             "coder": self.coder,
             "context_checksum": f"{self.context_checksum:08x}",
-            **({"refine_level": self.refine_level} if self.version >= REFINED_VERSION else {}),
+            **({"layers": [list(x) for x in self.layers]} if self.version >= REFINED_VERSION else {}),
         }
 
 
@@ -116,7 +126,7 @@ class Stream:
     header: Header
     indices_section: bytes
     alpha_section: bytes
-    refinement_sections: tuple[bytes, ...] = ()  # version 3: one per leading channel group, in order
+    refinement_sections: tuple[bytes, ...] = ()  # version 3: each layer's groups in order, layer after layer
 
 
 # ---------------------------------------------------------------- pack
@@ -134,14 +144,17 @@ def _validate(stream: Stream) -> None:
             f"this raqcodec writes format versions {FORMAT_VERSION} and {REFINED_VERSION}, not {h.version!r}"
         )
     sections = stream.refinement_sections
-    if h.version == FORMAT_VERSION and (h.refine_level is not None or sections):
-        raise ValueError(f"refinement needs format version {REFINED_VERSION}")
-    if (h.refine_level is None) != (not sections):
-        raise ValueError("a refinement level goes with at least one refinement section, and only with one")
-    if h.refine_level is not None:
-        _require_int("refine_level", h.refine_level, 0, MAX_REFINE_LEVEL)
-    if len(sections) > MAX_REFINE_SECTIONS or not all(isinstance(x, bytes) and len(x) <= _U32_MAX for x in sections):
-        raise ValueError(f"at most {MAX_REFINE_SECTIONS} refinement sections of bytes")
+    if h.version == FORMAT_VERSION and (h.layers or sections):
+        raise ValueError(f"residual layers need format version {REFINED_VERSION}")
+    if not isinstance(h.layers, tuple) or len(h.layers) > MAX_LAYERS:
+        raise ValueError(f"layers must be a tuple of at most {MAX_LAYERS} Layer(level, groups)")
+    for layer in h.layers:
+        _require_int("a layer's level", layer[0], 0, MAX_REFINE_LEVEL)
+        _require_int("a layer's groups", layer[1], 1, MAX_LAYER_SECTIONS)
+    if sum(layer[1] for layer in h.layers) != len(sections):
+        raise ValueError("the layers' group counts must add up to the number of residual sections")
+    if not all(isinstance(x, bytes) and len(x) <= _U32_MAX for x in sections):
+        raise ValueError("residual sections must be bytes")
     if h.coder not in CODERS:
         raise ValueError(f"coder must be one of {CODERS}, got {h.coder!r}")
     _require_int("context_checksum", h.context_checksum, 0, _U32_MAX)
@@ -191,8 +204,7 @@ def pack(stream: Stream) -> bytes:
         len(stream.alpha_section),
     ) + _HEADER_V2_TAIL.pack(CODERS.index(h.coder), h.context_checksum)
     if h.version >= REFINED_VERSION:
-        level = NO_REFINEMENT if h.refine_level is None else h.refine_level
-        head += _HEADER_V3_TAIL.pack(level, len(stream.refinement_sections))
+        head += _LAYER_COUNT.pack(len(h.layers)) + b"".join(_LAYER.pack(*layer) for layer in h.layers)
         head += b"".join(_SECTION_LENGTH.pack(len(x)) for x in stream.refinement_sections)
     body = b"".join((head, stream.indices_section, *stream.refinement_sections, stream.alpha_section))
     return body + struct.pack(">I", zlib.crc32(body))
@@ -216,12 +228,17 @@ def _check_envelope(data: bytes) -> None:
     minimum = header_size(version) + CRC_SIZE
     if len(data) < minimum:
         raise FormatError(f"truncated .raq file: expected at least {minimum} bytes, got {len(data)}")
-    sections = _section_count(data)
-    minimum += sections * _SECTION_LENGTH.size  # at most 255 lengths: bounded before it is trusted
+    # every count is one byte, so each length below is bounded before it is trusted
+    minimum += _layer_count(data) * _LAYER.size
+    if len(data) < minimum:
+        raise FormatError(f"truncated .raq file: expected at least {minimum} bytes, got {len(data)}")
+    layers = _layer_table(data, _layer_count(data))
+    minimum = header_size(version, layers) + CRC_SIZE
     if len(data) < minimum:
         raise FormatError(f"truncated .raq file: expected at least {minimum} bytes, got {len(data)}")
     index_len, alpha_len = struct.unpack_from(">II", data, _LENGTHS_OFFSET)
-    expected = minimum + index_len + alpha_len + sum(_section_lengths(data, sections))  # Python ints
+    sections = sum(layer.groups for layer in layers)
+    expected = minimum + index_len + alpha_len + sum(_section_lengths(data, len(layers), sections))  # Python ints
     (stored,) = struct.unpack_from(">I", data, len(data) - CRC_SIZE)
     intact = zlib.crc32(memoryview(data)[:-CRC_SIZE]) == stored
     if len(data) < expected:
@@ -244,22 +261,28 @@ def _check_envelope(data: bytes) -> None:
         raise FormatError("corrupt .raq file: CRC mismatch")
 
 
-def header_size(version: int, sections: int = 0) -> int:
-    """Bytes of header in a file of this format version (version 3: with ``sections`` refinement sections)."""
+def header_size(version: int, layers: tuple[Layer, ...] | list[Layer] = ()) -> int:
+    """Bytes of header in a file of this format version (version 3: with these residual layers)."""
     if version == 1:
         return _HEADER.size
     if version == 2:
         return HEADER_SIZE
-    return HEADER_SIZE + _HEADER_V3_TAIL.size + sections * _SECTION_LENGTH.size
+    sections = sum(layer.groups for layer in layers)
+    return HEADER_SIZE + _LAYER_COUNT.size + len(layers) * _LAYER.size + sections * _SECTION_LENGTH.size
 
 
-def _section_count(data: bytes) -> int:
-    """G of a version 3 file whose fixed header is present; 0 for earlier versions."""
-    return data[HEADER_SIZE + 1] if data[4] >= REFINED_VERSION else 0
+def _layer_count(data: bytes) -> int:
+    """N of a version 3 file whose fixed header is present; 0 for earlier versions."""
+    return data[HEADER_SIZE] if data[4] >= REFINED_VERSION else 0
 
 
-def _section_lengths(data: bytes, sections: int) -> list[int]:
-    start = HEADER_SIZE + _HEADER_V3_TAIL.size
+def _layer_table(data: bytes, count: int) -> tuple[Layer, ...]:
+    start = HEADER_SIZE + _LAYER_COUNT.size
+    return tuple(Layer(*_LAYER.unpack_from(data, start + i * _LAYER.size)) for i in range(count))
+
+
+def _section_lengths(data: bytes, layers: int, sections: int) -> list[int]:
+    start = HEADER_SIZE + _LAYER_COUNT.size + layers * _LAYER.size
     return [_SECTION_LENGTH.unpack_from(data, start + i * _SECTION_LENGTH.size)[0] for i in range(sections)]
 
 
@@ -303,17 +326,14 @@ def _parse_header(data: bytes) -> tuple[Header, int, int, list[int]]:
         raise FormatError("corrupt .raq file: alpha flag and alpha section length disagree")
     if index_len < 1:
         raise FormatError("corrupt .raq file: empty index section")
-    refine_level: int | None = None
-    sections = _section_count(data)
-    if version >= REFINED_VERSION:
-        level = data[HEADER_SIZE]
-        if level != NO_REFINEMENT and level > MAX_REFINE_LEVEL:
-            raise FormatError(f"corrupt .raq file: refinement level {level} is above {MAX_REFINE_LEVEL}")
-        if sections > MAX_REFINE_SECTIONS or (level == NO_REFINEMENT) != (sections == 0):
-            raise FormatError(f"corrupt .raq file: {sections} refinement sections")
-        refine_level = None if level == NO_REFINEMENT else level
-    lengths = _section_lengths(data, sections)
-    expected = header_size(version, sections) + CRC_SIZE + index_len + alpha_len + sum(lengths)
+    layers = _layer_table(data, _layer_count(data))
+    if len(layers) > MAX_LAYERS:
+        raise FormatError(f"corrupt .raq file: {len(layers)} residual layers (at most {MAX_LAYERS})")
+    for layer in layers:
+        if layer.level > MAX_REFINE_LEVEL or not 1 <= layer.groups <= MAX_LAYER_SECTIONS:
+            raise FormatError(f"corrupt .raq file: residual layer at level {layer.level} with {layer.groups} sections")
+    lengths = _section_lengths(data, len(layers), sum(layer.groups for layer in layers))
+    expected = header_size(version, layers) + CRC_SIZE + index_len + alpha_len + sum(lengths)
     if len(data) != expected:
         raise FormatError(f"corrupt .raq file: {len(data) - expected} bytes of trailing data after the sections")
     header = Header(
@@ -329,7 +349,7 @@ def _parse_header(data: bytes) -> tuple[Header, int, int, list[int]]:
         has_alpha=has_alpha,
         coder=CODERS[coder_id],
         context_checksum=context_checksum,
-        refine_level=refine_level,
+        layers=layers,
     )
     return header, index_len, alpha_len, lengths
 
@@ -339,7 +359,7 @@ def unpack(data: bytes) -> Stream:
     data = bytes(data)
     _check_envelope(data)
     header, index_len, alpha_len, lengths = _parse_header(data)
-    start = header_size(header.version, len(lengths))
+    start = header_size(header.version, header.layers)
     indices = data[start : start + index_len]
     start += index_len
     sections = []

@@ -9,17 +9,24 @@ coefficient's index and the base block's activity (how much detail the base imag
 coefficients are stored in 8 groups of 24, strongest first, one section each, so dropping trailing
 sections (``raqcodec.trim``) removes the finest detail first.
 
+A stream can code the residual in up to 4 *layers*, each at a finer step than the one before and coding
+what the earlier layers left (its coefficients minus their dequantized sum), so trimming whole layers
+keeps a coarser but complete residual. A coefficient that an earlier layer coded is bounded by that
+layer's step, so its table is capped by a frozen scale per (level difference, earlier symbol zero or not).
+
 Everything a decoder computes is integer: the basis is stored as integers at scale 2^-14, steps at
 2^-4, the activity class from integer pixel sums and frozen thresholds, the table per (level, class,
 coefficient) from a frozen table. Exactness of the inverse transform: |symbol| <= MAX_SYMBOL (2^12 - 1),
-step <= 2^10 at 2^-4, so every dequantized value is below 2^22 and every product with a basis entry
-(<= 2^14) below 2^36; 192 of them sum to below 2^44 < 2^53, so the float64 matrix product is exact in
-any order, with or without FMA, on any BLAS.
+step <= 2^10 at 2^-4, so every dequantized value is below 2^22 and the sum over 4 layers below 2^24;
+every product with a basis entry (<= 2^14) is below 2^38, and 192 of them sum to below 2^46 < 2^53, so
+the float64 matrix product is exact in any order, with or without FMA, on any BLAS.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -42,6 +49,11 @@ ACTIVITY_CLASSES = 12
 # half a step costs more bits than its error saves). Measured on 6 Kodak images (tools: benchmarks/
 # residual_fit.py): 0.2 gave the best front of {0, 0.1, 0.2, 0.3}.
 DEAD_ZONE = 0.2
+# Rate-distortion-optimised quantization: squared error (in steps^2) traded against bits at this rate.
+# High-rate theory for a uniform quantizer gives 2 ln 2 / 12 = 0.116 per bit; measured (benchmarks/
+# residual_quantization.py, 4-6 held-out training photos and Kodak images), 0.08 gave the best BD-rate of
+# 0.04-0.2: -4.5% (held out) and -3.8% (Kodak) against the dead zone.
+RD_LAGRANGIAN = 0.08
 PREFIX = "residual."
 
 
@@ -85,6 +97,30 @@ def activity_thresholds() -> np.ndarray:
     return np.array([int(math.ceil(384 * (2.0 ** ((c + 1) / 2) - 1))) for c in range(ACTIVITY_CLASSES - 1)])
 
 
+@dataclass
+class Coded:
+    """What the layers so far coded: per coefficient the level of the latest layer that coded it (-1:
+    none), that layer's symbols, and the dequantized sum of every layer (at 2^-STEP_BITS, exact)."""
+
+    level: np.ndarray  # (192,) int64
+    symbols: np.ndarray  # (blocks, 192) int64
+    values: np.ndarray  # (blocks, 192) int64
+
+    @classmethod
+    def nothing(cls, blocks: int) -> Coded:
+        zeros = np.zeros((blocks, COEFFICIENTS), dtype=np.int64)
+        return cls(np.full(COEFFICIENTS, -1, dtype=np.int64), zeros, zeros.copy())
+
+    def add(self, symbols: np.ndarray, level: int, groups: int, step: int) -> Coded:
+        """The state after a layer coding the first ``groups`` groups (symbols beyond them are ignored)."""
+        kept = slice(0, groups * GROUP_COEFFICIENTS)
+        level_now, symbols_now, values_now = self.level.copy(), self.symbols.copy(), self.values.copy()
+        level_now[kept] = level
+        symbols_now[:, kept] = symbols[:, kept]
+        values_now[:, kept] += symbols[:, kept] * step
+        return Coded(level_now, symbols_now, values_now)
+
+
 class ResidualStage:
     """The frozen residual stage of a model file (``residual.*`` tensors)."""
 
@@ -96,6 +132,9 @@ class ResidualStage:
             self.table_index = t["table_index"].to(torch.int64).numpy()  # (levels, classes, 192)
             self.thresholds = t["activity_thresholds"].to(torch.int64).numpy()
             self.tables = GaussianTables(t["tails"].numpy(), t["freqs"].numpy())
+            # (2, LEVELS): table cap by [earlier symbol nonzero][level difference]; absent: one layer only
+            caps = t.get("layer_caps")
+            self.layer_caps = None if caps is None else caps.to(torch.int64).numpy()
         except KeyError as exc:
             raise ValueError(f"residual stage is incomplete (missing {exc})") from None
         if (
@@ -111,6 +150,14 @@ class ResidualStage:
             or self.steps.max() > MAX_STEP
             or self.table_index.min() < 0
             or self.table_index.max() >= self.tables.levels
+            or (
+                self.layer_caps is not None
+                and (
+                    self.layer_caps.shape != (2, LEVELS)
+                    or self.layer_caps.min() < 0
+                    or self.layer_caps.max() >= self.tables.levels
+                )
+            )
         ):
             raise ValueError("residual stage tensors are out of range")
         self.analysis = (self.basis * 2.0**-BASIS_BITS).t().contiguous()  # encoder: values -> coefficients
@@ -120,30 +167,50 @@ class ResidualStage:
         """Activity class per block of a padded base image."""
         return np.searchsorted(self.thresholds, activity(base), side="right")
 
-    def tables_for(self, classes: np.ndarray, level: int) -> np.ndarray:
-        """(blocks, 192) table index per coefficient."""
-        return self.table_index[level][classes]
+    def tables_for(self, classes: np.ndarray, level: int, coded: Coded | None = None) -> np.ndarray:
+        """(blocks, 192) table index per coefficient at ``level``, given what earlier layers coded: a
+        coefficient they coded is capped by its earlier step (``layer_caps``)."""
+        tables = self.table_index[level][classes]
+        if coded is None or (coded.level < 0).all():
+            return tables
+        if self.layer_caps is None:
+            raise ResidualError("this model's residual stage codes one layer only")
+        covered = coded.level >= 0
+        difference = np.where(covered, level - coded.level, 0)
+        if (difference[covered] < 1).any():
+            raise ResidualError("corrupt .raq file: a residual layer is not finer than the one before")
+        caps = self.layer_caps[(coded.symbols != 0).astype(np.int64), difference[None, :]]
+        return np.where(covered[None, :], np.minimum(tables, caps), tables)
 
     def reconstruct(self, base: np.ndarray, symbols: np.ndarray, level: int) -> np.ndarray:
-        """Padded base image (uint8) + dequantized residual -> uint8, exactly."""
+        """Padded base image (uint8) + one layer's dequantized residual -> uint8, exactly."""
+        return self.reconstruct_values(base, symbols * int(self.steps[level]))
+
+    def reconstruct_values(self, base: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Padded base image (uint8) + the layers' dequantized sum (``Coded.values``) -> uint8, exactly."""
         h, w, _ = base.shape
-        values = torch.from_numpy(symbols.astype(np.float64) * float(self.steps[level]))  # < 2^22
-        residual = values @ self.basis  # exact: see the module docstring
+        if np.abs(values).max(initial=0) >= 1 << 24:
+            raise ResidualError("corrupt .raq file: residual values out of range")
+        residual = torch.from_numpy(values.astype(np.float64)) @ self.basis  # exact: see the module docstring
         shift = BASIS_BITS + STEP_BITS
         pixels = torch.floor((residual + 2.0 ** (shift - 1)) * 2.0**-shift).numpy()
         out = base.astype(np.int64) + from_blocks(pixels.astype(np.int64), h, w)
         return np.clip(out, 0, 255).astype(np.uint8)
 
     # -- coding --------------------------------------------------------------------------------------
-    def encode_groups(self, symbols: np.ndarray, classes: np.ndarray, level: int, groups: int) -> list[bytes]:
+    def encode_groups(
+        self, symbols: np.ndarray, classes: np.ndarray, level: int, groups: int, coded: Coded | None = None
+    ) -> list[bytes]:
         """One section per leading group of 24 coefficients: coefficient-major, then block order."""
         if np.abs(symbols).max(initial=0) > MAX_SYMBOL:
             raise ValueError(f"residual symbols must be within +-{MAX_SYMBOL}")
-        tables = self.tables_for(classes, level)
+        tables = self.tables_for(classes, level, coded)
         return [self.tables.encode(symbols[:, _group(g)].T, tables[:, _group(g)].T) for g in range(groups)]
 
-    def decode_groups(self, sections: list[bytes], classes: np.ndarray, level: int) -> np.ndarray:
-        tables = self.tables_for(classes, level)
+    def decode_groups(
+        self, sections: list[bytes], classes: np.ndarray, level: int, coded: Coded | None = None
+    ) -> np.ndarray:
+        tables = self.tables_for(classes, level, coded)
         out = np.zeros(tables.shape, dtype=np.int64)
         for g, section in enumerate(sections):
             try:
@@ -157,17 +224,58 @@ class ResidualStage:
     # -- encoder side ----------------------------------------------------------------------------------
     def coefficients(self, target: np.ndarray, base: np.ndarray) -> np.ndarray:
         """Float coefficients (blocks, 192) of target - base (both padded, uint8)."""
-        diff = torch.from_numpy(to_blocks(target.astype(np.float64) - base.astype(np.float64)))
-        return (diff @ self.analysis).numpy()
+        return self.coefficients_of(to_blocks(target.astype(np.float64) - base.astype(np.float64)))
 
-    def quantize(self, coefficients: np.ndarray, level: int) -> np.ndarray:
+    def coefficients_of(self, blocks: np.ndarray) -> np.ndarray:
+        """Float coefficients of (blocks, 192) pixel differences."""
+        return (torch.from_numpy(blocks.astype(np.float64)) @ self.analysis).numpy()
+
+    def decode_layers(
+        self, sections: list[bytes], layers: Sequence[tuple[int, int]], classes: np.ndarray
+    ) -> tuple[Coded, list[np.ndarray]]:
+        """Every layer's symbols from its sections (``layers``: (level, groups) each, coarsest first)."""
+        coded, symbols, start = Coded.nothing(len(classes)), [], 0
+        for level, groups in layers:
+            layer = self.decode_groups(sections[start : start + groups], classes, level, coded)
+            coded, start = coded.add(layer, level, groups, int(self.steps[level])), start + groups
+            symbols.append(layer)
+        return coded, symbols
+
+    def quantize(
+        self,
+        coefficients: np.ndarray,
+        level: int,
+        classes: np.ndarray | None = None,
+        lagrangian: float = RD_LAGRANGIAN,
+        coded: Coded | None = None,
+    ) -> np.ndarray:
+        """Symbols at ``level``. With ``classes`` (the blocks' activity classes) each coefficient takes the
+        magnitude among 0, floor and ceil of |c| / step that minimises squared error + lagrangian x step^2
+        x its bits under its table (every symbol's bits are independent given its table, so this choice is
+        exact per coefficient); without, a dead-zone rounding."""
         scaled = np.abs(coefficients) / (self.steps[level] * 2.0**-STEP_BITS)
-        magnitude = np.minimum(np.floor(scaled + 0.5 - DEAD_ZONE), MAX_SYMBOL).clip(min=0)
-        return (np.sign(coefficients) * magnitude).astype(np.int64)
+        if classes is None:
+            magnitude = np.minimum(np.floor(scaled + 0.5 - DEAD_ZONE), MAX_SYMBOL).clip(min=0)
+            return (np.sign(coefficients) * magnitude).astype(np.int64)
+        tables = self.tables_for(classes, level, coded)
+        sign = np.where(coefficients < 0, -1, 1)
+        low = np.minimum(np.floor(scaled), MAX_SYMBOL)
+        best_magnitude = np.zeros_like(low)
+        best_cost = scaled**2 + lagrangian * self.tables.symbol_bits(np.zeros(low.shape, np.int64), tables)
+        for magnitude in (low, np.minimum(low + 1, MAX_SYMBOL)):
+            cost = (scaled - magnitude) ** 2 + lagrangian * self.tables.symbol_bits(
+                (sign * magnitude).astype(np.int64), tables
+            )
+            better = cost < best_cost
+            best_magnitude = np.where(better, magnitude, best_magnitude)
+            best_cost = np.where(better, cost, best_cost)
+        return (sign * best_magnitude).astype(np.int64)
 
-    def group_bits(self, symbols: np.ndarray, classes: np.ndarray, level: int) -> np.ndarray:
+    def group_bits(
+        self, symbols: np.ndarray, classes: np.ndarray, level: int, coded: Coded | None = None
+    ) -> np.ndarray:
         """Estimated bits of each group's section (ideal information plus a rANS flush)."""
-        bits = self.tables.symbol_bits(symbols, self.tables_for(classes, level))
+        bits = self.tables.symbol_bits(symbols, self.tables_for(classes, level, coded))
         return bits.reshape(len(symbols), GROUPS, GROUP_COEFFICIENTS).sum((0, 2)) + 32.0
 
     def squared_error(self, coefficients: np.ndarray, symbols: np.ndarray, level: int, groups: int) -> float:
@@ -181,6 +289,11 @@ class ResidualStage:
 
 def _group(g: int) -> slice:
     return slice(g * GROUP_COEFFICIENTS, (g + 1) * GROUP_COEFFICIENTS)
+
+
+def layer_caps_tensor(caps: np.ndarray) -> dict[str, Tensor]:
+    """The model-file tensor of fitted layer caps (2, LEVELS)."""
+    return {f"{PREFIX}layer_caps": torch.from_numpy(np.asarray(caps, dtype=np.int32))}
 
 
 def freeze(klt: np.ndarray, mean_abs: np.ndarray) -> dict[str, Tensor]:

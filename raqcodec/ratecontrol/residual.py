@@ -9,6 +9,9 @@ by its squared error in the transform domain (the basis is orthonormal, so that 
 before rounding): no decoder runs per level. Only the winner's base is decoded exactly; its residual is
 coded against that image (what the decoder will add it to), and trailing groups are dropped should the
 real sizes overrun.
+
+A layered stream (``add_layer``) then codes what the layers so far left, at a finer level, under a larger
+budget: trimming the stream back to an earlier budget gives exactly the file coded for it.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.residual import GROUPS, LEVELS, ResidualStage, pad_to_blocks
+from ..io.bitstream import Layer
+from ..model.residual import GROUPS, LEVELS, STEP_BITS, Coded, ResidualStage, pad_to_blocks
 
 # Base sizes tried besides the base stage's own choice: each costs a float-decoder preview and an estimate.
 # The winners on Kodak at 0.3-1.0 bpp were K~ = 128-512.
 SIZE_LADDER = (32, 128, 512)
 SECTION_LENGTH_BYTES = 4  # each section's length in the format 3 header
+LAYER_BYTES = 2  # each layer's level and section count in the format 3 header
 # Levels finer than the finest with every group that are scored with fewer groups. On 6 Kodak images the
 # best choice was never more than 3 levels finer (a level is 2^(1/4) in step size).
 FINER_LEVELS = 4
@@ -38,18 +43,41 @@ class BaseCandidate:
 
 
 @dataclass(frozen=True)
+class Coding:
+    """The exact base image's residual coefficients, its blocks' classes and what the layers coded: what
+    a further layer starts from."""
+
+    coefficients: np.ndarray
+    classes: np.ndarray
+    coded: Coded
+
+    def remaining(self) -> np.ndarray:
+        return self.coefficients - self.coded.values * 2.0**-STEP_BITS
+
+
+@dataclass(frozen=True)
 class ResidualChoice:
     size: int
     indices: np.ndarray
     index_section: bytes
-    level: int | None
+    layers: tuple[Layer, ...]
     sections: list[bytes]
     error: float  # squared pixel error (transform domain) of what was coded
+    coding: Coding | None = None  # kept when asked for (further layers)
+
+    def bytes(self) -> int:
+        """Index section, residual sections and their header entries."""
+        return (
+            len(self.index_section)
+            + sum(len(s) + SECTION_LENGTH_BYTES for s in self.sections)
+            + LAYER_BYTES * len(self.layers)
+        )
 
 
 def _fits(base_bits: float, group_bits: np.ndarray, budget_bits: float) -> int:
     """How many leading groups fit with the base (0..GROUPS), -1 when not even the base does."""
     total = base_bits + np.concatenate([[0.0], np.cumsum(group_bits + 8 * SECTION_LENGTH_BYTES)])
+    total[1:] += 8 * LAYER_BYTES
     fitting = np.flatnonzero(total <= budget_bits)
     return int(fitting[-1]) if len(fitting) else -1
 
@@ -58,16 +86,22 @@ class _LevelFit:
     """Per level of one base candidate: its symbols and how many leading groups fit (computed once)."""
 
     def __init__(
-        self, stage: ResidualStage, coefficients: np.ndarray, classes: np.ndarray, base_bits: float, budget_bits: float
+        self,
+        stage: ResidualStage,
+        coefficients: np.ndarray,
+        classes: np.ndarray,
+        base_bits: float,
+        budget_bits: float,
+        coded: Coded | None = None,
     ) -> None:
         self.stage, self.coefficients, self.classes = stage, coefficients, classes
-        self.base_bits, self.budget_bits = base_bits, budget_bits
+        self.base_bits, self.budget_bits, self.coded = base_bits, budget_bits, coded
         self._done: dict[int, tuple[int, np.ndarray]] = {}
 
     def _fit(self, level: int) -> tuple[int, np.ndarray]:
         if level not in self._done:
-            symbols = self.stage.quantize(self.coefficients, level)
-            bits = self.stage.group_bits(symbols, self.classes, level)
+            symbols = self.stage.quantize(self.coefficients, level, self.classes, coded=self.coded)
+            bits = self.stage.group_bits(symbols, self.classes, level, self.coded)
             self._done[level] = (_fits(self.base_bits, bits, self.budget_bits), symbols)
         return self._done[level]
 
@@ -78,6 +112,23 @@ class _LevelFit:
     def symbols(self, level: int) -> np.ndarray:
         return self._fit(level)[1]
 
+    def best(self, lowest: int) -> tuple[float, int, int] | None:
+        """(error, level, groups) of the closest coding at ``lowest`` or a finer level: the finest level
+        at which every group fits (bisection), then finer ones with fewer groups."""
+        lo, hi = lowest - 1, LEVELS
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.groups(mid) == GROUPS else (lo, mid)
+        best: tuple[float, int, int] | None = None
+        for level in range(max(lowest, lo), min(LEVELS, lo + 1 + FINER_LEVELS)):
+            groups = self.groups(level)
+            if groups <= 0:
+                break
+            error = self.stage.squared_error(self.coefficients, self.symbols(level), level, groups)
+            if best is None or error < best[0]:
+                best = (error, level, groups)
+        return best
+
 
 def search(
     stage: ResidualStage,
@@ -87,11 +138,13 @@ def search(
     section_of: Callable[[np.ndarray, int], bytes],
     preview: Callable[[np.ndarray, int], np.ndarray],
     synthesize: Callable[[np.ndarray, int], np.ndarray],
+    keep_coding: bool = False,
 ) -> ResidualChoice | None:
     """The closest coding under ``budget_bytes`` (index section + residual sections + their lengths).
     ``target``: the image padded to the base grid (4h x 4w x 3 uint8); ``preview(indices, size)``: a
     candidate's base image as the float decoder gives it (scoring only); ``synthesize(indices, size)``:
-    the exact base image, which the winner's residual is coded against."""
+    the exact base image, which the winner's residual is coded against. ``keep_coding``: keep what
+    ``add_layer`` needs, even when the base stage alone wins."""
     budget_bits = 8.0 * budget_bytes
     padded_target = pad_to_blocks(target)
     # (error, candidate, level, groups): level None is the base stage alone
@@ -104,19 +157,9 @@ def search(
         total_energy = float(np.sum(coefficients**2))
         if best is None or total_energy < best[0]:
             best = (total_energy, cand, None, 0)
-        levels = _LevelFit(stage, coefficients, stage.classes(base), cand.bits, budget_bits)
-        # the finest level at which every group fits (bisection), then finer ones with fewer groups
-        lo, hi = -1, LEVELS
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if levels.groups(mid) == GROUPS else (lo, mid)
-        for level in range(max(0, lo), min(LEVELS, lo + 1 + FINER_LEVELS)):
-            groups = levels.groups(level)
-            if groups <= 0:
-                break
-            error = stage.squared_error(coefficients, levels.symbols(level), level, groups)
-            if error < best[0]:
-                best = (error, cand, level, groups)
+        found = _LevelFit(stage, coefficients, stage.classes(base), cand.bits, budget_bits).best(0)
+        if found is not None and found[0] < best[0]:
+            best = (found[0], cand, found[1], found[2])
     if best is None:
         return None
     error, cand, chosen, groups = best
@@ -124,17 +167,69 @@ def search(
     if len(index_section) > budget_bytes:
         return None
     sections: list[bytes] = []
-    if chosen is not None:
+    coding = None
+    if chosen is not None or keep_coding:
         # the winner's residual against the exact base image: what the decoder adds it to
         base = pad_to_blocks(synthesize(cand.indices, cand.size))
-        coefficients, classes = stage.coefficients(padded_target, base), stage.classes(base)
-        symbols = stage.quantize(coefficients, chosen)
-        groups = max(0, min(groups, _LevelFit(stage, coefficients, classes, cand.bits, budget_bits).groups(chosen)))
-        sections = stage.encode_groups(symbols, classes, chosen, groups)
-        error = stage.squared_error(coefficients, symbols, chosen, len(sections)) if sections else error
-    while sections and len(index_section) + sum(len(s) + SECTION_LENGTH_BYTES for s in sections) > budget_bytes:
-        sections.pop()  # the estimate was the ideal information: drop the finest detail first
-    return ResidualChoice(cand.size, cand.indices, index_section, chosen if sections else None, sections, error)
+        classes = stage.classes(base)
+        coding = Coding(stage.coefficients(padded_target, base), classes, Coded.nothing(len(classes)))
+    if chosen is not None:
+        assert coding is not None
+        fit = _LevelFit(stage, coding.coefficients, coding.classes, cand.bits, budget_bits)
+        sections = stage.encode_groups(
+            fit.symbols(chosen), coding.classes, chosen, max(0, min(groups, fit.groups(chosen)))
+        )
+        sections = _within(sections, budget_bytes - len(index_section))
+        if sections:
+            symbols = fit.symbols(chosen)
+            error = stage.squared_error(coding.coefficients, symbols, chosen, len(sections))
+            coded = coding.coded.add(symbols, chosen, len(sections), int(stage.steps[chosen]))
+            coding = Coding(coding.coefficients, coding.classes, coded)
+    layers = (Layer(chosen, len(sections)),) if sections and chosen is not None else ()
+    return ResidualChoice(
+        cand.size, cand.indices, index_section, layers, sections, error, coding if keep_coding else None
+    )
+
+
+def _within(sections: list[bytes], budget_bytes: int) -> list[bytes]:
+    """Leading sections of one layer that fit ``budget_bytes`` with their header entries: the estimate
+    was the ideal information, so the real sizes may overrun; the finest detail goes first."""
+    sections = list(sections)
+    while sections and sum(len(s) + SECTION_LENGTH_BYTES for s in sections) + LAYER_BYTES > budget_bytes:
+        sections.pop()
+    return sections
+
+
+def add_layer(stage: ResidualStage, choice: ResidualChoice, budget_bytes: int) -> ResidualChoice:
+    """``choice`` plus a layer, finer than its last, coding what its layers left under ``budget_bytes``
+    (the whole stream's index and residual sections); ``choice`` itself when no layer fits."""
+    assert choice.coding is not None, "search(..., keep_coding=True) keeps what a further layer needs"
+    coding = choice.coding
+    used = choice.bytes()
+    remaining = coding.remaining()
+    lowest = choice.layers[-1].level + 1 if choice.layers else 0
+    if lowest >= LEVELS:
+        return choice
+    fit = _LevelFit(stage, remaining, coding.classes, 8.0 * used, 8.0 * budget_bytes, coding.coded)
+    found = fit.best(lowest)
+    if found is None or found[0] >= float(np.sum(remaining**2)):
+        return choice
+    _, level, groups = found
+    symbols = fit.symbols(level)
+    sections = _within(stage.encode_groups(symbols, coding.classes, level, groups, coding.coded), budget_bytes - used)
+    if not sections:
+        return choice
+    error = stage.squared_error(remaining, symbols, level, len(sections))
+    coded = coding.coded.add(symbols, level, len(sections), int(stage.steps[level]))
+    return ResidualChoice(
+        choice.size,
+        choice.indices,
+        choice.index_section,
+        (*choice.layers, Layer(level, len(sections))),
+        [*choice.sections, *sections],
+        error,
+        Coding(coding.coefficients, coding.classes, coded),
+    )
 
 
 def ladder_candidates(

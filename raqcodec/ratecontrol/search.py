@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,10 +21,11 @@ from torch import Tensor
 
 from ..entropy.coders import ContextCoder, IndexCoder
 from ..errors import BudgetError
+from ..io.bitstream import Layer
 from ..model.loaded import CodecModel
 from ..options import DEFAULT_EFFORT, DEFAULT_REFINE_STEPS, MAX_EFFORT
 from . import ecvq
-from .residual import BaseCandidate, ladder_candidates
+from .residual import BaseCandidate, ResidualChoice, add_layer, ladder_candidates
 from .residual import search as residual_search
 from .sizes import RateChoice, SectionCoder, choose_size
 
@@ -174,10 +175,11 @@ class BudgetFit:
     size: int
     indices: np.ndarray
     section: bytes
-    refine_level: int | None = None  # the residual stage's step level (None: no residual sections)
+    layers: tuple[Layer, ...] = ()  # the residual stage's layers (none: the base stage alone)
     refinement_sections: tuple[bytes, ...] = ()
     budget_unused: str | None = None  # why the file is well under the budget (the model's limit)
     notes: list[str] = field(default_factory=list)
+    choice: ResidualChoice | None = None  # the residual search's, when it won or layers follow
 
 
 def fit_budget(
@@ -187,11 +189,41 @@ def fit_budget(
     refine: int | None = None,
     settings: SearchSettings = DEFAULT_SEARCH,
     done: Callable[[str], None] = lambda stage: None,
+    layers: Sequence[float] = (),
 ) -> BudgetFit:
     """The closest grid (and residual sections) whose file of ``overhead`` bytes plus the sections fits
     ``bpp``; raises BudgetError when even the smallest codebook does not. ``refine``: the longest
     refinement path searched, overriding ``settings.refine_steps`` (None: the settings'; 0: none).
-    ``done(stage)`` marks the end of each stage (timings)."""
+    ``done(stage)`` marks the end of each stage (timings). ``layers``: smaller budgets (bpp, ascending)
+    that the stream can be trimmed to: the base stage and a first residual layer are chosen for the
+    first, each further budget (and ``bpp``) adds a layer coding what the earlier ones left."""
+    m = session.model
+    if layers:
+        if m.residual is None or m.residual.layer_caps is None:
+            raise BudgetError(f"model {m.name} has no layered residual stage: it cannot write layers")
+        fit = _fit(session, layers[0], overhead, refine, settings, done, keep_coding=True)
+        assert fit.choice is not None and fit.choice.coding is not None
+        choice = fit.choice
+        for budget_bpp in [*layers[1:], bpp]:
+            pixels = session.rgb.shape[0] * session.rgb.shape[1]
+            choice = add_layer(m.residual, choice, int(budget_bpp * pixels // 8) - overhead)
+        done("residual layers")
+        fit.layers, fit.refinement_sections = choice.layers, tuple(choice.sections)
+        return fit
+    return _fit(session, bpp, overhead, refine, settings, done)
+
+
+def _fit(
+    session: BudgetSession,
+    bpp: float,
+    overhead: int,
+    refine: int | None,
+    settings: SearchSettings,
+    done: Callable[[str], None],
+    keep_coding: bool = False,
+) -> BudgetFit:
+    """``fit_budget`` at one budget; ``keep_coding``: the residual stage searched, and what a further
+    layer needs kept (``BudgetFit.choice``)."""
     m = session.model
     height, width = session.rgb.shape[:2]
     pixels = width * height
@@ -269,7 +301,7 @@ def fit_budget(
             f"is not used up: its largest codebook (K~={size}){with_steps} takes {used:.3f} bpp"
         )
         fit.notes.append(fit.budget_unused)
-    if m.residual is not None and (settings.residual_search or limited):
+    if m.residual is not None and (settings.residual_search or limited or keep_coding):
         # the residual stage competes with the base stage's own best (refined indices included)
         candidates = [BaseCandidate(size, indices, 8.0 * len(section), section)]
         candidates += [
@@ -285,10 +317,11 @@ def fit_budget(
             session.section,
             session.preview,
             lambda indices, size: m.synthesize(indices, m.codebook(session.adapter, size), session.grid),
+            keep_coding,
         )
-        if found is not None and found.sections:
+        if found is not None and (found.sections or keep_coding):
             fit.size, fit.indices, fit.section = found.size, found.indices, found.index_section
-            fit.refine_level, fit.refinement_sections = found.level, tuple(found.sections)
+            fit.layers, fit.refinement_sections, fit.choice = found.layers, tuple(found.sections), found
             if fit.budget_unused is not None:
                 fit.notes.remove(fit.budget_unused)
                 fit.budget_unused = None

@@ -7,6 +7,11 @@ eigenvectors of their covariance (a KLT: no other orthonormal transform packs mo
 fewer coefficients), strongest first; the rate model is the mean absolute coefficient per (activity
 class, coefficient). Two minutes on a 2-core CPU, deterministic for a given file list and seed.
 
+The layer caps (``layer_caps``: the widest table a coefficient gets in a layer finer than one that already
+coded it) are fitted on the same blocks: for every level difference and earlier symbol zero or not, the
+table cap that codes the later layer's symbols in the fewest bits, over coarse levels 0, 2, ..., 30.
+``--layers-only`` fits only them, for a model that already has its residual stage.
+
     python -m raqcodec.train.residual_fit --data ../shared/data/train --name raq-photo2 --out models
 """
 
@@ -24,7 +29,17 @@ import torch
 from ..model.files import read_model_file, write_card, write_model_file
 from ..model.loaded import CodecModel
 from ..model.registry import resolve
-from ..model.residual import ACTIVITY_CLASSES, COEFFICIENTS, ResidualStage, freeze, pad_to_blocks, to_blocks
+from ..model.residual import (
+    ACTIVITY_CLASSES,
+    COEFFICIENTS,
+    LEVELS,
+    STEP_BITS,
+    ResidualStage,
+    freeze,
+    layer_caps_tensor,
+    pad_to_blocks,
+    to_blocks,
+)
 from .data import list_images, load_rgb
 from .stages import split_photos
 
@@ -38,7 +53,11 @@ def base_image(model: CodecModel, rgb: np.ndarray, size: int) -> np.ndarray:
     return pad_to_blocks(model.synthesize(indices, model.codebook("seq2seq", size), grid))
 
 
-def fit(model: CodecModel, photos: list[Path], seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+CAP_SAMPLE_BLOCKS = 20_000
+
+
+def residual_blocks(model: CodecModel, photos: list[Path], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(blocks, 192) pixel residuals and each block's activity class."""
     rng = np.random.default_rng(seed)
     blocks, classes = [], []
     probe = ResidualStage(freeze(np.eye(COEFFICIENTS), np.ones((ACTIVITY_CLASSES, COEFFICIENTS))))
@@ -49,7 +68,11 @@ def fit(model: CodecModel, photos: list[Path], seed: int) -> tuple[np.ndarray, n
         base = base_image(model, rgb, size)
         blocks.append(to_blocks(rgb.astype(np.float64) - base.astype(np.float64)))
         classes.append(probe.classes(base))
-    x, c = np.concatenate(blocks), np.concatenate(classes)
+    return np.concatenate(blocks), np.concatenate(classes)
+
+
+def fit(model: CodecModel, photos: list[Path], seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    x, c = residual_blocks(model, photos, seed)
     eigenvalues, vectors = np.linalg.eigh(x.T @ x / len(x))
     order = np.argsort(eigenvalues)[::-1]
     klt = vectors[:, order].T
@@ -67,6 +90,45 @@ def fit(model: CodecModel, photos: list[Path], seed: int) -> tuple[np.ndarray, n
     return klt, np.maximum(mean_abs, 1e-3), stats
 
 
+def fit_layer_caps(stage: ResidualStage, coefficients: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(2, LEVELS) table caps by [earlier symbol nonzero][level difference] (difference 0 is unused)."""
+    caps = np.full((2, LEVELS), stage.tables.levels - 1, dtype=np.int64)
+    coarse_levels = range(0, LEVELS - 1, 2)
+    first = {coarse: stage.quantize(coefficients, coarse, classes) for coarse in coarse_levels}
+    for difference in range(1, LEVELS):
+        # (earlier symbol nonzero, table, later symbol) counts over every coarse level it can follow
+        counts: dict[tuple[int, int, int], int] = {}
+        for coarse in coarse_levels:
+            fine = coarse + difference
+            if fine >= LEVELS:
+                break
+            rest = coefficients - first[coarse] * (stage.steps[coarse] * 2.0**-STEP_BITS)
+            later = stage.quantize(rest, fine)
+            # one int64 key per coefficient (symbols are within +-4095): a 1-D unique is fast
+            nonzero = (first[coarse] != 0).astype(np.int64)
+            keys = ((nonzero * stage.tables.levels + stage.tables_for(classes, fine)) << 13) + later + 4096
+            unique, n = np.unique(keys.ravel(), return_counts=True)
+            for key, count in zip(unique.tolist(), n.tolist(), strict=True):
+                pair = divmod(key >> 13, stage.tables.levels)
+                triple = (pair[0], pair[1], (key & 8191) - 4096)
+                counts[triple] = counts.get(triple, 0) + count
+        if not counts:
+            continue
+        keys = np.array(list(counts), dtype=np.int64)
+        weights = np.array(list(counts.values()), dtype=np.float64)
+        for nonzero in (0, 1):
+            mine = keys[:, 0] == nonzero
+            if not mine.any():
+                continue
+            tables, symbols, w = keys[mine, 1], keys[mine, 2], weights[mine]
+            bits = [
+                float((stage.tables.symbol_bits(symbols, np.minimum(tables, k)) * w).sum())
+                for k in range(stage.tables.levels)
+            ]
+            caps[nonzero, difference] = int(np.argmin(bits))
+    return caps
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, nargs="+", required=True)
@@ -75,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("models"))
     p.add_argument("--photos", type=int, default=96, help="training photos used (spread over the list)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--layers-only", action="store_true", help="keep the base model's residual stage; fit its layer caps"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.time()
@@ -82,8 +147,20 @@ def main(argv: list[str] | None = None) -> None:
     model = CodecModel(source)
     train, _ = split_photos(args.data)
     photos = train[:: max(1, len(train) // args.photos)][: args.photos]
-    klt, mean_abs, stats = fit(model, photos, args.seed)
-    tensors = {**source.tensors, **freeze(klt, mean_abs)}
+    if args.layers_only:
+        if model.residual is None:
+            p.error(f"{args.base} has no residual stage to fit layer caps for")
+        stats: dict[str, object] = {"photos": len(photos)}
+        stage_tensors = {k: v for k, v in source.tensors.items() if k.startswith("residual.")}
+    else:
+        klt, mean_abs, stats = fit(model, photos, args.seed)
+        stage_tensors = freeze(klt, mean_abs)
+    stage = ResidualStage(stage_tensors)
+    x, c = residual_blocks(model, photos, args.seed)
+    sample = np.random.default_rng(args.seed).permutation(len(x))[:CAP_SAMPLE_BLOCKS]
+    caps = fit_layer_caps(stage, stage.coefficients_of(x[sample]), c[sample])
+    stats["layer_caps"] = caps.tolist()
+    tensors = {**source.tensors, **stage_tensors, **layer_caps_tensor(caps)}
     fingerprint = write_model_file(args.out / f"{args.name}.safetensors", args.name, source.config, tensors)
     stats.update(
         seconds=round(time.time() - started, 1),
@@ -92,7 +169,15 @@ def main(argv: list[str] | None = None) -> None:
         images_listed=len(list_images(args.data)),
         seed=args.seed,
     )
-    write_card(args.out / f"{args.name}.json", card(args.name, source.config.to_dict(), stats))
+    card_path = args.out / f"{args.name}.json"
+    if args.layers_only and card_path.exists():
+        # the rest of the card (the stage's fit, figures) still holds: the caps change no single-layer stream
+        existing = json.loads(card_path.read_text())
+        existing["fingerprint"] = fingerprint
+        existing.setdefault("residual_fit", {})["layer_caps"] = stats["layer_caps"]
+        write_card(card_path, existing)
+    else:
+        write_card(card_path, card(args.name, source.config.to_dict(), stats))
     print(json.dumps(stats))
 
 

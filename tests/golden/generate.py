@@ -40,15 +40,17 @@ def cases() -> dict[str, tuple[Image.Image, int]]:
     }
 
 
-def cases_v3() -> dict[str, tuple[Image.Image, dict[str, object], int | None]]:
-    """name -> (image, encode options, residual sections kept by trim or None)."""
+def cases_v3() -> dict[str, tuple[Image.Image, dict[str, object], dict[str, object] | None]]:
+    """name -> (image, encode options, trim options or None)."""
     rgb = Image.fromarray(smooth_image(48, 64, seed=10))
     gray16 = Image.fromarray(smooth_image(40, 36, seed=11)[:, :, 0].astype(np.uint16) * 257)
     alpha = np.tile(np.arange(40, dtype=np.uint8) * 6, (32, 1))
     rgba = Image.fromarray(np.dstack([smooth_image(32, 40, seed=12), alpha]))
     return {
         "rgb-bpp3": (rgb, {"bpp": 3.0}, None),
-        "rgb-bpp3-trim2": (rgb, {"bpp": 3.0}, 2),
+        "rgb-bpp3-trim2": (rgb, {"bpp": 3.0}, {"groups": 2}),
+        "rgb-bpp3-layers": (rgb, {"bpp": 3.0, "layers": (1.0, 2.0)}, None),
+        "rgb-bpp3-layers-trim1.5": (rgb, {"bpp": 3.0, "layers": (1.0, 2.0)}, {"bpp": 1.5}),
         "rgb-k64": (rgb, {"codebook_size": 64}, None),
         "gray16-bpp3": (gray16, {"bpp": 3.0}, None),
         "rgba-bpp4": (rgba, {"bpp": 4.0}, None),
@@ -66,10 +68,10 @@ def main() -> None:
     manifest_path = HERE / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     version = bitstream.REFINED_VERSION
-    for name, (image, options, kept) in cases_v3().items():
+    for name, (image, options, cut) in cases_v3().items():
         data = raqcodec.encode(image, model="raq-photo2", **options)  # type: ignore[arg-type]
-        if kept is not None:
-            data = trim(data, groups=kept)
+        if cut is not None:
+            data = trim(data, **cut)  # type: ignore[arg-type]
         header = bitstream.read_header(data)
         assert header.version == version
         path = HERE / f"v{version}-{name}.raq"
@@ -78,6 +80,7 @@ def main() -> None:
             "version": version,
             "codebook_size": header.codebook_size,
             "sections": len(bitstream.unpack(data).refinement_sections),
+            "layers": [list(layer) for layer in header.layers],
             "decoded_sha256": pixels_sha256(raqcodec.decode(data)),
         }
         print(path.name, len(data), "bytes", manifest[path.name]["sections"], "sections")
