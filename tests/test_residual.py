@@ -12,13 +12,17 @@ from raqcodec.model.residual import (
     COEFFICIENTS,
     GROUP_COEFFICIENTS,
     GROUPS,
+    LEVELS,
     MAX_SYMBOL,
+    RD_LAGRANGIAN,
     STEP_BITS,
+    Coded,
     ResidualError,
     ResidualStage,
     activity,
     freeze,
     from_blocks,
+    layer_caps_tensor,
     pad_to_blocks,
     to_blocks,
 )
@@ -30,6 +34,17 @@ def stage() -> ResidualStage:
     q, _ = np.linalg.qr(rng.normal(size=(COEFFICIENTS, COEFFICIENTS)))
     scales = np.exp(rng.uniform(-1, 4, size=(ACTIVITY_CLASSES, COEFFICIENTS)))
     return ResidualStage(freeze(q.T, scales))
+
+
+@pytest.fixture(scope="module")
+def layered(stage: ResidualStage) -> ResidualStage:
+    """The same stage with layer caps: for a level difference d, table index 2 d (nonzero) or d (zero)."""
+    tensors = freeze(np.eye(COEFFICIENTS), np.ones((ACTIVITY_CLASSES, COEFFICIENTS)))
+    tensors = {k: v for k, v in tensors.items() if k != "residual.basis"}
+    caps = np.stack([np.arange(LEVELS), 2 * np.arange(LEVELS)]).clip(max=stage.tables.levels - 1)
+    return ResidualStage(
+        {"residual.basis": torch.from_numpy(stage.basis.numpy().astype(np.int32)), **tensors, **layer_caps_tensor(caps)}
+    )
 
 
 def _image(h: int, w: int, seed: int) -> np.ndarray:
@@ -59,6 +74,72 @@ def test_reconstruction_is_the_integer_formula(stage: ResidualStage) -> None:
     pixels = (residual + (1 << (shift - 1))) // (1 << shift)
     expected = np.clip(base.astype(object) + from_blocks(pixels, 24, 40), 0, 255).astype(np.uint8)
     assert np.array_equal(got, expected)
+
+
+def test_four_layers_at_the_bound_are_the_integer_formula(stage: ResidualStage) -> None:
+    base = pad_to_blocks(_image(24, 40, 4))
+    rng = np.random.default_rng(5)
+    coded = Coded.nothing(15)
+    for level in range(4):  # the four largest steps: the largest sums the format allows
+        symbols = rng.choice([-MAX_SYMBOL, MAX_SYMBOL], (15, COEFFICIENTS))
+        coded = coded.add(symbols, level, GROUPS, int(stage.steps[level]))
+    assert np.abs(coded.values).max() < 1 << 24
+    got = stage.reconstruct_values(base, coded.values)
+    basis = stage.basis.numpy().astype(np.int64).astype(object)
+    residual = coded.values.astype(object).dot(basis)
+    shift = BASIS_BITS + STEP_BITS
+    pixels = (residual + (1 << (shift - 1))) // (1 << shift)
+    expected = np.clip(base.astype(object) + from_blocks(pixels, 24, 40), 0, 255).astype(np.uint8)
+    assert np.array_equal(got, expected)
+    with pytest.raises(ResidualError, match="out of range"):
+        stage.reconstruct_values(base, np.full((15, COEFFICIENTS), 1 << 24))
+
+
+def test_later_layers_use_capped_tables_and_round_trip(layered: ResidualStage) -> None:
+    rng = np.random.default_rng(6)
+    classes = rng.integers(0, ACTIVITY_CLASSES, 30)
+    coefficients = rng.laplace(0, 20, (30, COEFFICIENTS))
+    first = layered.quantize(coefficients, 4, classes)
+    coded = Coded.nothing(30).add(first, 4, 3, int(layered.steps[4]))  # three groups coded
+    tables = layered.tables_for(classes, 9, coded)
+    uncapped = layered.tables_for(classes, 9)
+    covered = slice(0, 3 * GROUP_COEFFICIENTS)
+    nonzero = first[:, covered] != 0
+    expected = np.minimum(uncapped[:, covered], np.where(nonzero, 10, 5))  # caps of difference 5
+    assert np.array_equal(tables[:, covered], expected)
+    assert np.array_equal(tables[:, 3 * GROUP_COEFFICIENTS :], uncapped[:, 3 * GROUP_COEFFICIENTS :])
+    rest = coefficients - coded.values * 2.0**-STEP_BITS
+    second = layered.quantize(rest, 9, classes, coded=coded)
+    sections = layered.encode_groups(first, classes, 4, 3) + layered.encode_groups(second, classes, 9, 5, coded)
+    decoded, (got_first, got_second) = layered.decode_layers(sections, [(4, 3), (9, 5)], classes)
+    assert np.array_equal(got_first[:, covered], first[:, covered]) and not got_first[:, covered.stop :].any()
+    assert np.array_equal(got_second[:, : 5 * GROUP_COEFFICIENTS], second[:, : 5 * GROUP_COEFFICIENTS])
+    assert np.array_equal(decoded.values, coded.add(second, 9, 5, int(layered.steps[9])).values)
+    with pytest.raises(ResidualError, match="not finer"):
+        layered.tables_for(classes, 4, coded)
+
+
+def test_a_stage_without_caps_codes_one_layer(stage: ResidualStage) -> None:
+    coded = Coded.nothing(2).add(np.ones((2, COEFFICIENTS), dtype=np.int64), 3, 1, int(stage.steps[3]))
+    with pytest.raises(ResidualError, match="one layer"):
+        stage.tables_for(np.zeros(2, dtype=np.int64), 6, coded)
+
+
+def test_rd_quantization_never_costs_more_than_the_dead_zone(stage: ResidualStage) -> None:
+    rng = np.random.default_rng(7)
+    classes = rng.integers(0, ACTIVITY_CLASSES, 40)
+    coefficients = rng.laplace(0, 15, (40, COEFFICIENTS))
+    for level in (0, 8, 16):
+        step = stage.steps[level] * 2.0**-STEP_BITS
+        tables = stage.tables_for(classes, level)
+
+        def cost(symbols: np.ndarray, step: float = step, tables: np.ndarray = tables) -> float:
+            error = (np.abs(coefficients) / step - np.abs(symbols)) ** 2
+            return float(np.sum(error + RD_LAGRANGIAN * stage.tables.symbol_bits(symbols, tables)))
+
+        chosen = stage.quantize(coefficients, level, classes)
+        assert cost(chosen) <= cost(stage.quantize(coefficients, level)) + 1e-6
+        assert np.all((chosen == 0) | (np.sign(chosen) == np.sign(coefficients)))
 
 
 def test_sections_round_trip_and_trim(stage: ResidualStage) -> None:
@@ -133,3 +214,6 @@ def test_model_tensors_are_checked() -> None:
     missing = {k: v for k, v in tensors.items() if k != "residual.basis"}
     with pytest.raises(ValueError, match="incomplete"):
         ResidualStage(missing)
+    for caps in (np.zeros((2, LEVELS - 1)), np.full((2, LEVELS), -1), np.full((2, LEVELS), 10_000)):
+        with pytest.raises(ValueError, match="out of range|wrong shapes"):
+            ResidualStage({**tensors, **layer_caps_tensor(caps)})

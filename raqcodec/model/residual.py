@@ -52,7 +52,7 @@ DEAD_ZONE = 0.2
 # Rate-distortion-optimised quantization: squared error (in steps^2) traded against bits at this rate.
 # High-rate theory for a uniform quantizer gives 2 ln 2 / 12 = 0.116 per bit; measured (benchmarks/
 # residual_quantization.py, 4-6 held-out training photos and Kodak images), 0.08 gave the best BD-rate of
-# 0.04-0.2: -4.5% (held out) and -3.8% (Kodak) against the dead zone.
+# 0.04-0.2: -4.5% (held out) and -4.0% (Kodak) against the dead zone.
 RD_LAGRANGIAN = 0.08
 PREFIX = "residual."
 
