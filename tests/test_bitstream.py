@@ -433,6 +433,6 @@ def test_version3_is_only_for_layer_fields() -> None:
     with pytest.raises(ValueError, match="level"):
         pack(_refined((b"x",), layers=(Layer(32, 1),)))
     with pytest.raises(ValueError, match="groups"):
-        pack(_refined((b"x",) * 9, layers=(Layer(3, 9),)))
+        pack(_refined((b"x",) * 17, layers=(Layer(3, 17),)))
     with pytest.raises(ValueError, match="at most 4"):
         pack(_refined((b"x",) * 5, layers=tuple(Layer(i, 1) for i in range(5))))

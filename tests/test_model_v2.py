@@ -15,7 +15,7 @@ import raqcodec
 from raqcodec.codec import encode_detailed
 from raqcodec.io import bitstream
 from raqcodec.model.registry import load
-from raqcodec.model.residual import GROUP_COEFFICIENTS, pad_to_blocks
+from raqcodec.model.residual import coefficients_in, pad_to_blocks
 from raqcodec.trim import TrimError, trim, trimmed_sizes
 
 MODEL = "raq-photo2"
@@ -65,7 +65,7 @@ def test_trimmed_streams_decode_to_their_sections(crop: np.ndarray, high: bytes)
         cut = trim(high, groups=kept)
         assert len(cut) == sizes[kept]
         symbols = full_symbols.copy()
-        symbols[:, kept * GROUP_COEFFICIENTS :] = 0
+        symbols[:, coefficients_in(kept) :] = 0
         expected = stage.reconstruct(pad_to_blocks(base), symbols, level) if kept else pad_to_blocks(base)
         assert np.array_equal(np.asarray(raqcodec.decode(cut)), expected[: crop.shape[0], : crop.shape[1]])
     budget = (sizes[1] + sizes[2]) / 2 * 8 / (crop.shape[0] * crop.shape[1])
@@ -160,8 +160,8 @@ def test_every_cut_of_a_layered_file_decodes_to_its_sections(crop: np.ndarray, l
         for layer, layer_symbols in zip(stream.header.layers, symbols, strict=True):
             groups = min(layer.groups, left)
             left -= groups
-            values[:, : groups * GROUP_COEFFICIENTS] += (
-                layer_symbols[:, : groups * GROUP_COEFFICIENTS] * stage.steps[layer.level]
+            values[:, : coefficients_in(groups)] += (
+                layer_symbols[:, : coefficients_in(groups)] * stage.steps[layer.level]
             )
         expected = stage.reconstruct_values(base, values)
         decoded = np.asarray(raqcodec.decode(trim(layered, groups=kept)))

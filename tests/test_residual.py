@@ -10,7 +10,6 @@ from raqcodec.model.residual import (
     ACTIVITY_CLASSES,
     BASIS_BITS,
     COEFFICIENTS,
-    GROUP_COEFFICIENTS,
     GROUPS,
     LEVELS,
     MAX_SYMBOL,
@@ -20,6 +19,7 @@ from raqcodec.model.residual import (
     ResidualError,
     ResidualStage,
     activity,
+    coefficients_in,
     freeze,
     from_blocks,
     layer_caps_tensor,
@@ -103,17 +103,17 @@ def test_later_layers_use_capped_tables_and_round_trip(layered: ResidualStage) -
     coded = Coded.nothing(30).add(first, 4, 3, int(layered.steps[4]))  # three groups coded
     tables = layered.tables_for(classes, 9, coded)
     uncapped = layered.tables_for(classes, 9)
-    covered = slice(0, 3 * GROUP_COEFFICIENTS)
+    covered = slice(0, coefficients_in(3))
     nonzero = first[:, covered] != 0
     expected = np.minimum(uncapped[:, covered], np.where(nonzero, 10, 5))  # caps of difference 5
     assert np.array_equal(tables[:, covered], expected)
-    assert np.array_equal(tables[:, 3 * GROUP_COEFFICIENTS :], uncapped[:, 3 * GROUP_COEFFICIENTS :])
+    assert np.array_equal(tables[:, coefficients_in(3) :], uncapped[:, coefficients_in(3) :])
     rest = coefficients - coded.values * 2.0**-STEP_BITS
     second = layered.quantize(rest, 9, classes, coded=coded)
     sections = layered.encode_groups(first, classes, 4, 3) + layered.encode_groups(second, classes, 9, 5, coded)
     decoded, (got_first, got_second) = layered.decode_layers(sections, [(4, 3), (9, 5)], classes)
     assert np.array_equal(got_first[:, covered], first[:, covered]) and not got_first[:, covered.stop :].any()
-    assert np.array_equal(got_second[:, : 5 * GROUP_COEFFICIENTS], second[:, : 5 * GROUP_COEFFICIENTS])
+    assert np.array_equal(got_second[:, : coefficients_in(5)], second[:, : coefficients_in(5)])
     assert np.array_equal(decoded.values, coded.add(second, 9, 5, int(layered.steps[9])).values)
     with pytest.raises(ResidualError, match="not finer"):
         layered.tables_for(classes, 4, coded)
@@ -152,8 +152,8 @@ def test_sections_round_trip_and_trim(stage: ResidualStage) -> None:
     sections = stage.encode_groups(symbols, classes, level, GROUPS)
     assert np.array_equal(stage.decode_groups(sections, classes, level), symbols)
     kept = stage.decode_groups(sections[:3], classes, level)
-    assert np.array_equal(kept[:, : 3 * GROUP_COEFFICIENTS], symbols[:, : 3 * GROUP_COEFFICIENTS])
-    assert not kept[:, 3 * GROUP_COEFFICIENTS :].any()
+    assert np.array_equal(kept[:, : coefficients_in(3)], symbols[:, : coefficients_in(3)])
+    assert not kept[:, coefficients_in(3) :].any()
     # estimates follow the real sizes
     estimated = stage.group_bits(symbols, classes, level)
     real = np.array([8 * len(s) for s in sections])
@@ -184,9 +184,9 @@ def test_corrupt_sections_and_symbol_bound(stage: ResidualStage) -> None:
         stage.decode_groups([good[0][:-1]], classes, 3)
     # a stream whose escape decodes beyond the bound is refused, not reconstructed
     big = np.zeros((4, COEFFICIENTS), dtype=np.int64)
-    big[1, 5] = MAX_SYMBOL
+    big[1, 0] = MAX_SYMBOL
     section = stage.tables.encode(
-        (big[:, :GROUP_COEFFICIENTS] * 2).T, stage.tables_for(classes, 3)[:, :GROUP_COEFFICIENTS].T
+        (big[:, : coefficients_in(1)] * 2).T, stage.tables_for(classes, 3)[:, : coefficients_in(1)].T
     )
     with pytest.raises(ResidualError, match="beyond"):
         stage.decode_groups([section], classes, 3)

@@ -22,16 +22,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..io.bitstream import Layer
-from ..model.residual import GROUPS, LEVELS, STEP_BITS, Coded, ResidualStage, pad_to_blocks
+from ..model.residual import GROUPS, LEVELS, RD_LAGRANGIAN, STEP_BITS, Coded, ResidualStage, pad_to_blocks
 
 # Base sizes tried besides the base stage's own choice: each costs a float-decoder preview and an estimate.
 # The winners on Kodak at 0.3-1.0 bpp were K~ = 128-512.
 SIZE_LADDER = (32, 128, 512)
 SECTION_LENGTH_BYTES = 4  # each section's length in the format 3 header
 LAYER_BYTES = 2  # each layer's level and section count in the format 3 header
-# Levels finer than the finest with every group that are scored with fewer groups. On 6 Kodak images the
-# best choice was never more than 3 levels finer (a level is 2^(1/4) in step size).
-FINER_LEVELS = 4
+# Levels finer than the finest with every group that are scored with fewer groups. With 8 groups of 24
+# the best choice on 6 Kodak images was never more than 3 levels finer (a level is 2^(1/4) in step
+# size); the finer groups make fewer coefficients at a finer step a real choice, so 6 are scored.
+FINER_LEVELS = 6
+# Rate weights (multiples of RD_LAGRANGIAN) also tried where the budget cuts a layer's groups short: a
+# stronger weight zeroes more marginal coefficients, so more groups fit (kodim20 at 0.3 bpp, base
+# K~ = 128: 2x fits a seventh group and decodes 0.5 dB closer than 1x with six).
+BUDGET_WEIGHTS = (2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,18 @@ def _fits(base_bits: float, group_bits: np.ndarray, budget_bits: float) -> int:
     return int(fitting[-1]) if len(fitting) else -1
 
 
+@dataclass(frozen=True)
+class Quantization:
+    """One way to code a layer: its step level, the RDOQ rate weight, and how many leading groups fit."""
+
+    level: int
+    lagrangian: float
+    groups: int
+
+
 class _LevelFit:
-    """Per level of one base candidate: its symbols and how many leading groups fit (computed once)."""
+    """Per (level, rate weight) of one base candidate: its symbols and how many leading groups fit
+    (computed once)."""
 
     def __init__(
         self,
@@ -96,37 +111,54 @@ class _LevelFit:
     ) -> None:
         self.stage, self.coefficients, self.classes = stage, coefficients, classes
         self.base_bits, self.budget_bits, self.coded = base_bits, budget_bits, coded
-        self._done: dict[int, tuple[int, np.ndarray]] = {}
+        self._done: dict[tuple[int, float], tuple[int, np.ndarray]] = {}
 
-    def _fit(self, level: int) -> tuple[int, np.ndarray]:
-        if level not in self._done:
-            symbols = self.stage.quantize(self.coefficients, level, self.classes, coded=self.coded)
+    def _fit(self, level: int, lagrangian: float) -> tuple[int, np.ndarray]:
+        if (level, lagrangian) not in self._done:
+            symbols = self.stage.quantize(self.coefficients, level, self.classes, lagrangian, self.coded)
             bits = self.stage.group_bits(symbols, self.classes, level, self.coded)
-            self._done[level] = (_fits(self.base_bits, bits, self.budget_bits), symbols)
-        return self._done[level]
+            self._done[level, lagrangian] = (_fits(self.base_bits, bits, self.budget_bits), symbols)
+        return self._done[level, lagrangian]
 
-    def groups(self, level: int) -> int:
+    def groups(self, level: int, lagrangian: float = RD_LAGRANGIAN) -> int:
         """Leading groups that fit at this level (bits grow with the level, for every group)."""
-        return self._fit(level)[0]
+        return self._fit(level, lagrangian)[0]
 
-    def symbols(self, level: int) -> np.ndarray:
-        return self._fit(level)[1]
+    def symbols(self, level: int, lagrangian: float = RD_LAGRANGIAN) -> np.ndarray:
+        return self._fit(level, lagrangian)[1]
 
-    def best(self, lowest: int) -> tuple[float, int, int] | None:
-        """(error, level, groups) of the closest coding at ``lowest`` or a finer level: the finest level
-        at which every group fits (bisection), then finer ones with fewer groups."""
+    def error(self, quantization: Quantization) -> float:
+        symbols = self.symbols(quantization.level, quantization.lagrangian)
+        return self.stage.squared_error(self.coefficients, symbols, quantization.level, quantization.groups)
+
+    def best(self, lowest: int) -> tuple[float, Quantization] | None:
+        """The closest coding at ``lowest`` or a finer level, with its error: the finest level at which
+        every group fits (bisection), then finer ones with fewer groups; then, where the budget cut the
+        groups short, the best level and the one below at stronger rate weights (fewer bits per group,
+        so more groups)."""
         lo, hi = lowest - 1, LEVELS
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if self.groups(mid) == GROUPS else (lo, mid)
-        best: tuple[float, int, int] | None = None
+        best: tuple[float, Quantization] | None = None
         for level in range(max(lowest, lo), min(LEVELS, lo + 1 + FINER_LEVELS)):
             groups = self.groups(level)
             if groups <= 0:
                 break
-            error = self.stage.squared_error(self.coefficients, self.symbols(level), level, groups)
+            got = Quantization(level, RD_LAGRANGIAN, groups)
+            error = self.error(got)
             if best is None or error < best[0]:
-                best = (error, level, groups)
+                best = (error, got)
+        if best is None or best[1].groups == GROUPS:
+            return best
+        for level in range(max(lowest, best[1].level - 1), best[1].level + 1):
+            for weight in BUDGET_WEIGHTS:
+                groups = self.groups(level, RD_LAGRANGIAN * weight)
+                if groups > 0:
+                    got = Quantization(level, RD_LAGRANGIAN * weight, groups)
+                    error = self.error(got)
+                    if error < best[0]:
+                        best = (error, got)
         return best
 
 
@@ -147,8 +179,8 @@ def search(
     ``add_layer`` needs, even when the base stage alone wins."""
     budget_bits = 8.0 * budget_bytes
     padded_target = pad_to_blocks(target)
-    # (error, candidate, level, groups): level None is the base stage alone
-    best: tuple[float, BaseCandidate, int | None, int] | None = None
+    # (error, candidate, quantization): None is the base stage alone
+    best: tuple[float, BaseCandidate, Quantization | None] | None = None
     for cand in candidates:
         if cand.bits > budget_bits:
             continue
@@ -156,13 +188,13 @@ def search(
         coefficients = stage.coefficients(padded_target, base)
         total_energy = float(np.sum(coefficients**2))
         if best is None or total_energy < best[0]:
-            best = (total_energy, cand, None, 0)
+            best = (total_energy, cand, None)
         found = _LevelFit(stage, coefficients, stage.classes(base), cand.bits, budget_bits).best(0)
         if found is not None and found[0] < best[0]:
-            best = (found[0], cand, found[1], found[2])
+            best = (found[0], cand, found[1])
     if best is None:
         return None
-    error, cand, chosen, groups = best
+    error, cand, chosen = best
     index_section = cand.section if cand.section is not None else section_of(cand.indices, cand.size)
     if len(index_section) > budget_bytes:
         return None
@@ -176,16 +208,17 @@ def search(
     if chosen is not None:
         assert coding is not None
         fit = _LevelFit(stage, coding.coefficients, coding.classes, cand.bits, budget_bits)
-        sections = stage.encode_groups(
-            fit.symbols(chosen), coding.classes, chosen, max(0, min(groups, fit.groups(chosen)))
+        level, lagrangian = chosen.level, chosen.lagrangian
+        symbols = fit.symbols(level, lagrangian)
+        groups = max(0, min(chosen.groups, fit.groups(level, lagrangian)))
+        sections = _within(
+            stage.encode_groups(symbols, coding.classes, level, groups), budget_bytes - len(index_section)
         )
-        sections = _within(sections, budget_bytes - len(index_section))
         if sections:
-            symbols = fit.symbols(chosen)
-            error = stage.squared_error(coding.coefficients, symbols, chosen, len(sections))
-            coded = coding.coded.add(symbols, chosen, len(sections), int(stage.steps[chosen]))
+            error = stage.squared_error(coding.coefficients, symbols, level, len(sections))
+            coded = coding.coded.add(symbols, level, len(sections), int(stage.steps[level]))
             coding = Coding(coding.coefficients, coding.classes, coded)
-    layers = (Layer(chosen, len(sections)),) if sections and chosen is not None else ()
+    layers = (Layer(chosen.level, len(sections)),) if sections and chosen is not None else ()
     return ResidualChoice(
         cand.size, cand.indices, index_section, layers, sections, error, coding if keep_coding else None
     )
@@ -214,8 +247,8 @@ def add_layer(stage: ResidualStage, choice: ResidualChoice, budget_bytes: int) -
     found = fit.best(lowest)
     if found is None or found[0] >= float(np.sum(remaining**2)):
         return choice
-    _, level, groups = found
-    symbols = fit.symbols(level)
+    level, groups = found[1].level, found[1].groups
+    symbols = fit.symbols(level, found[1].lagrangian)
     sections = _within(stage.encode_groups(symbols, coding.classes, level, groups, coding.coded), budget_bytes - used)
     if not sections:
         return choice
