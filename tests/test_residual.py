@@ -217,3 +217,24 @@ def test_model_tensors_are_checked() -> None:
     for caps in (np.zeros((2, LEVELS - 1)), np.full((2, LEVELS), -1), np.full((2, LEVELS), 10_000)):
         with pytest.raises(ValueError, match="out of range|wrong shapes"):
             ResidualStage({**tensors, **layer_caps_tensor(caps)})
+
+
+def test_rate_control_on_a_block_sample_stays_within_budget_and_close(stage: ResidualStage) -> None:
+    from conftest import smooth_image
+
+    from raqcodec.ratecontrol.residual import BaseCandidate, search
+
+    target = smooth_image(192, 256, seed=3)  # 768 blocks
+    rng = np.random.default_rng(4)
+    base = np.clip(target.astype(np.int64) + rng.integers(-12, 13, target.shape), 0, 255).astype(np.uint8)
+    candidate = BaseCandidate(4, np.zeros(48 * 64, dtype=np.int32), 8.0 * 600, b"i" * 600)
+    for budget in (1500, 4000, 12000):
+        choices = [
+            search(stage, target, [candidate], budget, lambda i, s: b"", lambda i, s: base, lambda i, s: base, False, n)
+            for n in (None, 192)
+        ]
+        full, sampled = choices
+        assert full is not None and sampled is not None
+        assert sampled.bytes() <= budget and full.bytes() <= budget
+        assert sampled.layers, "the sample found a coding that fits"
+        assert sampled.error <= 1.1 * full.error  # the sample's choice is nearly as close

@@ -63,6 +63,7 @@ DEAD_ZONE = 0.2
 # 0.04-0.2: -4.5% (held out) and -4.0% (Kodak) against the dead zone.
 RD_LAGRANGIAN = 0.08
 PREFIX = "residual."
+FLUSH_BITS = 32.0  # a section's rANS flush
 
 
 def step_value(level: int) -> float:
@@ -284,7 +285,7 @@ class ResidualStage:
     ) -> np.ndarray:
         """Estimated bits of each group's section (ideal information plus a rANS flush)."""
         bits = self.tables.symbol_bits(symbols, self.tables_for(classes, level, coded))
-        return np.add.reduceat(bits.sum(0), GROUP_STARTS) + 32.0
+        return np.add.reduceat(bits.sum(0), GROUP_STARTS) + FLUSH_BITS
 
     def squared_error(self, coefficients: np.ndarray, symbols: np.ndarray, level: int, groups: int) -> float:
         """Sum of squared pixel errors of the kept groups' quantization and the dropped groups'

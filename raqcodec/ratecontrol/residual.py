@@ -22,7 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..io.bitstream import Layer
-from ..model.residual import GROUPS, LEVELS, RD_LAGRANGIAN, STEP_BITS, Coded, ResidualStage, pad_to_blocks
+from ..model.residual import (
+    FLUSH_BITS,
+    GROUPS,
+    LEVELS,
+    RD_LAGRANGIAN,
+    STEP_BITS,
+    Coded,
+    ResidualStage,
+    pad_to_blocks,
+)
 
 # Base sizes tried besides the base stage's own choice: each costs a float-decoder preview and an estimate.
 # The winners on Kodak at 0.3-1.0 bpp were K~ = 128-512.
@@ -98,7 +107,8 @@ class Quantization:
 
 class _LevelFit:
     """Per (level, rate weight) of one base candidate: its symbols and how many leading groups fit
-    (computed once)."""
+    (computed once). With ``stride`` > 1 only every stride-th block is quantized, and its bits and error
+    count ``stride`` times: an estimate for ranking candidates at a fraction of the work."""
 
     def __init__(
         self,
@@ -108,15 +118,20 @@ class _LevelFit:
         base_bits: float,
         budget_bits: float,
         coded: Coded | None = None,
+        stride: int = 1,
     ) -> None:
+        if stride > 1:
+            assert coded is None, "a further layer is fitted on every block"
+            coefficients, classes = coefficients[::stride], classes[::stride]
         self.stage, self.coefficients, self.classes = stage, coefficients, classes
-        self.base_bits, self.budget_bits, self.coded = base_bits, budget_bits, coded
+        self.base_bits, self.budget_bits, self.coded, self.stride = base_bits, budget_bits, coded, stride
         self._done: dict[tuple[int, float], tuple[int, np.ndarray]] = {}
 
     def _fit(self, level: int, lagrangian: float) -> tuple[int, np.ndarray]:
         if (level, lagrangian) not in self._done:
             symbols = self.stage.quantize(self.coefficients, level, self.classes, lagrangian, self.coded)
             bits = self.stage.group_bits(symbols, self.classes, level, self.coded)
+            bits = (bits - FLUSH_BITS) * self.stride + FLUSH_BITS
             self._done[level, lagrangian] = (_fits(self.base_bits, bits, self.budget_bits), symbols)
         return self._done[level, lagrangian]
 
@@ -129,7 +144,8 @@ class _LevelFit:
 
     def error(self, quantization: Quantization) -> float:
         symbols = self.symbols(quantization.level, quantization.lagrangian)
-        return self.stage.squared_error(self.coefficients, symbols, quantization.level, quantization.groups)
+        error = self.stage.squared_error(self.coefficients, symbols, quantization.level, quantization.groups)
+        return error * self.stride
 
     def best(self, lowest: int) -> tuple[float, Quantization] | None:
         """The closest coding at ``lowest`` or a finer level, with its error: the finest level at which
@@ -171,12 +187,15 @@ def search(
     preview: Callable[[np.ndarray, int], np.ndarray],
     synthesize: Callable[[np.ndarray, int], np.ndarray],
     keep_coding: bool = False,
+    sample_blocks: int | None = None,
 ) -> ResidualChoice | None:
     """The closest coding under ``budget_bytes`` (index section + residual sections + their lengths).
     ``target``: the image padded to the base grid (4h x 4w x 3 uint8); ``preview(indices, size)``: a
     candidate's base image as the float decoder gives it (scoring only); ``synthesize(indices, size)``:
     the exact base image, which the winner's residual is coded against. ``keep_coding``: keep what
-    ``add_layer`` needs, even when the base stage alone wins."""
+    ``add_layer`` needs, even when the base stage alone wins. ``sample_blocks``: score candidates on
+    about this many evenly spaced blocks (None: on every block); the winner's group count is then
+    fitted on every block."""
     budget_bits = 8.0 * budget_bytes
     padded_target = pad_to_blocks(target)
     # (error, candidate, quantization): None is the base stage alone
@@ -189,7 +208,9 @@ def search(
         total_energy = float(np.sum(coefficients**2))
         if best is None or total_energy < best[0]:
             best = (total_energy, cand, None)
-        found = _LevelFit(stage, coefficients, stage.classes(base), cand.bits, budget_bits).best(0)
+        stride = 1 if sample_blocks is None else max(1, len(coefficients) // sample_blocks)
+        fit = _LevelFit(stage, coefficients, stage.classes(base), cand.bits, budget_bits, stride=stride)
+        found = fit.best(0)
         if found is not None and found[0] < best[0]:
             best = (found[0], cand, found[1])
     if best is None:
@@ -210,7 +231,9 @@ def search(
         fit = _LevelFit(stage, coding.coefficients, coding.classes, cand.bits, budget_bits)
         level, lagrangian = chosen.level, chosen.lagrangian
         symbols = fit.symbols(level, lagrangian)
-        groups = max(0, min(chosen.groups, fit.groups(level, lagrangian)))
+        # scored on every block, the preview's count bounds it; on a sample, the exact base's fit decides
+        fitting = fit.groups(level, lagrangian)
+        groups = max(0, fitting if sample_blocks else min(chosen.groups, fitting))
         sections = _within(
             stage.encode_groups(symbols, coding.classes, level, groups), budget_bytes - len(index_section)
         )

@@ -63,16 +63,27 @@ class SearchSettings:
     # The residual stage (model v2) competes at every budget; False: only when the base stage cannot use
     # the budget (its largest codebook fits), which skips the exact base decodes the competition needs.
     residual_search: bool = True
+    # Blocks the residual stage's candidates are scored on (None: every block): the winner's group count
+    # is fitted on every block, so a sample only risks a slightly worse choice of base, level and weight.
+    residual_sample_blocks: int | None = None
     # Positions a size estimate of the context coder scores at most (None: its schedule's, about 1 MP):
     # estimates only steer the search (real encodes confirm), so the fast levels score fewer.
     estimate_positions: int | None = None
 
 
+RESIDUAL_SAMPLE_BLOCKS = 1536  # a quarter of a 768x512 image's 8x8 blocks
+
 # The encoder's effort levels (``--effort``, ``effort=``), cheapest first; each level does what the one
 # below does and more. Times and quality of each on Kodak: docs/DESIGN.md "Effort levels".
 EFFORTS: tuple[SearchSettings, ...] = (
     # 0: nearest-neighbour indices at the largest size that fits
-    SearchSettings(refine_steps=0, rate_constrained=False, residual_search=False, estimate_positions=4096),
+    SearchSettings(
+        refine_steps=0,
+        rate_constrained=False,
+        residual_search=False,
+        estimate_positions=4096,
+        residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
+    ),
     # 1: and a rate-constrained grid of a 4x larger codebook
     SearchSettings(
         refine_steps=0,
@@ -80,6 +91,7 @@ EFFORTS: tuple[SearchSettings, ...] = (
         rate_constrained_neighbours=False,
         residual_search=False,
         estimate_positions=4096,
+        residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
     ),
     # 2: and two refinement steps at the fitting size, rate-constrained grids at 2x, 4x and 8x, the residual
     SearchSettings(refine_steps=2, refine_ladder=False, rate_constrained_neighbours=False),
@@ -318,6 +330,7 @@ def _fit(
             session.preview,
             lambda indices, size: m.synthesize(indices, m.codebook(session.adapter, size), session.grid),
             keep_coding,
+            settings.residual_sample_blocks,
         )
         if found is not None and (found.sections or keep_coding):
             fit.size, fit.indices, fit.section = found.size, found.indices, found.index_section
