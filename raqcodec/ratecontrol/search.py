@@ -94,8 +94,14 @@ EFFORTS: tuple[SearchSettings, ...] = (
         residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
     ),
     # 2: and two refinement steps at the fitting size, rate-constrained grids at 2x, 4x and 8x, the residual
-    SearchSettings(refine_steps=2, refine_ladder=False, rate_constrained_neighbours=False),
-    # 3: refinement paths of 8 steps over a ladder of sizes, and the neighbours of the best rate-constrained size
+    SearchSettings(
+        refine_steps=2,
+        refine_ladder=False,
+        rate_constrained_neighbours=False,
+        residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
+    ),
+    # 3: refinement paths of 8 steps over a ladder of sizes, the neighbours of the best rate-constrained
+    # size, and the residual stage's candidates scored on every block
     SearchSettings(),
 )
 assert len(EFFORTS) == MAX_EFFORT + 1
