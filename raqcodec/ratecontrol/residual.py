@@ -35,7 +35,7 @@ from ..model.residual import (
 
 # Base sizes tried besides the base stage's own choice: each costs a float-decoder preview and an estimate.
 # The winners on Kodak at 0.3-1.0 bpp were K~ = 128-512.
-SIZE_LADDER = (32, 128, 512)
+SIZE_LADDER = (32, 64, 128, 256, 512)
 SECTION_LENGTH_BYTES = 4  # each section's length in the format 3 header
 LAYER_BYTES = 2  # each layer's level and section count in the format 3 header
 # Levels finer than the finest with every group that are scored with fewer groups. With 8 groups of 24
@@ -46,6 +46,10 @@ FINER_LEVELS = 6
 # stronger weight zeroes more marginal coefficients, so more groups fit (kodim20 at 0.3 bpp, base
 # K~ = 128: 2x fits a seventh group and decodes 0.5 dB closer than 1x with six).
 BUDGET_WEIGHTS = (2.0, 4.0)
+# Candidates are ranked on this share of the budget: the winner is coded against the exact base image and
+# its real index section, so a group that fits the preview's estimate by a few bytes may not fit then,
+# and a ranking on such a knife edge picks a coding that loses a group (kodim20 at 0.3 bpp: 0.7 dB).
+RANKING_SHARE = 0.99
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,18 @@ class _LevelFit:
         error = self.stage.squared_error(self.coefficients, symbols, quantization.level, quantization.groups)
         return error * self.stride
 
+    def best_at(self, level: int) -> tuple[float, Quantization] | None:
+        """The closest coding at ``level``, over the rate weights."""
+        best: tuple[float, Quantization] | None = None
+        for weight in (1.0, *BUDGET_WEIGHTS):
+            groups = self.groups(level, RD_LAGRANGIAN * weight)
+            if groups > 0:
+                got = Quantization(level, RD_LAGRANGIAN * weight, groups)
+                error = self.error(got)
+                if best is None or error < best[0]:
+                    best = (error, got)
+        return best
+
     def best(self, lowest: int) -> tuple[float, Quantization] | None:
         """The closest coding at ``lowest`` or a finer level, with its error: the finest level at which
         every group fits (bisection), then finer ones with fewer groups; then, where the budget cut the
@@ -188,6 +204,7 @@ def search(
     synthesize: Callable[[np.ndarray, int], np.ndarray],
     keep_coding: bool = False,
     sample_blocks: int | None = None,
+    refine: Callable[[BaseCandidate], BaseCandidate] | None = None,
 ) -> ResidualChoice | None:
     """The closest coding under ``budget_bytes`` (index section + residual sections + their lengths).
     ``target``: the image padded to the base grid (4h x 4w x 3 uint8); ``preview(indices, size)``: a
@@ -195,24 +212,33 @@ def search(
     the exact base image, which the winner's residual is coded against. ``keep_coding``: keep what
     ``add_layer`` needs, even when the base stage alone wins. ``sample_blocks``: score candidates on
     about this many evenly spaced blocks (None: on every block); the winner's group count is then
-    fitted on every block."""
+    fitted on every block. ``refine``: a nearest-neighbour candidate's refined grid (with its bits),
+    scored when a ladder candidate wins with a residual."""
     budget_bits = 8.0 * budget_bytes
     padded_target = pad_to_blocks(target)
     # (error, candidate, quantization): None is the base stage alone
     best: tuple[float, BaseCandidate, Quantization | None] | None = None
-    for cand in candidates:
+
+    def score(cand: BaseCandidate) -> None:
+        nonlocal best
         if cand.bits > budget_bits:
-            continue
+            return
         base = pad_to_blocks(preview(cand.indices, cand.size))
         coefficients = stage.coefficients(padded_target, base)
         total_energy = float(np.sum(coefficients**2))
         if best is None or total_energy < best[0]:
             best = (total_energy, cand, None)
         stride = 1 if sample_blocks is None else max(1, len(coefficients) // sample_blocks)
-        fit = _LevelFit(stage, coefficients, stage.classes(base), cand.bits, budget_bits, stride=stride)
+        ranking_bits = budget_bits * RANKING_SHARE
+        fit = _LevelFit(stage, coefficients, stage.classes(base), cand.bits, ranking_bits, stride=stride)
         found = fit.best(0)
         if found is not None and found[0] < best[0]:
             best = (found[0], cand, found[1])
+
+    for cand in candidates:
+        score(cand)
+    if refine is not None and best is not None and best[2] is not None and best[1].section is None:
+        score(refine(best[1]))  # a ladder grid won beside a residual: its refined grid may decode closer
     if best is None:
         return None
     error, cand, chosen = best
@@ -228,12 +254,14 @@ def search(
         coding = Coding(stage.coefficients(padded_target, base), classes, Coded.nothing(len(classes)))
     if chosen is not None:
         assert coding is not None
-        fit = _LevelFit(stage, coding.coefficients, coding.classes, cand.bits, budget_bits)
-        level, lagrangian = chosen.level, chosen.lagrangian
+        # the winner's level is fitted again on the exact base with the index section's real size: a
+        # group that fitted by a few bytes on the preview may not, and a stronger weight may then fit it
+        fit = _LevelFit(stage, coding.coefficients, coding.classes, 8.0 * len(index_section), budget_bits)
+        final = fit.best_at(chosen.level)
+        level, lagrangian, groups = chosen.level, chosen.lagrangian, 0
+        if final is not None:
+            lagrangian, groups = final[1].lagrangian, final[1].groups
         symbols = fit.symbols(level, lagrangian)
-        # scored on every block, the preview's count bounds it; on a sample, the exact base's fit decides
-        fitting = fit.groups(level, lagrangian)
-        groups = max(0, fitting if sample_blocks else min(chosen.groups, fitting))
         sections = _within(
             stage.encode_groups(symbols, coding.classes, level, groups), budget_bytes - len(index_section)
         )
