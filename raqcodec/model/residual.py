@@ -42,8 +42,9 @@ COEFFICIENTS = 3 * BLOCK * BLOCK  # 192
 # GROUP_ENDS[g] - 1 (strongest first). Small leading groups let a low budget buy the first coefficients
 # alone (a block's mean colour, its strongest gradients), which a base grid of a few dozen codewords
 # misses most; every multiple of 24 is still an end (with 32 and 64 between), so higher budgets stop
-# where they did with 8 groups of 24. Measured on 4 Kodak images and a held-out photo against 8 groups
-# of 24 (best base size, level and group count per budget): +0.4 to +1.3 dB at 0.2-0.3 bpp, the same at 0.5-1.0 bpp.
+# where they did with 8 groups of 24. Against 8 groups of 24 (benchmarks/residual_groups.py, 4 held-out
+# photos and 4 Kodak images, best base size, level and group count per budget): +0.4 to +1.4 dB at
+# 0.2-0.3 bpp, +0.2 to +0.8 at 0.5, the same or better at 0.75-1.0.
 GROUP_ENDS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 72, 96, 120, 144, 168, 192)
 GROUPS = len(GROUP_ENDS)
 assert GROUPS == MAX_LAYER_SECTIONS and GROUP_ENDS[-1] == COEFFICIENTS
