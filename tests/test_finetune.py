@@ -17,12 +17,18 @@ from raqcodec.model.files import read_model_file
 from raqcodec.train import finetune
 
 
-def test_fine_tune_resumes_and_exports_a_model_with_the_same_grids(tmp_path: Path) -> None:
+def _model_and_photos(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny model file and a folder of 6 small photos to fine-tune it on."""
     base = make_tiny_model(tmp_path, "base")
     data = tmp_path / "photos"
     data.mkdir()
     for i in range(6):
         PIL.Image.fromarray(smooth_image(64, 80, seed=i)).save(data / f"p{i}.png")
+    return base, data
+
+
+def test_fine_tune_resumes_and_exports_a_model_with_the_same_grids(tmp_path: Path) -> None:
+    base, data = _model_and_photos(tmp_path)
     run = tmp_path / "run"
     common = [
         "--part",
@@ -64,11 +70,7 @@ def test_fine_tune_resumes_and_exports_a_model_with_the_same_grids(tmp_path: Pat
 
 
 def test_encoder_fine_tune_changes_only_the_encoder(tmp_path: Path) -> None:
-    base = make_tiny_model(tmp_path, "base")
-    data = tmp_path / "photos"
-    data.mkdir()
-    for i in range(6):
-        PIL.Image.fromarray(smooth_image(64, 80, seed=i)).save(data / f"p{i}.png")
+    base, data = _model_and_photos(tmp_path)
     run = tmp_path / "run"
     common = ["--part", "encoder", "--base", str(base), "--data", str(data), "--out", str(run), "--crop", "32"]
     common += ["--batch", "2", "--validation-crop", "32"]
