@@ -16,7 +16,7 @@ from raqcodec import codec
 from raqcodec.cli import main
 from raqcodec.io import bitstream
 from raqcodec.model.loaded import CodecModel
-from raqcodec.model.refine import refine_indices
+from raqcodec.model.refine import LatentAdam, refine_indices
 from raqcodec.nn.quantizer import nearest_indices
 from raqcodec.options import MAX_REFINE_STEPS
 from raqcodec.ratecontrol import search
@@ -174,3 +174,19 @@ def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path:
     small_search = search.SearchSettings(max_pixels=image[..., 0].size - 1)
     assert codec.encode_detailed(image, bpp=bpp, model=tiny_model_path, search=small_search).data == two_steps
     assert raqcodec.encode(image, bpp=bpp, model=tiny_model_path, refine=2) == two_steps
+
+
+def test_latent_adam_takes_torch_adam_s_steps_exactly() -> None:
+    """Refinement's own Adam (torch.optim.Adam costs a fresh process a 2 s import) must step as it does."""
+    torch.manual_seed(0)
+    weights = torch.randn(16, 8, 8)
+    ours = torch.randn(16, 8, 8, requires_grad=True)
+    theirs = ours.detach().clone().requires_grad_(True)
+    reference, optimizer = torch.optim.Adam([theirs], lr=0.01), LatentAdam(ours, 0.01)
+    for _ in range(6):
+        reference.zero_grad()
+        (theirs * weights).sin().sum().backward()
+        reference.step()
+        (ours * weights).sin().sum().backward()
+        optimizer.step()
+        assert torch.equal(ours, theirs)

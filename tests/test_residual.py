@@ -22,6 +22,7 @@ from raqcodec.model.residual import (
     coefficients_in,
     freeze,
     from_blocks,
+    group_columns,
     layer_caps_tensor,
     pad_to_blocks,
     to_blocks,
@@ -117,6 +118,25 @@ def test_later_layers_use_capped_tables_and_round_trip(layered: ResidualStage) -
     assert np.array_equal(decoded.values, coded.add(second, 9, 5, int(layered.steps[9])).values)
     with pytest.raises(ResidualError, match="not finer"):
         layered.tables_for(classes, 4, coded)
+
+
+def test_group_by_group_quantization_is_the_whole_layer_s(layered: ResidualStage) -> None:
+    """Rate control quantizes a layer group by group and stops at the first that does not fit: each
+    group's symbols and bits must be what quantizing the whole layer gives, later layers included."""
+    rng = np.random.default_rng(8)
+    classes = rng.integers(0, ACTIVITY_CLASSES, 25)
+    coefficients = rng.laplace(0, 20, (25, COEFFICIENTS))
+    first = layered.quantize(coefficients, 4, classes)
+    coded = Coded.nothing(25).add(first, 4, 6, int(layered.steps[4]))
+    rest = coefficients - coded.values * 2.0**-STEP_BITS
+    for values, level, earlier in ((coefficients, 4, None), (rest, 11, coded)):
+        for lagrangian in (RD_LAGRANGIAN, 4 * RD_LAGRANGIAN):
+            whole = layered.quantize(values, level, classes, lagrangian, earlier)
+            bits = layered.group_bits(whole, classes, level, earlier)
+            for g in range(GROUPS):
+                symbols, group_bits = layered.quantize_group(values, g, level, classes, lagrangian, earlier)
+                assert np.array_equal(symbols, whole[:, group_columns(g)])
+                assert group_bits == pytest.approx(bits[g], rel=1e-12)
 
 
 def test_a_stage_without_caps_codes_one_layer(stage: ResidualStage) -> None:

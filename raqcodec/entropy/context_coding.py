@@ -6,6 +6,7 @@ sharpness search. How the work is cut up is the model's ``Schedule`` and changes
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TypeVar
@@ -177,11 +178,27 @@ def estimated_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpn
     )
 
 
+# The search starts here: the most frequent best sharpness on Kodak grids of K~ = 2..1024.
+SHARPNESS_START = 16
+
+
 def best_sharpness(ctx: ContextModel, codebook: Tensor, grid: np.ndarray) -> int:
-    """The candidate sharpness with the fewest bits on a sample of the grid (first on ties)."""
+    """The candidate sharpness with the fewest bits on a sample of the grid, by descent from
+    SHARPNESS_START: the bits fall and then rise along the candidates (a shift of the log precision; on
+    48 Kodak grids of 8 images and 6 sizes there was one minimum every time), so the search stops at the
+    first candidate whose neighbours both code worse. 3-5 scorings instead of 7 (each about a sixth of a
+    full estimate at K~ = 512)."""
     sample = sample_step(grid.size, SHARPNESS_SAMPLE, ctx.schedule.sharpness_positions)
-    costs = [ideal_bits(ctx, codebook, grid, s, sample) for s in SHARPNESS_CANDIDATES]
-    return SHARPNESS_CANDIDATES[int(np.argmin(costs))]
+
+    @functools.cache
+    def cost(i: int) -> float:
+        return ideal_bits(ctx, codebook, grid, SHARPNESS_CANDIDATES[i], sample)
+
+    i = SHARPNESS_CANDIDATES.index(SHARPNESS_START)
+    step = -1 if i > 0 and cost(i - 1) < cost(i) else 1
+    while 0 <= i + step < len(SHARPNESS_CANDIDATES) and cost(i + step) < cost(i):
+        i += step
+    return SHARPNESS_CANDIDATES[i]
 
 
 def decode_grid(ctx: ContextModel, codebook: Tensor, section: bytes, h: int, w: int) -> np.ndarray:

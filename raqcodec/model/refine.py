@@ -43,6 +43,31 @@ def refine_indices(
 Loss = Callable[[Tensor, Tensor], Tensor]  # (decoded, target) -> scalar to minimise
 
 
+class LatentAdam:
+    """Adam (Kingma and Ba 2015, PyTorch's defaults and its single-tensor arithmetic) on one tensor.
+    ``torch.optim.Adam`` imports ``torch._dynamo`` when it is first built: about 2 s of every fresh
+    ``raqcodec encode`` process that refines."""
+
+    def __init__(self, param: Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.param, self.lr, self.betas, self.eps = param, lr, betas, eps
+        self.mean = torch.zeros_like(param)
+        self.square = torch.zeros_like(param)
+        self.steps = 0
+
+    def step(self) -> None:
+        grad = self.param.grad
+        assert grad is not None
+        beta1, beta2 = self.betas
+        self.steps += 1
+        with torch.no_grad():
+            self.mean.lerp_(grad, 1 - beta1)
+            self.square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            step_size = self.lr / (1 - beta1**self.steps)
+            denominator = (self.square.sqrt() / (1 - beta2**self.steps) ** 0.5).add_(self.eps)
+            self.param.addcdiv_(self.mean, denominator, value=-step_size)
+        self.param.grad = None
+
+
 def descent(
     decoder: nn.Module,
     latents: Tensor,
@@ -63,7 +88,7 @@ def descent(
         return nearest_indices(z.detach().permute(1, 2, 0).reshape(-1, d), book)
 
     z = latents.detach().clone().requires_grad_(steps > 0)
-    optimizer = torch.optim.Adam([z], lr=lr) if steps > 0 else None
+    optimizer = LatentAdam(z, lr) if steps > 0 else None
     with torch.enable_grad():
         for step in range(steps + 1):
             idx = indices_of(z)
@@ -74,6 +99,5 @@ def descent(
             yield idx, error.detach(), decoded.detach()
             if optimizer is None or step == steps:
                 break
-            optimizer.zero_grad(set_to_none=True)
             error.backward()
             optimizer.step()

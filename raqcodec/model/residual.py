@@ -177,19 +177,22 @@ class ResidualStage:
         """Activity class per block of a padded base image."""
         return np.searchsorted(self.thresholds, activity(base), side="right")
 
-    def tables_for(self, classes: np.ndarray, level: int, coded: Coded | None = None) -> np.ndarray:
-        """(blocks, 192) table index per coefficient at ``level``, given what earlier layers coded: a
-        coefficient they coded is capped by its earlier step (``layer_caps``)."""
-        tables = self.table_index[level][classes]
+    def tables_for(
+        self, classes: np.ndarray, level: int, coded: Coded | None = None, columns: slice = slice(None)
+    ) -> np.ndarray:
+        """(blocks, 192) table index per coefficient at ``level`` (only the coefficients ``columns``), given
+        what earlier layers coded: a coefficient they coded is capped by its earlier step (``layer_caps``)."""
+        tables = self.table_index[level][:, columns][classes]
         if coded is None or (coded.level < 0).all():
             return tables
         if self.layer_caps is None:
             raise ResidualError("this model's residual stage codes one layer only")
-        covered = coded.level >= 0
-        difference = np.where(covered, level - coded.level, 0)
+        earlier_level, earlier_symbols = coded.level[columns], coded.symbols[:, columns]
+        covered = earlier_level >= 0
+        difference = np.where(covered, level - earlier_level, 0)
         if (difference[covered] < 1).any():
             raise ResidualError("corrupt .raq file: a residual layer is not finer than the one before")
-        caps = self.layer_caps[(coded.symbols != 0).astype(np.int64), difference[None, :]]
+        caps = self.layer_caps[(earlier_symbols != 0).astype(np.int64), difference[None, :]]
         return np.where(covered[None, :], np.minimum(tables, caps), tables)
 
     def reconstruct(self, base: np.ndarray, symbols: np.ndarray, level: int) -> np.ndarray:
@@ -215,7 +218,7 @@ class ResidualStage:
         if np.abs(symbols).max(initial=0) > MAX_SYMBOL:
             raise ValueError(f"residual symbols must be within +-{MAX_SYMBOL}")
         tables = self.tables_for(classes, level, coded)
-        return [self.tables.encode(symbols[:, _group(g)].T, tables[:, _group(g)].T) for g in range(groups)]
+        return [self.tables.encode(symbols[:, group_columns(g)].T, tables[:, group_columns(g)].T) for g in range(groups)]
 
     def decode_groups(
         self, sections: list[bytes], classes: np.ndarray, level: int, coded: Coded | None = None
@@ -224,7 +227,7 @@ class ResidualStage:
         out = np.zeros(tables.shape, dtype=np.int64)
         for g, section in enumerate(sections):
             try:
-                out[:, _group(g)] = self.tables.decode(section, tables[:, _group(g)].T).T
+                out[:, group_columns(g)] = self.tables.decode(section, tables[:, group_columns(g)].T).T
             except ValueError as exc:
                 raise ResidualError(f"corrupt .raq file: residual section {g} ({exc})") from None
         if np.abs(out).max(initial=0) > MAX_SYMBOL:
@@ -258,8 +261,10 @@ class ResidualStage:
         classes: np.ndarray | None = None,
         lagrangian: float = RD_LAGRANGIAN,
         coded: Coded | None = None,
+        columns: slice = slice(None),
     ) -> np.ndarray:
-        """Symbols at ``level``. With ``classes`` (the blocks' activity classes) each coefficient takes the
+        """Symbols at ``level`` of ``coefficients`` (blocks, n): the coefficients ``columns`` of each block
+        (default all 192). With ``classes`` (the blocks' activity classes) each coefficient takes the
         magnitude among 0, floor and ceil of |c| / step that minimises squared error + lagrangian x step^2
         x its bits under its table (every symbol's bits are independent given its table, so this choice is
         exact per coefficient); without, a dead-zone rounding."""
@@ -267,7 +272,13 @@ class ResidualStage:
         if classes is None:
             magnitude = np.minimum(np.floor(scaled + 0.5 - DEAD_ZONE), MAX_SYMBOL).clip(min=0)
             return (np.sign(coefficients) * magnitude).astype(np.int64)
-        tables = self.tables_for(classes, level, coded)
+        return self._rate_distortion_symbols(
+            coefficients, scaled, self.tables_for(classes, level, coded, columns), lagrangian
+        )
+
+    def _rate_distortion_symbols(
+        self, coefficients: np.ndarray, scaled: np.ndarray, tables: np.ndarray, lagrangian: float
+    ) -> np.ndarray:
         sign = np.where(coefficients < 0, -1, 1)
         low = np.minimum(np.floor(scaled), MAX_SYMBOL)
         best_magnitude = np.zeros_like(low)
@@ -288,6 +299,24 @@ class ResidualStage:
         bits = self.tables.symbol_bits(symbols, self.tables_for(classes, level, coded))
         return np.add.reduceat(bits.sum(0), GROUP_STARTS) + FLUSH_BITS
 
+    def quantize_group(
+        self,
+        coefficients: np.ndarray,
+        group: int,
+        level: int,
+        classes: np.ndarray,
+        lagrangian: float = RD_LAGRANGIAN,
+        coded: Coded | None = None,
+    ) -> tuple[np.ndarray, float]:
+        """Group ``group``'s symbols at ``level`` (``quantize`` with classes) and its estimated section bits
+        (``group_bits``): rate control quantizes a layer group by group and stops at the first that does
+        not fit, which at low rates spares most of the 192 coefficients."""
+        columns = group_columns(group)
+        values, tables = coefficients[:, columns], self.tables_for(classes, level, coded, columns)
+        scaled = np.abs(values) / (self.steps[level] * 2.0**-STEP_BITS)
+        symbols = self._rate_distortion_symbols(values, scaled, tables, lagrangian)
+        return symbols, float(self.tables.symbol_bits(symbols, tables).sum(0).sum()) + FLUSH_BITS
+
     def squared_error(self, coefficients: np.ndarray, symbols: np.ndarray, level: int, groups: int) -> float:
         """Sum of squared pixel errors of the kept groups' quantization and the dropped groups'
         coefficients (orthonormal basis: the pixel error, before rounding and clipping)."""
@@ -305,7 +334,8 @@ def coefficients_in(groups: int) -> int:
     return GROUP_ENDS[groups - 1] if groups > 0 else 0
 
 
-def _group(g: int) -> slice:
+def group_columns(g: int) -> slice:
+    """The coefficients of a layer's section ``g``."""
     return slice(int(GROUP_STARTS[g]), GROUP_ENDS[g])
 
 

@@ -30,6 +30,7 @@ from ..model.residual import (
     STEP_BITS,
     Coded,
     ResidualStage,
+    group_columns,
     pad_to_blocks,
 )
 
@@ -132,11 +133,21 @@ class _LevelFit:
         self._done: dict[tuple[int, float], tuple[int, np.ndarray]] = {}
 
     def _fit(self, level: int, lagrangian: float) -> tuple[int, np.ndarray]:
+        """Quantizes group by group until one does not fit: symbols of the groups after it stay 0 (every
+        use of them reads the fitting groups only)."""
         if (level, lagrangian) not in self._done:
-            symbols = self.stage.quantize(self.coefficients, level, self.classes, lagrangian, self.coded)
-            bits = self.stage.group_bits(symbols, self.classes, level, self.coded)
-            bits = (bits - FLUSH_BITS) * self.stride + FLUSH_BITS
-            self._done[level, lagrangian] = (_fits(self.base_bits, bits, self.budget_bits), symbols)
+            symbols = np.zeros(self.coefficients.shape, dtype=np.int64)
+            group_bits: list[float] = []
+            fitting = _fits(self.base_bits, np.zeros(0), self.budget_bits)
+            while fitting == len(group_bits) < GROUPS:
+                g = len(group_bits)
+                columns = group_columns(g)
+                symbols[:, columns], bits = self.stage.quantize_group(
+                    self.coefficients, g, level, self.classes, lagrangian, self.coded
+                )
+                group_bits.append((bits - FLUSH_BITS) * self.stride + FLUSH_BITS)
+                fitting = _fits(self.base_bits, np.array(group_bits), self.budget_bits)
+            self._done[level, lagrangian] = (fitting, symbols)
         return self._done[level, lagrangian]
 
     def groups(self, level: int, lagrangian: float = RD_LAGRANGIAN) -> int:
