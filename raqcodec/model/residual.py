@@ -218,7 +218,9 @@ class ResidualStage:
         if np.abs(symbols).max(initial=0) > MAX_SYMBOL:
             raise ValueError(f"residual symbols must be within +-{MAX_SYMBOL}")
         tables = self.tables_for(classes, level, coded)
-        return [self.tables.encode(symbols[:, group_columns(g)].T, tables[:, group_columns(g)].T) for g in range(groups)]
+        return [
+            self.tables.encode(symbols[:, group_columns(g)].T, tables[:, group_columns(g)].T) for g in range(groups)
+        ]
 
     def decode_groups(
         self, sections: list[bytes], classes: np.ndarray, level: int, coded: Coded | None = None
