@@ -59,6 +59,7 @@ class BaseCandidate:
     indices: np.ndarray  # (h * w,) int32
     bits: float  # the index section's bits (real or estimated)
     section: bytes | None = None  # the real index section, when already coded
+    refined: bool = False  # a refined grid (the search refines a nearest-neighbour winner once)
 
 
 @dataclass(frozen=True)
@@ -248,8 +249,8 @@ def search(
 
     for cand in candidates:
         score(cand)
-    if refine is not None and best is not None and best[2] is not None and best[1].section is None:
-        score(refine(best[1]))  # a ladder grid won beside a residual: its refined grid may decode closer
+    if refine is not None and best is not None and best[2] is not None and not best[1].refined:
+        score(refine(best[1]))  # a nearest-neighbour grid won beside a residual: refined, it may decode closer
     if best is None:
         return None
     error, cand, chosen = best
