@@ -35,11 +35,19 @@ def crop(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def high(crop: np.ndarray) -> bytes:
-    return encode_detailed(crop, bpp=1.5, model=MODEL).data
+def high_result(crop: np.ndarray) -> raqcodec.EncodeResult:
+    return encode_detailed(crop, bpp=1.5, model=MODEL)
 
 
-def test_budget_is_used_by_the_residual_stage(crop: np.ndarray, high: bytes) -> None:
+@pytest.fixture(scope="module")
+def high(high_result: raqcodec.EncodeResult) -> bytes:
+    return high_result.data
+
+
+def test_budget_is_used_by_the_residual_stage(crop: np.ndarray, high: bytes, high_result) -> None:
+    # the largest codebook fits 1.5 bpp: the residual takes the rest, and no refinement path runs at that size
+    assert "refinement search" not in high_result.stages
+    assert "residual stage" in high_result.stages
     header = bitstream.read_header(high)
     stream = bitstream.unpack(high)
     assert header.version == 3 and len(header.layers) == 1 and stream.refinement_sections

@@ -87,3 +87,15 @@ def test_choose_size_settles_a_biased_estimate_in_a_few_real_encodes(bias: float
     assert choice.size == max(k for k in fitting if k <= first_guess)
     assert len(choice.section) <= budget
     assert len(encoded) <= 5, encoded
+
+
+def test_a_tied_candidate_wins_only_by_filling_more_of_the_budget() -> None:
+    from raqcodec.ratecontrol.search import TIE_RATIO, _closer_or_fuller
+
+    assert _closer_or_fuller(0.99, 100, 1.0, 200)  # closer wins, smaller or not
+    assert _closer_or_fuller(1.0, 201, 1.0, 200)  # a tie goes to the fuller file
+    assert _closer_or_fuller(1.0 * TIE_RATIO, 300, 1.0, 200)
+    assert not _closer_or_fuller(1.0, 200, 1.0, 200)  # the incumbent stands on a full tie
+    assert not _closer_or_fuller(1.0, 150, 1.0, 200)
+    assert not _closer_or_fuller(1.01 * TIE_RATIO, 300, 1.0, 200)  # worse by more than a tie: bytes do not buy it
+    assert 10 * math.log10(TIE_RATIO) == pytest.approx(0.01)

@@ -21,7 +21,7 @@ from ..errors import ModelFileError, ModelNotFound
 if TYPE_CHECKING:  # loading a model needs torch; finding one and reading its header do not
     from .loaded import CodecModel
 
-DEFAULT_MODEL = "raq-photo"
+DEFAULT_MODEL = "raq-photo2"
 # The smallest codebook any model codes with (``raqcodec.model.loaded.MIN_CODEBOOK_SIZE``; a test keeps them equal).
 MIN_CODEBOOK_SIZE = 2
 _HEADER_LIMIT = 1 << 24  # a safetensors header holds names and shapes: far below this
