@@ -89,8 +89,8 @@ class _Group(click.Group):
 
 
 _VERSION = (
-    f"raqcodec %(version)s (.raq format: writes version {FORMAT_VERSION}, or {REFINED_VERSION} with a "
-    f"model that has a residual stage; reads versions {', '.join(map(str, READ_VERSIONS))})"
+    f"raqcodec %(version)s (.raq format: writes version {REFINED_VERSION} with the default model, "
+    f"{FORMAT_VERSION} with a model that has no residual stage; reads versions {', '.join(map(str, READ_VERSIONS))})"
 )
 
 
