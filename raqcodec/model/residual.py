@@ -217,9 +217,11 @@ class ResidualStage:
         """One section per leading group (``GROUP_ENDS``): coefficient-major, then block order."""
         if np.abs(symbols).max(initial=0) > MAX_SYMBOL:
             raise ValueError(f"residual symbols must be within +-{MAX_SYMBOL}")
-        tables = self.tables_for(classes, level, coded)
         return [
-            self.tables.encode(symbols[:, group_columns(g)].T, tables[:, group_columns(g)].T) for g in range(groups)
+            self.tables.encode(
+                symbols[:, group_columns(g)].T, self.tables_for(classes, level, coded, group_columns(g)).T
+            )
+            for g in range(groups)
         ]
 
     def decode_groups(
