@@ -225,7 +225,7 @@ def search(
     ``add_layer`` needs, even when the base stage alone wins. ``sample_blocks``: score candidates on
     about this many evenly spaced blocks (None: on every block); the winner's group count is then
     fitted on every block. ``refine``: a nearest-neighbour candidate's refined grid (with its bits),
-    scored when a ladder candidate wins with a residual."""
+    scored when a candidate not yet refined (``BaseCandidate.refined``) wins with a residual."""
     budget_bits = 8.0 * budget_bytes
     padded_target = pad_to_blocks(target)
     # (error, candidate, quantization): None is the base stage alone

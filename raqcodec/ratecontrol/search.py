@@ -71,7 +71,7 @@ class SearchSettings:
     estimate_positions: int | None = None
 
 
-# Refinement steps for the residual stage's winning ladder grid (efforts that refine): kodim23 at 0.3 bpp,
+# Refinement steps for a nearest-neighbour grid that wins the residual search (efforts that refine): kodim23 at 0.3 bpp,
 # K~=512 with a residual layer, 32.59 dB as is and 32.70 refined.
 LADDER_REFINE_STEPS = 2
 RESIDUAL_SAMPLE_BLOCKS = 1536  # a quarter of a 768x512 image's 8x8 blocks
