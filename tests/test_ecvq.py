@@ -70,6 +70,29 @@ def test_fit_lambda_finds_the_smallest_fitting_lambda() -> None:
     assert lam0 < 1e-3 * 0.3
 
 
+def test_fit_lambda_with_fill_takes_a_full_fitting_choice_in_fewer_passes() -> None:
+    def passes(fill: float | None, start: float, growth: float) -> tuple[int, float | None]:
+        calls: list[float] = []
+
+        def choose(lam: float) -> ecvq.Choice:  # bits fall with lambda: 1000 / (1 + lam)
+            calls.append(lam)
+            return ecvq.Choice(np.zeros((1, 1), np.int64), lam, 1000.0 / (1.0 + lam))
+
+        got = ecvq.fit_lambda(choose, budget_bits=250.0, start=start, growth=growth, fill=fill)
+        assert got is None or got[1].bits <= 250.0
+        return len(calls), None if got is None else got[1].bits
+
+    for start, growth in ((0.3, 3.0), (40.0, 1.15)):  # the answer (lambda 3) near, and 13x off
+        bisected, _ = passes(None, start, growth)
+        interpolated, bits = passes(0.98, start, growth)
+        assert bits is not None and bits >= 0.97 * 250.0  # 0.98, or the bracket within LAMBDA_PRECISION
+        assert interpolated < bisected
+    # 30x off: steps of 1.15 do not get there in LAMBDA_MAX_STEPS; extrapolation does, in a few passes
+    assert passes(None, 0.1, 1.15)[1] is None
+    count, bits = passes(0.98, 0.1, 1.15)
+    assert bits is not None and bits >= 0.97 * 250.0 and count <= 8
+
+
 def test_the_central_crop_is_the_middle_of_the_grid() -> None:
     distances = np.arange(80 * 64, dtype=np.float64)[:, None]  # position number as the only column
     (ch, cw), crop = ecvq.central_crop((80, 64), distances)

@@ -25,7 +25,7 @@ from ..io.bitstream import Layer
 from ..model.loaded import CodecModel
 from ..options import DEFAULT_EFFORT, DEFAULT_REFINE_STEPS, MAX_EFFORT
 from . import ecvq
-from .residual import BaseCandidate, ResidualChoice, add_layer, ladder_candidates
+from .residual import SIZE_LADDER, BaseCandidate, ResidualChoice, add_layer, ladder_candidates
 from .residual import search as residual_search
 from .sizes import RateChoice, SectionCoder, choose_size
 
@@ -60,6 +60,9 @@ class SearchSettings:
     rate_constrained: bool = True
     rate_constrained_factors: tuple[float, ...] = ecvq.SIZE_FACTORS
     rate_constrained_neighbours: bool = True
+    # Stop each lambda search at a fitting grid with this share of the budget, narrowing by interpolation
+    # (``ecvq.fit_lambda``; None: bisection to the smallest fitting lambda, about twice the passes).
+    rate_constrained_fill: float | None = None
     # The residual stage (model v2) competes at every budget; False: only when the base stage cannot use
     # the budget (its largest codebook fits), which skips the exact base decodes the competition needs.
     residual_search: bool = True
@@ -69,12 +72,17 @@ class SearchSettings:
     # Positions a size estimate of the context coder scores at most (None: its schedule's, about 1 MP):
     # estimates only steer the search (real encodes confirm), so the fast levels score fewer.
     estimate_positions: int | None = None
+    # Base sizes the residual search tries beside the base stage's own choice (``residual.SIZE_LADDER``).
+    residual_ladder: tuple[int, ...] = SIZE_LADDER
 
 
 # Refinement steps for a nearest-neighbour grid that wins the residual search (efforts that refine): kodim23 at 0.3 bpp,
 # K~=512 with a residual layer, 32.59 dB as is and 32.70 refined.
 LADDER_REFINE_STEPS = 2
 RESIDUAL_SAMPLE_BLOCKS = 1536  # a quarter of a 768x512 image's 8x8 blocks
+# Share of the budget a rate-constrained grid must fill to end its lambda search at efforts 1 and 2 (the
+# bisection to the smallest fitting lambda took 2-3x the context-model passes: kodim04 at 0.2 bpp, effort 2)
+RATE_CONSTRAINED_FILL = 0.99
 # Positions a size estimate scores at efforts 2 and 3 (a third of a 768x512 image's grid): estimates only
 # steer, and real encodes confirm; same files as exact estimates on the Kodak images checked, 1.3-1.4x faster.
 ESTIMATE_POSITIONS = 8192
@@ -90,20 +98,22 @@ EFFORTS: tuple[SearchSettings, ...] = (
         estimate_positions=4096,
         residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
     ),
-    # 1: and a rate-constrained grid of a 4x larger codebook
+    # 1: and a rate-constrained grid of a 4x larger codebook (its lambda fitted until it fills 99% of the budget)
     SearchSettings(
         refine_steps=0,
         rate_constrained_factors=(4.0,),
         rate_constrained_neighbours=False,
+        rate_constrained_fill=RATE_CONSTRAINED_FILL,
         residual_search=False,
         estimate_positions=4096,
         residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
     ),
-    # 2: and two refinement steps at the fitting size, rate-constrained grids at 2x, 4x and 8x, the residual
+    # 2: and two refinement steps at the fitting size, rate-constrained grids at 2x, 4x and 8x (as at 1), the residual
     SearchSettings(
         refine_steps=2,
         refine_ladder=False,
         rate_constrained_neighbours=False,
+        rate_constrained_fill=RATE_CONSTRAINED_FILL,
         residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
         estimate_positions=ESTIMATE_POSITIONS,
     ),
@@ -316,6 +326,7 @@ def _fit(
             session.decoded_error,
             settings.rate_constrained_factors,
             settings.rate_constrained_neighbours,
+            settings.rate_constrained_fill,
         )
         best = constrained[0] if constrained else None
         if best is not None and _closer_or_fuller(best.error, len(best.section), incumbent, len(section)):
@@ -337,7 +348,9 @@ def _fit(
         candidates = [BaseCandidate(size, indices, 8.0 * len(section), section, settled)]
         candidates += [
             c
-            for c in ladder_candidates(session.quantize, session.estimated_bits, m.size_range, budget)
+            for c in ladder_candidates(
+                session.quantize, session.estimated_bits, m.size_range, budget, settings.residual_ladder
+            )
             if c.size != size
         ]
 
