@@ -183,8 +183,7 @@ def fit_size(
     """At one size: (lambda, sharpness, indices (h, w), section) of the smallest lambda whose section fits,
     or None.
 
-    Lambda is fitted on the central quarter of the grid (with the budget in proportion; on the whole
-    grid with ``fill``), at the
+    Lambda is fitted on the central quarter of the grid (with the budget in proportion), at the
     sharpness that quarter's grid then codes best with (a strong lambda makes grids more predictable
     than the context network was trained on; the stream's sharpness then saves 5-15%), then on the whole
     grid from there, and confirmed by real encodes. ``fill``: see ``fit_lambda``. ``warm``: (lambda,
@@ -192,10 +191,7 @@ def fit_size(
     crop's (in units of each size's median distance, lambda moves little between sizes)."""
     distances = squared_distances(rows, float_codebook)
     scale = float(np.median(distances.min(1)))
-    # with fill, the whole grid from the start: the centre's bits can be far from the whole grid's share
-    # (kodim04 at 0.2 bpp: the centre fits with lambda 0, the whole grid needs 0.026), and fixing a bad
-    # start took more whole-grid passes than the crop saved
-    crop, crop_distances = central_crop(shape, distances) if fill is None else (shape, distances)
+    crop, crop_distances = central_crop(shape, distances)
     share = crop[0] * crop[1] / (shape[0] * shape[1])
     sharpness = 0
 
@@ -205,7 +201,6 @@ def fit_size(
     def on_grid(lam: float) -> Choice:
         return rate_constrained_indices(ctx, codebook, distances, shape, lam * scale, sharpness)
 
-    whole: tuple[float, Choice] | None = None
     if warm is None:
         got = fit_lambda(on_crop, 8 * budget_bytes * share, LAMBDA_START, fill=fill)
         if got is None:
@@ -213,12 +208,9 @@ def fit_size(
         sharpness = best_sharpness(ctx, codebook, got[1].indices)
         got = fit_lambda(on_crop, 8 * budget_bytes * share, got[0], growth=1.3, fill=fill) or got
         start = got[0]
-        if crop == shape:
-            whole = got
     else:
         start, sharpness = warm
-    if whole is None:
-        whole = fit_lambda(on_grid, 8 * budget_bytes, start, growth=1.15, fill=fill)
+    whole = fit_lambda(on_grid, 8 * budget_bytes, start, growth=1.15, fill=fill)
     if whole is None:
         return None
     lam, choice = whole
