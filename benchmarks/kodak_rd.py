@@ -50,6 +50,7 @@ def rd_command(images: list[Path], args: argparse.Namespace) -> list[str]:
         "--force",
         "-q",
     ]
+    command += ["--effort", str(args.effort)] if args.effort is not None else []
     return command + (["--model", args.model] if args.model else [])
 
 
@@ -121,6 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--model", default=None, help="Model name or .safetensors path (default: the default model).")
     parser.add_argument("--bpp", type=float, nargs="+", default=DEFAULT_BPP, help="raqcodec --bpp targets.")
+    parser.add_argument("--effort", type=int, default=None, help="raqcodec --effort (default: the encoder's default).")
     parser.add_argument("--baselines", default="jpeg,webp,avif")
     parser.add_argument("--images", type=int, default=None, help="Use only the first N images (quick checks).")
     parser.add_argument("-j", "--jobs", type=int, default=2, help="Worker processes for `raqcodec rd`.")

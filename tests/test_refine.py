@@ -160,7 +160,7 @@ def test_a_roomy_budget_at_the_largest_codebook_refines_further(tiny_model_path:
     largest = model.size_range[1]
     two_steps = raqcodec.encode(image, codebook_size=largest, model=tiny_model_path, refine=2)
     bpp = 1.3 * len(two_steps) * 8 / image[..., 0].size
-    roomy = raqcodec.encode(image, bpp=bpp, model=tiny_model_path)  # the default effort: 8-step paths
+    roomy = raqcodec.encode(image, bpp=bpp, model=tiny_model_path, effort=3)  # 8-step paths
     assert bitstream.read_header(roomy).codebook_size == largest
     assert roomy != two_steps and len(roomy) <= bpp * image[..., 0].size / 8
 
