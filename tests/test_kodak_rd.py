@@ -40,6 +40,8 @@ def test_end_to_end_on_small_images(kodak_rd: ModuleType, tiny_model_path: Path,
             "0.45",
             "--baselines",
             "jpeg",
+            "--effort",  # the tiny model's quality rises with the rate only under effort 3's refinement paths
+            "3",
             "-j",
             "1",
             "--out",

@@ -265,8 +265,9 @@ _BATCH_HELP = """
     metavar="N",
     help=f"Encoder effort 0..{MAX_EFFORT}, time against quality under --bpp/--psnr: 0 nearest-neighbour indices "
     "at the largest codebook that fits; 1 also a rate-constrained grid of a 4x larger codebook; 2 also "
-    "2 refinement steps and rate-constrained grids at 2x/4x/8x (and the residual stage of model v2); "
-    f"3 refinement paths of 8 steps over several sizes. [default: {DEFAULT_EFFORT}]",
+    "2 refinement steps and rate-constrained grids at 2x/4x (and the residual stage of model v2); "
+    f"3 refinement paths of 8 steps over several sizes and more rate-constrained sizes (the closest, "
+    f"about 3x slower). [default: {DEFAULT_EFFORT}]",
 )
 @click.option(
     "--refine",
