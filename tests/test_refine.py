@@ -136,8 +136,8 @@ def test_the_search_trades_codebook_size_for_refinement_steps() -> None:
 
     budget = 400
     choice = ratecontrol.RateChoice(200, np.array([200, 0], np.int32), b"x" * 400)
-    size, indices, section, limited = search.refine_under_budget(
-        choice, path, budget, (2, 200), section_of, estimate_bits, largest_fitting
+    size, indices, section, limited = search.refine_under_budget(  # effort 3's ladder of sizes
+        choice, path, budget, (2, 200), section_of, estimate_bits, largest_fitting, search.EFFORTS[3]
     )
     assert len(section) <= budget and size == int(indices[0]) and not limited  # the budget was the limit
     best = min(error(s, t) for s in range(2, 201) for t in range(17) if nbytes(s, t) <= budget)
