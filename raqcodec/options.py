@@ -34,7 +34,7 @@ MAX_REFINE_STEPS = 50
 # Encoder effort (``--effort``): levels 0..MAX_EFFORT, each searching more than the one below
 # (raqcodec.ratecontrol.search.EFFORTS says what each does; docs/DESIGN.md "Effort levels" what each costs).
 MAX_EFFORT = 3
-# 2: within 0.11 dB of level 3 on Kodak at 0.1-0.3 bpp in a third of its time (docs/DESIGN.md "Effort levels")
+# 2: within 0.12 dB of level 3 on Kodak at 0.1-0.3 bpp in a third of its time (docs/DESIGN.md "Effort levels")
 DEFAULT_EFFORT = 2
 # Residual layers of a format 3 stream (the budgets it can be trimmed to, and its own).
 MAX_LAYERS = 4

@@ -112,9 +112,9 @@ def fit_lambda(
     target = math.log(budget_bits)
     # log bits over the target at lo (> 0) and at hi (<= 0); an end kept twice in a row has its halved
     excess = {"lo": 0.0, "hi": 0.0}
-    excess["hi" if best else "lo"] = math.log(max(got.bits, 1.0)) - target
+    excess["hi" if best else "lo"] = _log_bits(got) - target
     moved = ""  # the end replaced last
-    seen = [(math.log(start), math.log(max(got.bits, 1.0)))]  # (log lambda, log bits) of every choice
+    seen = [(math.log(start), _log_bits(got))]  # (log lambda, log bits) of every choice
     for _ in range(LAMBDA_MAX_STEPS):
         if best is not None and fill is not None and best[1].bits >= fill * budget_bits:
             break
@@ -132,7 +132,7 @@ def fit_lambda(
         else:
             lam = hi / growth if lo is None else lo * growth  # type: ignore[operator]
         got = choose(lam)
-        seen.append((math.log(lam), math.log(max(got.bits, 1.0))))
+        seen.append((math.log(lam), _log_bits(got)))
         end = "hi" if got.bits <= budget_bits else "lo"
         if end == "hi":
             best, hi = (lam, got), lam
@@ -142,15 +142,19 @@ def fit_lambda(
             lo = lam
         if moved == end:
             excess["lo" if end == "hi" else "hi"] /= 2
-        excess[end], moved = math.log(max(got.bits, 1.0)) - target, end
+        excess[end], moved = seen[-1][1] - target, end
     return best
+
+
+def _log_bits(choice: Choice) -> float:
+    return math.log(max(choice.bits, 1.0))
 
 
 def _secant_step(seen: list[tuple[float, float]], target: float, growth: float) -> float:
     """Before the bracket closes: the lambda where the line through the last two (log lambda, log bits)
     meets the target (aiming a tenth beyond it), a step of at least half ``growth`` and at most a factor
     SECANT_REACH from the last. A crop's lambda can be far from the whole grid's: kodim23 at 0.1 bpp took
-    12 steps of 1.15 to bracket, 3 this way."""
+    12 steps of 1.15 to bracket, 4 passes this way."""
     (x0, y0), (x1, y1) = seen[-2], seen[-1]
     slope = (y1 - y0) / (x1 - x0) if x1 != x0 else 0.0
     direction = 1.0 if y1 > target else -1.0  # too many bits: a larger lambda
@@ -245,18 +249,19 @@ def search(
     ``fill``: see ``fit_lambda``; each size after the first then starts from the lambda and sharpness the
     last one fitted (``fit_size``'s ``warm``)."""
     found: dict[int, Candidate | None] = {}
-    warm: list[tuple[float, int]] = []  # the last fitted (lambda, sharpness), with fill
+    warm: tuple[float, int] | None = None  # the last fitted (lambda, sharpness), used with fill
 
     def probe(size: int) -> None:
+        nonlocal warm
         if size in found or not fitting < size <= size_max:
             return
         book, float_book = books(size)
-        start = warm[-1] if warm and fill is not None else None
+        start = warm if fill is not None else None
         got = fit_size(ctx, rows, shape, book, float_book, budget_bytes, lambda g: encode(g, size), fill, start)
         found[size] = None
         if got is not None:
             lam, sharpness, grid, section = got
-            warm.append((lam, sharpness))
+            warm = (lam, sharpness)
             indices = grid.reshape(-1).astype(np.int32)
             found[size] = Candidate(size, indices, section, error(indices, size), lam)
 

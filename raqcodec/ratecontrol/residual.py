@@ -333,11 +333,10 @@ def ladder_candidates(
     estimated_bits: Callable[[int], int],
     size_range: tuple[int, int],
     budget_bytes: int,
-    ladder: tuple[int, ...] = SIZE_LADDER,
 ) -> list[BaseCandidate]:
-    """Nearest-neighbour grids of the ``ladder``'s sizes that leave room in the budget."""
+    """Nearest-neighbour grids of the ladder's sizes that leave room in the budget."""
     out = []
-    for size in ladder:
+    for size in SIZE_LADDER:
         if size_range[0] <= size <= size_range[1]:
             bits = float(estimated_bits(size))
             if bits <= 8.0 * budget_bytes:

@@ -25,7 +25,7 @@ from ..io.bitstream import Layer
 from ..model.loaded import CodecModel
 from ..options import DEFAULT_EFFORT, DEFAULT_REFINE_STEPS, MAX_EFFORT
 from . import ecvq
-from .residual import SIZE_LADDER, BaseCandidate, ResidualChoice, add_layer, ladder_candidates
+from .residual import BaseCandidate, ResidualChoice, add_layer, ladder_candidates
 from .residual import search as residual_search
 from .sizes import RateChoice, SectionCoder, choose_size
 
@@ -72,8 +72,6 @@ class SearchSettings:
     # Positions a size estimate of the context coder scores at most (None: its schedule's, about 1 MP):
     # estimates only steer the search (real encodes confirm), so the fast levels score fewer.
     estimate_positions: int | None = None
-    # Base sizes the residual search tries beside the base stage's own choice (``residual.SIZE_LADDER``).
-    residual_ladder: tuple[int, ...] = SIZE_LADDER
 
 
 # Refinement steps for a nearest-neighbour grid that wins the residual search (efforts that refine): kodim23 at 0.3 bpp,
@@ -352,9 +350,7 @@ def _fit(
         candidates = [BaseCandidate(size, indices, 8.0 * len(section), section, settled)]
         candidates += [
             c
-            for c in ladder_candidates(
-                session.quantize, session.estimated_bits, m.size_range, budget, settings.residual_ladder
-            )
+            for c in ladder_candidates(session.quantize, session.estimated_bits, m.size_range, budget)
             if c.size != size
         ]
 
