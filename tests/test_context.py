@@ -316,6 +316,32 @@ def test_kernel_rows_are_the_torch_rows_bit_for_bit(components: int, size: int) 
             assert np.array_equal(np.asarray(ours), np.asarray(theirs))
 
 
+@pytest.mark.parametrize("size", [2, 64, 1024])
+def test_distances_rescaled_to_another_sharpness_are_the_same_bits(row_path: Schedule, size: int) -> None:
+    """The sharpness search scores several sharpnesses on one network output: the distances it rescales
+    (and the frequencies from them) are those of mixtures computed at each sharpness, bit for bit, including
+    sharpnesses that push the log precision into its clamps."""
+    for spread in (0.05, 4.0):
+        ctx = make_context(seed=size, spread=spread, schedule=row_path)
+        book = make_codebook(size, seed=size + 1)
+        grid = smooth_grid(17, 23, size, seed=size)
+        passes = pass_map(*grid.shape)
+        ys, xs = np.divmod(np.arange(grid.size), grid.shape[1])
+        slots = context_slots(grid, passes, ys, xs, size)
+        mix = ctx.mixtures(book, slots, passes[ys, xs], 16)
+        unscaled = ctx.unscaled_distances(mix)
+        for sharpness in (-1000, -32, 0, 16, 64, 1000):
+            direct = ctx.mixtures(book, slots, passes[ys, xs], sharpness)
+            rescaled = ctx.distances_at(mix, sharpness, unscaled)
+            assert torch.equal(rescaled, ctx._distances(direct))
+            assert torch.equal(
+                ctx.chosen_frequencies(mix, grid[ys, xs], rescaled), ctx.chosen_frequencies(direct, grid[ys, xs])
+            )
+    sampled = CC._pass_bits(ctx, book, grid, [-32, 0, 48], 3)
+    for n, sharpness in enumerate((-32, 0, 48)):
+        assert sum(bits[n] for bits, _, _ in sampled) == CC.ideal_bits(ctx, book, grid, sharpness, 3)
+
+
 @pytest.mark.skipif(not KERNEL_BUILT, reason="C kernel not built (no compiler)")
 def test_kernel_checks_its_buffers() -> None:
     kernel = C._kernel

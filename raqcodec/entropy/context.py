@@ -205,6 +205,8 @@ class ContextModel:
                 rows=torch.cat([b.rows for b in blocks]),
                 offset=torch.cat([b.offset for b in blocks]),
                 tables=blocks[0].tables,
+                log_prec=torch.cat([b.log_prec for b in blocks]),
+                sharpness=sharpness,
             )
         tb = self.size_tables(codebook)
         k = codebook.shape[0]
@@ -223,29 +225,51 @@ class ContextModel:
         total = torch.nn.functional.embedding_bag(sl[:, :MEAN_SLOTS], tb.projected, mode="sum").to(torch.int64)
         base = torch.div(total, near.sum(1).clamp(min=1)[:, None], rounding_mode="floor")
         mu = (base[:, None, :] + out[..., :r]).clamp(-PROJ_LIMIT, PROJ_LIMIT).view(-1, r)  # (n*M, r)
-        log_prec = torch.div(out[..., r + 1], 2 ** (ACT_BITS - LOG_PREC_BITS), rounding_mode="floor") + sharpness
-        factor = self.scale_lut[log_prec.clamp(-LOG_PREC_LOW, LOG_PREC_HIGH) + LOG_PREC_LOW].view(-1, 1)
+        log_prec = torch.div(out[..., r + 1], 2 ** (ACT_BITS - LOG_PREC_BITS), rounding_mode="floor")
         # f * |mu - p_k|^2 as one product: f [-2 mu, |mu|^2, 1] . [p_k, 1, |p_k|^2]. Every term is an
         # integer (< 2^50) times the power of two of f's 8-bit mantissa, so the product is exact in any order.
         lhs = torch.cat([-2 * mu, (mu * mu).sum(1, keepdim=True), torch.ones(len(mu), 1, dtype=torch.int64)], 1)
         a = torch.div(out[..., r], 2 ** (ACT_BITS - 4), rounding_mode="floor")
         offset = (a.amax(1, keepdim=True) - a).to(torch.float64).view(-1, 1)
         return Mixtures(
-            rows=lhs.to(torch.float64).mul_(factor).view(-1, m, r + 2), offset=offset.view(-1, m, 1), tables=tb
+            rows=lhs.to(torch.float64).mul_(self._factors(log_prec, sharpness)).view(-1, m, r + 2),
+            offset=offset.view(-1, m, 1),
+            tables=tb,
+            log_prec=log_prec,
+            sharpness=sharpness,
         )
+
+    def _factors(self, log_prec: Tensor, sharpness: int) -> Tensor:
+        """(n*M, 1) float64: each component's precision factor f at the stream's ``sharpness``."""
+        return self.scale_lut[(log_prec + sharpness).clamp(-LOG_PREC_LOW, LOG_PREC_HIGH) + LOG_PREC_LOW].view(-1, 1)
 
     @staticmethod
     def _distances(mix: Mixtures) -> Tensor:
         """(n*M, K) float64: f_m |mu_m - p_k|^2 for every component and codeword (exact, see ``mixtures``)."""
         return mix.rows.view(-1, mix.rows.shape[2]) @ mix.tables.distance_rhs
 
-    def scaled_weights(self, mix: Mixtures) -> Tensor:
+    def unscaled_distances(self, mix: Mixtures) -> Tensor:
+        """(n*M, K) float64 integers: |mu_m - p_k|^2, which ``distances_at`` scales to any sharpness (the
+        sharpness search scores several on one network output). A row's last entry is its factor f."""
+        rows = mix.rows.view(-1, mix.rows.shape[2])
+        return (rows / rows[:, -1:]) @ mix.tables.distance_rhs
+
+    def distances_at(self, mix: Mixtures, sharpness: int, unscaled: Tensor) -> Tensor:
+        """What ``_distances`` gives for ``mix`` computed at ``sharpness``, from ``unscaled_distances(mix)``.
+
+        The same bits: |mu - p_k|^2 is an integer below 2^41, and so is every partial sum of
+        [-2 mu, |mu|^2, 1] . [p_k, 1, |p_k|^2], so the unscaled product is exact; times f's 8-bit mantissa
+        it stays below 2^53, so f x d2 is exact whichever is formed first."""
+        return unscaled * self._factors(mix.log_prec, sharpness)
+
+    def scaled_weights(self, mix: Mixtures, distances: Tensor | None = None) -> Tensor:
         """(n, K) float64 integers: the weights w_k of the module docstring times (2^P - K), so that
-        normalising needs one division (``_normalise``). The torch path, which the C kernel reproduces."""
+        normalising needs one division (``_normalise``). The torch path, which the C kernel reproduces.
+        Consumes ``distances`` (default: ``mix``'s own)."""
         tb = mix.tables
         k = tb.distance_rhs.shape[1]
         m = self.components
-        x = self._distances(mix)  # (n*M, K)
+        x = self._distances(mix) if distances is None else distances  # (n*M, K)
         # t = floor(x) + offset - (its minimum over (m, k)), clamped to the table, as one integer shift s
         # per row: floor(min x) = min floor(x). x is a multiple of 2^-39 (f's least bit), so x + s is exact
         # wherever it is below 2^13 and rounds to >= c wherever the exact value is (c = exp_cut <= 255,
@@ -299,15 +323,16 @@ class ContextModel:
         )
         return out
 
-    def chosen_frequencies(self, mix: Mixtures, chosen: np.ndarray) -> Tensor:
+    def chosen_frequencies(self, mix: Mixtures, chosen: np.ndarray, distances: Tensor | None = None) -> Tensor:
         """(n,) int64: the frequencies the ``chosen`` indices get, without building the rows (what a
-        size estimate needs)."""
+        size estimate needs). ``distances``: ``mix``'s at another sharpness (``distances_at``)."""
         kernel = self._kernel
+        x = self._distances(mix) if distances is None else distances
         if kernel is not None:
             n, k = len(mix.rows), mix.tables.distance_rhs.shape[1]
             out = np.empty(n, np.int64)
             kernel.chosen_frequencies(
-                self._distances(mix).numpy(),
+                x.numpy(),
                 mix.offset.numpy(),
                 self._kernel_lut,
                 np.ascontiguousarray(chosen, np.int64),
@@ -319,7 +344,7 @@ class ContextModel:
                 _spare(k),
             )
             return torch.from_numpy(out)
-        scaled = self.scaled_weights(mix)
+        scaled = self.scaled_weights(mix, x)
         total = scaled.sum(1).div_(_spare(scaled.shape[1]))
         picked = torch.from_numpy(chosen)
         freq = 1 + scaled[torch.arange(len(scaled)), picked].div_(total).floor_()
@@ -337,9 +362,11 @@ class Mixtures:
     rows: Tensor  # (n, M, r + 2) float64: f_m * [-2 mu_m, |mu_m|^2, 1] per component
     offset: Tensor  # (n, M, 1) float64 integers: A_max - A_m (1/16 nat)
     tables: _SizeTables  # of the codebook they were made for
+    log_prec: Tensor  # (n, M) int64: each component's log precision index before the sharpness
+    sharpness: int  # the stream's shift of log_prec that the factors in ``rows`` include
 
     def __getitem__(self, part: slice) -> Mixtures:
-        return Mixtures(self.rows[part], self.offset[part], self.tables)
+        return Mixtures(self.rows[part], self.offset[part], self.tables, self.log_prec[part], self.sharpness)
 
 
 def _spare(k: int) -> int:

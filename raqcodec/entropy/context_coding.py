@@ -6,8 +6,7 @@ sharpness search. How the work is cut up is the model's ``Schedule`` and changes
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import TypeVar
 
@@ -145,20 +144,31 @@ def encode_grid(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness
 
 
 def _pass_bits(
-    ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int, sample: int
-) -> list[tuple[float, int, int]]:
-    """Per pass: information of every ``sample``-th position, how many were scored, how many it has."""
+    ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpnesses: Sequence[int], sample: int
+) -> list[tuple[list[float], int, int]]:
+    """Per pass: information of every ``sample``-th position at each of ``sharpnesses``, how many were
+    scored, how many it has. The network runs once per part for all of them (``ContextModel.distances_at``)."""
     h, w = grid.shape
     passes = pass_map(h, w)
 
-    def part_bits(mix: Mixtures, ys: np.ndarray, xs: np.ndarray) -> float:
-        chosen = ctx.chosen_frequencies(mix, grid[ys, xs])
-        return float(PRECISION * len(chosen) - torch.log2(chosen.to(torch.float64)).sum())
+    def information(frequencies: Tensor) -> float:
+        return float(PRECISION * len(frequencies) - torch.log2(frequencies.to(torch.float64)).sum())
+
+    def part_bits(mix: Mixtures, ys: np.ndarray, xs: np.ndarray) -> list[float]:
+        chosen = grid[ys, xs]
+        if len(sharpnesses) == 1:
+            return [information(ctx.chosen_frequencies(mix, chosen))]
+        unscaled = ctx.unscaled_distances(mix)
+        return [
+            information(ctx.chosen_frequencies(mix, chosen, ctx.distances_at(mix, s, unscaled))) for s in sharpnesses
+        ]
 
     out = []
     for whole in _passes(h, w):
         positions = whole[::sample]
-        bits = sum(b for _, _, b in _pass_results(ctx, codebook, grid, passes, positions, sharpness, part_bits))
+        bits = [0.0] * len(sharpnesses)
+        for _, _, part in _pass_results(ctx, codebook, grid, passes, positions, sharpnesses[0], part_bits):
+            bits = [total + b for total, b in zip(bits, part)]
         out.append((bits, len(positions), len(whole)))
     return out
 
@@ -166,7 +176,7 @@ def _pass_bits(
 def ideal_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int = 0, sample: int = 1) -> float:
     """Information content of the grid under the integer model (what rANS spends, minus its flush);
     with ``sample`` > 1, of every ``sample``-th position of each step only."""
-    return sum(bits for bits, _, _ in _pass_bits(ctx, codebook, grid, sharpness, sample))
+    return sum(bits[0] for bits, _, _ in _pass_bits(ctx, codebook, grid, (sharpness,), sample))
 
 
 def estimated_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int = 0) -> float:
@@ -174,7 +184,8 @@ def estimated_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpn
     sampled bits scaled to the pass. Exact (sample 1) on grids up to that size."""
     sample = sample_step(grid.size, most=ctx.schedule.sampled_positions)
     return sum(
-        bits * total / max(1, scored) for bits, scored, total in _pass_bits(ctx, codebook, grid, sharpness, sample)
+        bits[0] * total / max(1, scored)
+        for bits, scored, total in _pass_bits(ctx, codebook, grid, (sharpness,), sample)
     )
 
 
@@ -186,17 +197,24 @@ def best_sharpness(ctx: ContextModel, codebook: Tensor, grid: np.ndarray) -> int
     """The candidate sharpness with the fewest bits on a sample of the grid, by descent from
     SHARPNESS_START: the bits fall and then rise along the candidates (a shift of the log precision; on
     48 Kodak grids of 8 images and 6 sizes there was one minimum every time), so the search stops at the
-    first candidate whose neighbours both code worse. 3-5 scorings instead of 7 (each about a sixth of a
-    full estimate at K~ = 512)."""
+    first candidate whose neighbours both code worse. The start and its neighbours are scored together,
+    then up to two candidates further in the direction of descent at a time: one network evaluation
+    serves every candidate of a sweep (``_pass_bits``), and most searches end after the first."""
     sample = sample_step(grid.size, SHARPNESS_SAMPLE, ctx.schedule.sharpness_positions)
+    costs: dict[int, float] = {}
 
-    @functools.cache
-    def cost(i: int) -> float:
-        return ideal_bits(ctx, codebook, grid, SHARPNESS_CANDIDATES[i], sample)
+    def cost(i: int, *ahead: int) -> float:
+        """Candidate i's bits, scoring it together with the ``ahead`` candidates not yet scored."""
+        if i not in costs:
+            todo = [j for j in (i, *ahead) if j not in costs and 0 <= j < len(SHARPNESS_CANDIDATES)]
+            sweep = _pass_bits(ctx, codebook, grid, [SHARPNESS_CANDIDATES[j] for j in todo], sample)
+            for n, j in enumerate(todo):
+                costs[j] = sum(bits[n] for bits, _, _ in sweep)
+        return costs[i]
 
     i = SHARPNESS_CANDIDATES.index(SHARPNESS_START)
-    step = -1 if i > 0 and cost(i - 1) < cost(i) else 1
-    while 0 <= i + step < len(SHARPNESS_CANDIDATES) and cost(i + step) < cost(i):
+    step = -1 if i > 0 and cost(i - 1, i, i + 1) < cost(i) else 1
+    while 0 <= i + step < len(SHARPNESS_CANDIDATES) and cost(i + step, i + 2 * step) < cost(i):
         i += step
     return SHARPNESS_CANDIDATES[i]
 
