@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +62,15 @@ def test_fit_lambda_finds_the_smallest_fitting_lambda() -> None:
         calls.append(lam)
         return ecvq.Choice(np.zeros((1, 1), np.int64), lam, 1000.0 / (1.0 + lam))
 
-    lam, choice = ecvq.fit_lambda(choose, budget_bits=250.0, start=0.3)  # exact answer: lambda = 3
+    fitted = ecvq.fit_lambda(choose, budget_bits=250.0, start=0.3)  # exact answer: lambda = 3
+    assert fitted is not None
+    lam, choice = fitted.lam, fitted.choice
     assert choice.bits <= 250.0
     assert 3.0 <= lam <= 3.0 * ecvq.LAMBDA_PRECISION
     assert len(calls) < 12
     assert ecvq.fit_lambda(lambda lam: ecvq.Choice(np.zeros((1, 1)), 0.0, 1e9), 10.0, 0.3) is None
-    lam0, _ = ecvq.fit_lambda(choose, budget_bits=2000.0, start=0.3)  # fits without a rate term
-    assert lam0 < 1e-3 * 0.3
+    nearest = ecvq.fit_lambda(choose, budget_bits=2000.0, start=0.3)  # fits without a rate term
+    assert nearest is not None and nearest.lam < 1e-3 * 0.3
 
 
 def test_fit_lambda_with_fill_takes_a_full_fitting_choice_in_fewer_passes() -> None:
@@ -79,8 +82,8 @@ def test_fit_lambda_with_fill_takes_a_full_fitting_choice_in_fewer_passes() -> N
             return ecvq.Choice(np.zeros((1, 1), np.int64), lam, 1000.0 / (1.0 + lam))
 
         got = ecvq.fit_lambda(choose, budget_bits=250.0, start=start, growth=growth, fill=fill)
-        assert got is None or got[1].bits <= 250.0
-        return len(calls), None if got is None else got[1].bits
+        assert got is None or got.choice.bits <= 250.0
+        return len(calls), None if got is None else got.choice.bits
 
     for start, growth in ((0.3, 3.0), (40.0, 1.15)):  # the answer (lambda 3) near, and 13x off
         bisected, _ = passes(None, start, growth)
@@ -91,6 +94,27 @@ def test_fit_lambda_with_fill_takes_a_full_fitting_choice_in_fewer_passes() -> N
     assert passes(None, 0.1, 1.15)[1] is None
     count, bits = passes(0.98, 0.1, 1.15)
     assert bits is not None and bits >= 0.97 * 250.0 and count <= 8
+
+
+def test_fit_lambda_starts_along_a_similar_grids_slope_and_reports_its_own() -> None:
+    """Log bits fall about linearly with lambda; a fit that knows the slope (from the crop, or the last
+    size) reaches the accepted range in one step from the start, and reports the slope it met."""
+
+    def fit(slope: float | None) -> tuple[int, ecvq.Fitted]:
+        calls: list[float] = []
+
+        def choose(lam: float) -> ecvq.Choice:  # 1000 e^(-lambda / 2): the budget of 250 at lambda = 2.77
+            calls.append(lam)
+            return ecvq.Choice(np.zeros((1, 1), np.int64), lam, 1000.0 * math.exp(-0.5 * lam))
+
+        got = ecvq.fit_lambda(choose, budget_bits=250.0, start=1.0, growth=1.15, fill=0.98, slope=slope)
+        assert got is not None and 0.98 * 250.0 <= got.choice.bits <= 250.0
+        return len(calls), got
+
+    guided, fitted = fit(-0.5)
+    unguided, _ = fit(None)
+    assert guided == 2 and unguided > guided
+    assert fitted.slope is not None and abs(fitted.slope + 0.5) < 0.01
 
 
 def test_the_central_crop_is_the_middle_of_the_grid() -> None:

@@ -64,7 +64,7 @@ class Candidate:
     indices: np.ndarray  # (h*w,) int32
     section: bytes
     error: float  # the float decoder's MSE (what the budget search compares)
-    lam: float  # in LAMBDA_START's units
+    lam: float  # distance per bit
 
 
 def squared_distances(rows: Tensor, codebook: Tensor) -> np.ndarray:
@@ -91,30 +91,45 @@ def rate_constrained_indices(
     return Choice(grid, float(distances[np.arange(h * w), grid.ravel()].sum()), bits + SECTION_OVERHEAD_BITS)
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """What ``fit_lambda`` found: the lambda, its choice and the local slope of log bits against lambda
+    (negative; None when one choice was all it made), which a later fit of a similar grid starts from."""
+
+    lam: float
+    choice: Choice
+    slope: float | None
+
+
 def fit_lambda(
     choose: Callable[[float], Choice],
     budget_bits: float,
     start: float,
     growth: float = 3.0,
     fill: float | None = None,
-) -> tuple[float, Choice] | None:
+    slope: float | None = None,
+) -> Fitted | None:
     """The smallest lambda (to within LAMBDA_PRECISION) whose choice has at most ``budget_bits`` bits,
     with that choice; None when no lambda tried fits. Steps of ``growth`` from ``start`` bracket it,
     then bisection in log lambda narrows the bracket.
 
-    ``fill``: good enough is a fitting choice with at least this share of the budget, and the bracket is
-    narrowed by interpolating log bits linearly in log lambda (the bits fall smoothly with lambda;
-    Illinois regula falsi, so neither end stays put for long): about half the passes of the bisection,
-    for a choice a share ``1 - fill`` of the budget from the smallest fitting lambda's at most."""
+    ``fill``: good enough is a fitting choice with at least this share of the budget. Log bits fall
+    almost linearly with lambda over the range a fit crosses (Kodak grids at K~ = 40-384: the slope
+    varies by 10-25% across a 4x range, and little between a grid's central crop, the whole grid and a
+    neighbouring size), so each next lambda is where a line meets the middle of the accepted range: from
+    the first choice along ``slope`` (a similar grid's, when given), then through the last two choices
+    before the bracket closes, then through its ends (Illinois regula falsi, so neither end stays put for
+    long). About a third of the bisection's passes, for a choice a share ``1 - fill`` of the budget from
+    the smallest fitting lambda's at most."""
     got = choose(start)
     best = (start, got) if got.bits <= budget_bits else None
     lo, hi = (None, start) if best else (start, None)
-    target = math.log(budget_bits)
-    # log bits over the target at lo (> 0) and at hi (<= 0); an end kept twice in a row has its halved
+    aim = math.log(budget_bits if fill is None else budget_bits * (1.0 + fill) / 2)
+    # log bits over the aim at lo (> 0) and at hi (<= 0); an end kept twice in a row has its halved
     excess = {"lo": 0.0, "hi": 0.0}
-    excess["hi" if best else "lo"] = _log_bits(got) - target
+    excess["hi" if best else "lo"] = _log_bits(got) - aim
     moved = ""  # the end replaced last
-    seen = [(math.log(start), _log_bits(got))]  # (log lambda, log bits) of every choice
+    seen = {start: _log_bits(got)}  # lambda -> log bits of every choice, in the order made
     for _ in range(LAMBDA_MAX_STEPS):
         if best is not None and fill is not None and best[1].bits >= fill * budget_bits:
             break
@@ -125,14 +140,14 @@ def fit_lambda(
                 lam = (lo * hi) ** 0.5
             else:
                 share = excess["lo"] / max(excess["lo"] - excess["hi"], 1e-12)
-                lam = math.exp(math.log(lo) + share * (math.log(hi) - math.log(lo)))
+                lam = lo + share * (hi - lo)
                 lam = min(max(lam, lo * LAMBDA_PRECISION**0.5), hi / LAMBDA_PRECISION**0.5)
-        elif fill is not None and len(seen) > 1:
-            lam = _secant_step(seen, target, growth)
+        elif fill is not None and (len(seen) > 1 or slope is not None):
+            lam = _secant_step(list(seen.items()), aim, growth, slope)
         else:
             lam = hi / growth if lo is None else lo * growth  # type: ignore[operator]
         got = choose(lam)
-        seen.append((math.log(lam), _log_bits(got)))
+        seen[lam] = _log_bits(got)
         end = "hi" if got.bits <= budget_bits else "lo"
         if end == "hi":
             best, hi = (lam, got), lam
@@ -142,24 +157,33 @@ def fit_lambda(
             lo = lam
         if moved == end:
             excess["lo" if end == "hi" else "hi"] /= 2
-        excess[end], moved = seen[-1][1] - target, end
-    return best
+        excess[end], moved = seen[lam] - aim, end
+    if best is None:
+        return None
+    # the local slope: across the bracket's ends, or the last two choices, or as given
+    pair = (lo, hi) if lo is not None and hi is not None else list(seen)[-2:]
+    if len(pair) == 2 and pair[0] != pair[1]:
+        slope = (seen[pair[1]] - seen[pair[0]]) / (pair[1] - pair[0])
+    return Fitted(best[0], best[1], slope if slope is None or slope < 0 else None)
 
 
 def _log_bits(choice: Choice) -> float:
     return math.log(max(choice.bits, 1.0))
 
 
-def _secant_step(seen: list[tuple[float, float]], target: float, growth: float) -> float:
-    """Before the bracket closes: the lambda where the line through the last two (log lambda, log bits)
-    meets the target (aiming a tenth beyond it), a step of at least half ``growth`` and at most a factor
-    SECANT_REACH from the last. A crop's lambda can be far from the whole grid's: kodim23 at 0.1 bpp took
-    12 steps of 1.15 to bracket, 4 passes this way."""
-    (x0, y0), (x1, y1) = seen[-2], seen[-1]
-    slope = (y1 - y0) / (x1 - x0) if x1 != x0 else 0.0
-    direction = 1.0 if y1 > target else -1.0  # too many bits: a larger lambda
-    step = 1.1 * abs(target - y1) / -slope if slope < 0 else math.inf
-    return math.exp(x1 + direction * min(max(step, 0.5 * math.log(growth)), math.log(SECANT_REACH)))
+def _secant_step(seen: list[tuple[float, float]], aim: float, growth: float, slope: float | None) -> float:
+    """Before the bracket closes: the lambda where log bits reach ``aim`` on the line through the last two
+    (lambda, log bits), or from the one choice along ``slope``; a step of at least half ``growth`` and at
+    most a factor SECANT_REACH from the last (in log lambda). A crop's lambda can be far from the whole
+    grid's: kodim23 at 0.1 bpp took 12 steps of 1.15 to bracket, 4 passes this way."""
+    x1, y1 = seen[-1]
+    if len(seen) > 1:
+        x0, y0 = seen[-2]
+        slope = (y1 - y0) / (x1 - x0) if x1 != x0 else 0.0
+    direction = 1.0 if y1 > aim else -1.0  # too many bits: a larger lambda
+    goal = x1 + (aim - y1) / slope if slope is not None and slope < 0 else 0.0
+    step = abs(math.log(goal / x1)) if goal > 0 else math.inf
+    return x1 * math.exp(direction * min(max(step, 0.5 * math.log(growth)), math.log(SECANT_REACH)))
 
 
 def central_crop(shape: tuple[int, int], distances: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
@@ -173,6 +197,16 @@ def central_crop(shape: tuple[int, int], distances: np.ndarray) -> tuple[tuple[i
     return (ch, cw), distances[rows]
 
 
+@dataclass(frozen=True)
+class Warm:
+    """A fit at another size of the same grid that the next size's starts from, in absolute units
+    (distance per bit): its lambda, sharpness and slope of log bits against lambda."""
+
+    lam: float
+    sharpness: int
+    slope: float | None
+
+
 def fit_size(
     ctx: ContextModel,
     rows: Tensor,
@@ -182,19 +216,19 @@ def fit_size(
     budget_bytes: int,
     encode: Callable[[np.ndarray], bytes],
     fill: float | None = None,
-    warm: tuple[float, int] | None = None,
-) -> tuple[float, int, np.ndarray, bytes] | None:
-    """At one size: (lambda, sharpness, indices (h, w), section) of the smallest lambda whose section fits,
-    or None.
+    warm: Warm | None = None,
+) -> tuple[Warm, np.ndarray, bytes] | None:
+    """At one size: the fit (lambda, sharpness, slope), indices (h, w) and section of the smallest lambda
+    whose section fits, or None.
 
     Lambda is fitted on the central quarter of the grid (with the budget in proportion), at the
     sharpness that quarter's grid then codes best with (a strong lambda makes grids more predictable
     than the context network was trained on; the stream's sharpness then saves 5-15%), then on the whole
-    grid from there, and confirmed by real encodes. ``fill``: see ``fit_lambda``. ``warm``: (lambda,
-    sharpness) fitted at another size of the same grid: the whole grid's search starts there, without the
-    crop's (in units of each size's median distance, lambda moves little between sizes)."""
+    grid from there, and confirmed by real encodes. ``fill``: see ``fit_lambda``; with it each fit starts
+    along the slope of the last. ``warm``: a fit at another size of the same grid: the whole grid's search
+    starts there, without the crop's."""
     distances = squared_distances(rows, float_codebook)
-    scale = float(np.median(distances.min(1)))
+    scale = float(np.median(distances.min(1)))  # lambda is searched in units of the median distance
     crop, crop_distances = central_crop(shape, distances)
     share = crop[0] * crop[1] / (shape[0] * shape[1])
     sharpness = 0
@@ -205,23 +239,28 @@ def fit_size(
     def on_grid(lam: float) -> Choice:
         return rate_constrained_indices(ctx, codebook, distances, shape, lam * scale, sharpness)
 
+    def hint(fitted: Fitted | None) -> float | None:
+        return fitted.slope if fitted is not None and fill is not None else None
+
     if warm is None:
         got = fit_lambda(on_crop, 8 * budget_bytes * share, LAMBDA_START, fill=fill)
         if got is None:
             return None
-        sharpness = best_sharpness(ctx, codebook, got[1].indices)
-        got = fit_lambda(on_crop, 8 * budget_bytes * share, got[0], growth=1.3, fill=fill) or got
-        start = got[0]
+        sharpness = best_sharpness(ctx, codebook, got.choice.indices)
+        got = fit_lambda(on_crop, 8 * budget_bytes * share, got.lam, 1.3, fill, hint(got)) or got
+        start, slope = got.lam, hint(got)
     else:
-        start, sharpness = warm
-    whole = fit_lambda(on_grid, 8 * budget_bytes, start, growth=1.15, fill=fill)
+        start, sharpness = warm.lam / scale, warm.sharpness
+        slope = warm.slope * scale if warm.slope is not None and fill is not None else None
+    whole = fit_lambda(on_grid, 8 * budget_bytes, start, 1.15, fill, slope)
     if whole is None:
         return None
-    lam, choice = whole
+    lam, choice = whole.lam, whole.choice
     for _ in range(CONFIRM_TRIES):
         section = encode(choice.indices)
         if len(section) <= budget_bytes:
-            return lam, sharpness, choice.indices, section
+            fitted_slope = whole.slope / scale if whole.slope is not None else None
+            return Warm(lam * scale, sharpness, fitted_slope), choice.indices, section
         lam *= LAMBDA_PRECISION
         choice = on_grid(lam)
     return None
@@ -249,7 +288,7 @@ def search(
     ``fill``: see ``fit_lambda``; each size after the first then starts from the lambda and sharpness the
     last one fitted (``fit_size``'s ``warm``)."""
     found: dict[int, Candidate | None] = {}
-    warm: tuple[float, int] | None = None  # the last fitted (lambda, sharpness), used with fill
+    warm: Warm | None = None  # the last fit, which the next size's starts from (with fill)
 
     def probe(size: int) -> None:
         nonlocal warm
@@ -260,10 +299,9 @@ def search(
         got = fit_size(ctx, rows, shape, book, float_book, budget_bytes, lambda g: encode(g, size), fill, start)
         found[size] = None
         if got is not None:
-            lam, sharpness, grid, section = got
-            warm = (lam, sharpness)
+            warm, grid, section = got
             indices = grid.reshape(-1).astype(np.int32)
-            found[size] = Candidate(size, indices, section, error(indices, size), lam)
+            found[size] = Candidate(size, indices, section, error(indices, size), warm.lam)
 
     for factor in factors:
         probe(min(size_max, max(fitting + 1, round(fitting * factor))))
