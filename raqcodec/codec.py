@@ -94,17 +94,20 @@ class _Stages:
             self._running = name
             self._progress(name)
 
-    def done(self, name: str) -> None:
+    def done(self, name: str, then: str | None = None) -> None:
+        """Times ``name`` (a stage may run in parts: its times add up) and announces ``then``, or else the
+        stage planned after it."""
         now = time.perf_counter()
         self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
         self._last = now
         self._running = None
-        if name in self.after:
-            self.start(self.after[name])
+        following = then if then is not None else self.after.get(name)
+        if following is not None:
+            self.start(following)
 
 
 def _search_stages(
-    m: CodecModel, coder: IndexCoder, settings: SearchSettings, refine: int | None, pixels: int
+    m: CodecModel, coder: IndexCoder, settings: SearchSettings, refine: int | None, pixels: int, layered: bool
 ) -> list[str]:
     """The stages of a budget search (``fit_budget``) in order, as far as they can be told before it runs:
     it may still skip the rate-constrained choice (when the largest codebook fits already) and the
@@ -112,7 +115,10 @@ def _search_stages(
     stages = ["rate control"]
     if refinement_steps(refine, settings, searched=pixels <= settings.max_pixels):
         stages.append("refinement search")
-    if settings.rate_constrained and isinstance(coder, ContextCoder) and pixels <= settings.max_pixels:
+    # with a residual search, its stage ranks candidates first and announces the rate-constrained choice
+    # when it runs one (``fit_budget``'s ``done``)
+    searched = m.residual is not None and (settings.residual_search or layered)
+    if settings.rate_constrained and isinstance(coder, ContextCoder) and pixels <= settings.max_pixels and not searched:
         stages.append("rate-constrained choice")
     if m.residual is not None:
         stages.append("residual stage")
@@ -124,24 +130,30 @@ def _model(ref: ModelRef, device: str | torch.device) -> CodecModel:
     return model.on(pick_device(device))
 
 
-def index_coder(model: CodecModel, entropy: str = "auto", estimate_positions: int | None = None) -> IndexCoder:
+def index_coder(
+    model: CodecModel, entropy: str = "auto", estimate_positions: int | None = None, sharpness_reach: float = 1.0
+) -> IndexCoder:
     """The index coder for ``entropy``: "context" (the model's context model), "order0", or "auto"
     (context when the model has one). ``estimate_positions``: the most positions a size estimate of the
-    context coder scores (None: its schedule's); estimates steer the encoder only, never a coded bit."""
+    context coder scores (None: its schedule's); ``sharpness_reach``: how far in size an estimate may
+    borrow a sharpness searched for another grid (``ContextCoder``). Estimates steer the encoder only,
+    never a coded bit."""
     if entropy not in ENTROPY_CHOICES:
         raise CodecError(f"entropy must be one of {', '.join(ENTROPY_CHOICES)}, got {entropy!r}")
     if entropy == "order0" or (entropy == "auto" and model.context is None):
         return Order0Coder()
     if model.context is None:
         raise CodecError(f"model {model.name} has no context model; use the order0 entropy coder")
-    if estimate_positions is None:
-        return ContextCoder(model.context)
-    schedule = replace(
-        model.context.schedule,
-        sampled_positions=estimate_positions,
-        sharpness_positions=max(1, estimate_positions // 4),
-    )
-    return ContextCoder(model.context.with_schedule(schedule))
+    context = model.context
+    if estimate_positions is not None:
+        context = context.with_schedule(
+            replace(
+                context.schedule,
+                sampled_positions=estimate_positions,
+                sharpness_positions=max(1, estimate_positions // 4),
+            )
+        )
+    return ContextCoder(context, sharpness_reach)
 
 
 def encode_detailed(
@@ -196,7 +208,7 @@ def encode_detailed(
     stages.after.update({"model": "read", "read": "analysis"})
     stages.start("model")
     m = _model(model, device)
-    coder = index_coder(m, entropy, settings.estimate_positions)
+    coder = index_coder(m, entropy, settings.estimate_positions, settings.sharpness_reach)
     positions = tiling.tile_positions(max_tile_pixels, m.config.downsampling)
     stages.done("model")
     src = images.load_image(image)
@@ -223,7 +235,7 @@ def encode_detailed(
     if codebook_size is not None:
         plan = ["refinement" if steps else "quantization", "entropy coding"]
     else:
-        plan = _search_stages(m, coder, settings, refine, src.width * src.height)
+        plan = _search_stages(m, coder, settings, refine, src.width * src.height, bool(layers))
         if bpp is None:
             plan.append("quality check")  # the next try announces its own start; the last, "container"
     if bpp is not None or codebook_size is not None:

@@ -203,3 +203,39 @@ def test_layers_option(tmp_path: Path, crop: np.ndarray) -> None:
         )
         assert run.returncode == 2 and "--layers" in run.stderr and "Traceback" not in run.stderr
     assert not list(tmp_path.glob("*.raq"))
+
+
+def test_effort_2_skips_the_rate_constrained_search_where_a_residual_layer_wins(
+    crop: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 0.39 bpp the largest codebook does not fit this crop (the rate-constrained search would run, at
+    K~ = 600), yet K~ = 128 with a residual layer decodes more than RATE_CONSTRAINED_REACH closer than the
+    base stage's best: effort 2 skips the search and writes the file the search would have lost to."""
+    from raqcodec.ratecontrol import search
+
+    searched: list[int] = []
+    original = search.ecvq.search
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        searched.append(args[3])  # the largest size whose nearest-neighbour grid fits
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(search.ecvq, "search", spy)
+    model = load(MODEL)
+    skipped = encode_detailed(crop, bpp=0.39, model=model, effort=2)
+    assert searched == [] and "rate-constrained choice" not in skipped.stages
+    assert bitstream.read_header(skipped.data).layers  # a residual layer won
+    always = dataclasses.replace(search.EFFORTS[2], rate_constrained_reach=float("inf"))
+    events: list[str] = []
+    searched_result = encode_detailed(crop, bpp=0.39, model=model, search=always, progress=events.append)
+    assert len(searched) == 1 and "rate-constrained choice" in searched_result.stages
+    # the residual stage ranks its candidates, the search runs, then the residual stage codes the winner
+    assert events[3:] == [
+        "rate control",
+        "refinement search",
+        "residual stage",
+        "rate-constrained choice",
+        "residual stage",
+        "container",
+    ]
+    assert searched_result.data == skipped.data

@@ -206,6 +206,103 @@ class _LevelFit:
         return best
 
 
+class Ranking:
+    """Base candidates scored for the residual search, as they come: the closest coding of the budget so
+    far, the base stage alone or with a residual layer. ``target``: the image padded to the base grid
+    (4h x 4w x 3 uint8); ``preview(indices, size)``: a candidate's base image as the float decoder gives
+    it (scoring only). ``sample_blocks``: score on about this many evenly spaced blocks (None: every
+    block); the winner's group count is then fitted on every block (``choose``)."""
+
+    def __init__(
+        self,
+        stage: ResidualStage,
+        target: np.ndarray,
+        budget_bytes: int,
+        preview: Callable[[np.ndarray, int], np.ndarray],
+        sample_blocks: int | None = None,
+    ) -> None:
+        self.stage, self.budget_bytes, self.preview, self.sample_blocks = stage, budget_bytes, preview, sample_blocks
+        self.padded_target = pad_to_blocks(target)
+        # (error, candidate, quantization): None is the base stage alone
+        self.best: tuple[float, BaseCandidate, Quantization | None] | None = None
+
+    def score(self, cand: BaseCandidate) -> float | None:
+        """Scores ``cand``; returns its base image's squared error alone (None: it does not fit)."""
+        budget_bits = 8.0 * self.budget_bytes
+        if cand.bits > budget_bits:
+            return None
+        base = pad_to_blocks(self.preview(cand.indices, cand.size))
+        coefficients = self.stage.coefficients(self.padded_target, base)
+        alone = float(np.sum(coefficients**2))
+        if self.best is None or alone < self.best[0]:
+            self.best = (alone, cand, None)
+        stride = 1 if self.sample_blocks is None else max(1, len(coefficients) // self.sample_blocks)
+        ranking_bits = budget_bits * RANKING_SHARE
+        fit = _LevelFit(self.stage, coefficients, self.stage.classes(base), cand.bits, ranking_bits, stride=stride)
+        found = fit.best(0)
+        if found is not None and found[0] < self.best[0]:
+            self.best = (found[0], cand, found[1])
+        return alone
+
+    def residual_gain(self, alone: float | None) -> float:
+        """The share of ``alone`` (a base image's squared error, from ``score``) by which the best coding
+        with a residual layer so far is closer: 0 when none is."""
+        if self.best is None or self.best[2] is None or not alone:
+            return 0.0
+        return 1.0 - self.best[0] / alone
+
+    def choose(
+        self,
+        section_of: Callable[[np.ndarray, int], bytes],
+        synthesize: Callable[[np.ndarray, int], np.ndarray],
+        keep_coding: bool = False,
+        refine: Callable[[BaseCandidate], BaseCandidate] | None = None,
+    ) -> ResidualChoice | None:
+        """The winner, coded: ``section_of(indices, size)`` its index section (when not coded yet);
+        ``synthesize(indices, size)``: the exact base image, which its residual is coded against.
+        ``keep_coding``: keep what ``add_layer`` needs, even when the base stage alone wins. ``refine``: a
+        nearest-neighbour candidate's refined grid (with its bits), scored when a candidate not yet
+        refined (``BaseCandidate.refined``) wins with a residual."""
+        stage, budget_bytes, budget_bits = self.stage, self.budget_bytes, 8.0 * self.budget_bytes
+        if refine is not None and self.best is not None and self.best[2] is not None and not self.best[1].refined:
+            # a nearest-neighbour grid won beside a residual: refined, it may decode closer
+            self.score(refine(self.best[1]))
+        if self.best is None:
+            return None
+        error, cand, chosen = self.best
+        index_section = cand.section if cand.section is not None else section_of(cand.indices, cand.size)
+        if len(index_section) > budget_bytes:
+            return None
+        sections: list[bytes] = []
+        coding = None
+        if chosen is not None or keep_coding:
+            # the winner's residual against the exact base image: what the decoder adds it to
+            base = pad_to_blocks(synthesize(cand.indices, cand.size))
+            classes = stage.classes(base)
+            coding = Coding(stage.coefficients(self.padded_target, base), classes, Coded.nothing(len(classes)))
+        if chosen is not None:
+            assert coding is not None
+            # the winner's level is fitted again on the exact base with the index section's real size: a
+            # group that fitted by a few bytes on the preview may not, and a stronger weight may then fit it
+            fit = _LevelFit(stage, coding.coefficients, coding.classes, 8.0 * len(index_section), budget_bits)
+            final = fit.best_at(chosen.level)
+            level, lagrangian, groups = chosen.level, chosen.lagrangian, 0
+            if final is not None:
+                lagrangian, groups = final[1].lagrangian, final[1].groups
+            symbols = fit.symbols(level, lagrangian)
+            sections = _within(
+                stage.encode_groups(symbols, coding.classes, level, groups), budget_bytes - len(index_section)
+            )
+            if sections:
+                error = stage.squared_error(coding.coefficients, symbols, level, len(sections))
+                coded = coding.coded.add(symbols, level, len(sections), int(stage.steps[level]))
+                coding = Coding(coding.coefficients, coding.classes, coded)
+        layers = (Layer(chosen.level, len(sections)),) if sections and chosen is not None else ()
+        return ResidualChoice(
+            cand.size, cand.indices, index_section, layers, sections, error, coding if keep_coding else None
+        )
+
+
 def search(
     stage: ResidualStage,
     target: np.ndarray,
@@ -218,73 +315,12 @@ def search(
     sample_blocks: int | None = None,
     refine: Callable[[BaseCandidate], BaseCandidate] | None = None,
 ) -> ResidualChoice | None:
-    """The closest coding under ``budget_bytes`` (index section + residual sections + their lengths).
-    ``target``: the image padded to the base grid (4h x 4w x 3 uint8); ``preview(indices, size)``: a
-    candidate's base image as the float decoder gives it (scoring only); ``synthesize(indices, size)``:
-    the exact base image, which the winner's residual is coded against. ``keep_coding``: keep what
-    ``add_layer`` needs, even when the base stage alone wins. ``sample_blocks``: score candidates on
-    about this many evenly spaced blocks (None: on every block); the winner's group count is then
-    fitted on every block. ``refine``: a nearest-neighbour candidate's refined grid (with its bits),
-    scored when a candidate not yet refined (``BaseCandidate.refined``) wins with a residual."""
-    budget_bits = 8.0 * budget_bytes
-    padded_target = pad_to_blocks(target)
-    # (error, candidate, quantization): None is the base stage alone
-    best: tuple[float, BaseCandidate, Quantization | None] | None = None
-
-    def score(cand: BaseCandidate) -> None:
-        nonlocal best
-        if cand.bits > budget_bits:
-            return
-        base = pad_to_blocks(preview(cand.indices, cand.size))
-        coefficients = stage.coefficients(padded_target, base)
-        total_energy = float(np.sum(coefficients**2))
-        if best is None or total_energy < best[0]:
-            best = (total_energy, cand, None)
-        stride = 1 if sample_blocks is None else max(1, len(coefficients) // sample_blocks)
-        ranking_bits = budget_bits * RANKING_SHARE
-        fit = _LevelFit(stage, coefficients, stage.classes(base), cand.bits, ranking_bits, stride=stride)
-        found = fit.best(0)
-        if found is not None and found[0] < best[0]:
-            best = (found[0], cand, found[1])
-
+    """The closest coding under ``budget_bytes`` (index section + residual sections + their lengths) of
+    ``candidates``: ``Ranking`` scores them all and codes the winner (its arguments)."""
+    ranking = Ranking(stage, target, budget_bytes, preview, sample_blocks)
     for cand in candidates:
-        score(cand)
-    if refine is not None and best is not None and best[2] is not None and not best[1].refined:
-        score(refine(best[1]))  # a nearest-neighbour grid won beside a residual: refined, it may decode closer
-    if best is None:
-        return None
-    error, cand, chosen = best
-    index_section = cand.section if cand.section is not None else section_of(cand.indices, cand.size)
-    if len(index_section) > budget_bytes:
-        return None
-    sections: list[bytes] = []
-    coding = None
-    if chosen is not None or keep_coding:
-        # the winner's residual against the exact base image: what the decoder adds it to
-        base = pad_to_blocks(synthesize(cand.indices, cand.size))
-        classes = stage.classes(base)
-        coding = Coding(stage.coefficients(padded_target, base), classes, Coded.nothing(len(classes)))
-    if chosen is not None:
-        assert coding is not None
-        # the winner's level is fitted again on the exact base with the index section's real size: a
-        # group that fitted by a few bytes on the preview may not, and a stronger weight may then fit it
-        fit = _LevelFit(stage, coding.coefficients, coding.classes, 8.0 * len(index_section), budget_bits)
-        final = fit.best_at(chosen.level)
-        level, lagrangian, groups = chosen.level, chosen.lagrangian, 0
-        if final is not None:
-            lagrangian, groups = final[1].lagrangian, final[1].groups
-        symbols = fit.symbols(level, lagrangian)
-        sections = _within(
-            stage.encode_groups(symbols, coding.classes, level, groups), budget_bytes - len(index_section)
-        )
-        if sections:
-            error = stage.squared_error(coding.coefficients, symbols, level, len(sections))
-            coded = coding.coded.add(symbols, level, len(sections), int(stage.steps[level]))
-            coding = Coding(coding.coefficients, coding.classes, coded)
-    layers = (Layer(chosen.level, len(sections)),) if sections and chosen is not None else ()
-    return ResidualChoice(
-        cand.size, cand.indices, index_section, layers, sections, error, coding if keep_coding else None
-    )
+        ranking.score(cand)
+    return ranking.choose(section_of, synthesize, keep_coding, refine)
 
 
 def _within(sections: list[bytes], budget_bytes: int) -> list[bytes]:

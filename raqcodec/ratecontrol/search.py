@@ -15,6 +15,7 @@ import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from torch import Tensor
@@ -25,11 +26,16 @@ from ..io.bitstream import Layer
 from ..model.loaded import CodecModel
 from ..options import DEFAULT_EFFORT, DEFAULT_REFINE_STEPS, MAX_EFFORT
 from . import ecvq
-from .residual import BaseCandidate, ResidualChoice, add_layer, ladder_candidates
-from .residual import search as residual_search
+from .residual import BaseCandidate, Ranking, ResidualChoice, add_layer, ladder_candidates
 from .sizes import RateChoice, SectionCoder, choose_size
 
 RefinementPath = Iterator[tuple[np.ndarray, float]]  # a refinement path's (indices, MSE) per step, step 0 first
+
+
+class StageDone(Protocol):
+    """Marks the end of (a part of) an encode stage, and which stage follows when not the planned one."""
+
+    def __call__(self, stage: str, then: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,10 @@ class SearchSettings:
     # Stop each lambda search at a fitting grid with this share of the budget, narrowing by interpolation
     # (``ecvq.fit_lambda``; None: bisection to the smallest fitting lambda, about twice the passes).
     rate_constrained_fill: float | None = None
+    # Skip them where the residual stage already decodes this share closer than the base stage's best (the
+    # squared error; inf: never). A rate-constrained grid fills the budget, so it competes as the base stage
+    # alone, and on Kodak at 0.3 bpp, where residual layers win, it gained at most 1.5% on the base stage's best.
+    rate_constrained_reach: float = math.inf
     # The residual stage (model v2) competes at every budget; False: only when the base stage cannot use
     # the budget (its largest codebook fits), which skips the exact base decodes the competition needs.
     residual_search: bool = True
@@ -72,6 +82,9 @@ class SearchSettings:
     # Positions a size estimate of the context coder scores at most (None: its schedule's, about 1 MP):
     # estimates only steer the search (real encodes confirm), so the fast levels score fewer.
     estimate_positions: int | None = None
+    # Size estimates borrow the sharpness searched for a size within this factor (``ContextCoder``; 1: each
+    # searches its own).
+    sharpness_reach: float = 1.0
 
 
 # Refinement steps for a nearest-neighbour grid that wins the residual search (efforts that refine): kodim23 at 0.3 bpp,
@@ -81,6 +94,12 @@ RESIDUAL_SAMPLE_BLOCKS = 1536  # a quarter of a 768x512 image's 8x8 blocks
 # Share of the budget a rate-constrained grid must fill to end its lambda search at efforts 1 and 2 (the
 # bisection to the smallest fitting lambda took 2-3x the context-model passes: kodim04 at 0.2 bpp, effort 2)
 RATE_CONSTRAINED_FILL = 0.99
+# The most a rate-constrained grid gained on the base stage's best on Kodak at 0.3 bpp, 1.5%, with a margin:
+# where a residual layer already wins by more, effort 2 skips the rate-constrained search (effort 3 never).
+RATE_CONSTRAINED_REACH = 0.03
+# How far in size an estimate borrows a searched sharpness at effort 2: on kodim05 at 0.3 bpp rate control
+# and the residual ladder estimated 13 sizes, the best sharpness -16 at all but 3 (0, 0, 16).
+SHARPNESS_REACH = 2.0
 # Positions a size estimate scores at efforts 2 and 3 (a third of a 768x512 image's grid): estimates only
 # steer, and real encodes confirm; same files as exact estimates on the Kodak images checked, 1.3-1.4x faster.
 ESTIMATE_POSITIONS = 8192
@@ -116,8 +135,10 @@ EFFORTS: tuple[SearchSettings, ...] = (
         rate_constrained_factors=(2.0, 4.0),
         rate_constrained_neighbours=False,
         rate_constrained_fill=RATE_CONSTRAINED_FILL,
+        rate_constrained_reach=RATE_CONSTRAINED_REACH,
         residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
         estimate_positions=ESTIMATE_POSITIONS,
+        sharpness_reach=SHARPNESS_REACH,
     ),
     # 3: refinement paths of 8 steps over a ladder of sizes, the neighbours of the best rate-constrained
     # size, and the residual stage's candidates scored on every block
@@ -225,13 +246,15 @@ def fit_budget(
     overhead: int,
     refine: int | None = None,
     settings: SearchSettings = DEFAULT_SEARCH,
-    done: Callable[[str], None] = lambda stage: None,
+    done: StageDone = lambda stage, then=None: None,
     layers: Sequence[float] = (),
 ) -> BudgetFit:
     """The closest grid (and residual sections) whose file of ``overhead`` bytes plus the sections fits
     ``bpp``; raises BudgetError when even the smallest codebook does not. ``refine``: the longest
     refinement path searched, overriding ``settings.refine_steps`` (None: the settings'; 0: none).
-    ``done(stage)`` marks the end of each stage (timings). ``layers``: smaller budgets (bpp, ascending)
+    ``done(stage, then)`` marks the end of (a part of) each stage, for timings, and names the one that
+    follows when it is not the planned next (the residual stage ranks its candidates before the
+    rate-constrained choice and codes the winner after it). ``layers``: smaller budgets (bpp, ascending)
     that the stream can be trimmed to: the base stage and a first residual layer are chosen for the
     first, each further budget (and ``bpp``) adds a layer coding what the earlier ones left."""
     m = session.model
@@ -256,7 +279,7 @@ def _fit(
     overhead: int,
     refine: int | None,
     settings: SearchSettings,
-    done: Callable[[str], None],
+    done: StageDone,
     keep_coding: bool = False,
 ) -> BudgetFit:
     """``fit_budget`` at one budget; ``keep_coding``: the residual stage searched, and what a further
@@ -309,12 +332,35 @@ def _fit(
             settings,
         )
         done("refinement search")
+    fit = BudgetFit(size, indices, section)
+    used = (len(section) + overhead) * 8 / pixels
+    if limited and used < settings.unused_share * bpp:
+        with_steps = f" with {steps} refinement steps" if steps else " (no refinement)"
+        fit.budget_unused = (
+            f"--bpp {bpp:g} is more than model {m.name} can use for this image, so the budget "
+            f"is not used up: its largest codebook (K~={size}){with_steps} takes {used:.3f} bpp"
+        )
+        fit.notes.append(fit.budget_unused)
+    # The residual stage ranks the base stage's best and the ladder's sizes first: where a residual layer
+    # already wins by more than a rate-constrained grid can gain, that search is skipped.
+    ranking, alone = None, None
+    if m.residual is not None and (settings.residual_search or limited or keep_coding):
+        ranking = Ranking(m.residual, session.padded, budget, session.preview, settings.residual_sample_blocks)
+        # a grid the refinement search chose is not refined again
+        settled = refinement_searched or not np.array_equal(indices, session.quantize(size))
+        alone = ranking.score(BaseCandidate(size, indices, 8.0 * len(section), section, settled))
+        for cand in ladder_candidates(session.quantize, session.estimated_bits, m.size_range, budget):
+            if cand.size != size:
+                ranking.score(cand)
     if (
         settings.rate_constrained
         and isinstance(session.coder, ContextCoder)
         and pixels <= settings.max_pixels
         and choice.size < m.size_range[1]
+        and not (ranking is not None and ranking.residual_gain(alone) > settings.rate_constrained_reach)
     ):
+        if ranking is not None:
+            done("residual stage", "rate-constrained choice")
         incumbent = session.decoded_error(indices, size)
         constrained = ecvq.search(
             session.coder.model,
@@ -332,43 +378,21 @@ def _fit(
         )
         best = constrained[0] if constrained else None
         if best is not None and _closer_or_fuller(best.error, len(best.section), incumbent, len(section)):
-            size, indices, section, limited = best.size, best.indices, best.section, False
-        done("rate-constrained choice")
-    fit = BudgetFit(size, indices, section)
-    used = (len(section) + overhead) * 8 / pixels
-    if limited and used < settings.unused_share * bpp:
-        with_steps = f" with {steps} refinement steps" if steps else " (no refinement)"
-        fit.budget_unused = (
-            f"--bpp {bpp:g} is more than model {m.name} can use for this image, so the budget "
-            f"is not used up: its largest codebook (K~={size}){with_steps} takes {used:.3f} bpp"
-        )
-        fit.notes.append(fit.budget_unused)
-    if m.residual is not None and (settings.residual_search or limited or keep_coding):
-        # the residual stage competes with the base stage's own best (refined indices included)
-        # a grid the refinement search chose, or that is not nearest neighbour (rate-constrained), is not refined again
-        settled = refinement_searched or not np.array_equal(indices, session.quantize(size))
-        candidates = [BaseCandidate(size, indices, 8.0 * len(section), section, settled)]
-        candidates += [
-            c
-            for c in ladder_candidates(session.quantize, session.estimated_bits, m.size_range, budget)
-            if c.size != size
-        ]
+            fit.size, fit.indices, fit.section = best.size, best.indices, best.section
+            if ranking is not None:  # it fills the budget: the residual stage's other candidates compete with it
+                ranking.score(BaseCandidate(best.size, best.indices, 8.0 * len(best.section), best.section, True))
+        done("rate-constrained choice", "residual stage" if ranking is not None else None)
+    if ranking is not None:
 
         def refine_winner(cand: BaseCandidate) -> BaseCandidate:
             indices = session.refined(cand.size, LADDER_REFINE_STEPS).astype(np.int32)
             section = session.section(indices, cand.size)  # refined grids code worse than estimated
             return BaseCandidate(cand.size, indices, 8.0 * len(section), section, refined=True)
 
-        found = residual_search(
-            m.residual,
-            session.padded,
-            candidates,
-            budget,
+        found = ranking.choose(
             session.section,
-            session.preview,
             lambda indices, size: m.synthesize(indices, m.codebook(session.adapter, size), session.grid),
             keep_coding,
-            settings.residual_sample_blocks,
             refine_winner if settings.refine_steps else None,
         )
         if found is not None and (found.sections or keep_coding):
