@@ -208,9 +208,10 @@ def test_layers_option(tmp_path: Path, crop: np.ndarray) -> None:
 def test_effort_2_skips_the_rate_constrained_search_where_a_residual_layer_wins(
     crop: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """At 0.39 bpp the largest codebook does not fit this crop (the rate-constrained search would run, at
-    K~ = 600), yet K~ = 128 with a residual layer decodes more than RATE_CONSTRAINED_REACH closer than the
-    base stage's best: effort 2 skips the search and writes the file the search would have lost to."""
+    """At 0.36 bpp the largest codebook does not fit this crop (the rate-constrained search would run, from
+    K~ = 407), yet K~ = 256 with a residual layer decodes more than RATE_CONSTRAINED_REACH closer than the
+    base stage's best: effort 2 skips the search (also for the budget: above RATE_CONSTRAINED_MAX_RATE bits
+    a position) and writes the file the search would have lost to."""
     from raqcodec.ratecontrol import search
 
     searched: list[int] = []
@@ -222,12 +223,18 @@ def test_effort_2_skips_the_rate_constrained_search_where_a_residual_layer_wins(
 
     monkeypatch.setattr(search.ecvq, "search", spy)
     model = load(MODEL)
-    skipped = encode_detailed(crop, bpp=0.39, model=model, effort=2)
+    inf = float("inf")
+    effort2 = search.EFFORTS[2]
+    assert 0.36 * 16 > effort2.rate_constrained_max_rate  # 16 pixels a latent position
+    any_rate = dataclasses.replace(effort2, rate_constrained_max_rate=inf)
+    skipped = encode_detailed(crop, bpp=0.36, model=model, search=any_rate)
     assert searched == [] and "rate-constrained choice" not in skipped.stages
     assert bitstream.read_header(skipped.data).layers  # a residual layer won
-    always = dataclasses.replace(search.EFFORTS[2], rate_constrained_reach=float("inf"))
+    assert encode_detailed(crop, bpp=0.36, model=model, effort=2).data == skipped.data
+    assert searched == []
     events: list[str] = []
-    searched_result = encode_detailed(crop, bpp=0.39, model=model, search=always, progress=events.append)
+    always = dataclasses.replace(any_rate, rate_constrained_reach=inf)
+    searched_result = encode_detailed(crop, bpp=0.36, model=model, search=always, progress=events.append)
     assert len(searched) == 1 and "rate-constrained choice" in searched_result.stages
     # the residual stage ranks its candidates, the search runs, then the residual stage codes the winner
     assert events[3:] == [

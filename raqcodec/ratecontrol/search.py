@@ -73,6 +73,10 @@ class SearchSettings:
     # squared error; inf: never). A rate-constrained grid fills the budget, so it competes as the base stage
     # alone, and on Kodak at 0.3 bpp, where residual layers win, it gained at most 1.5% on the base stage's best.
     rate_constrained_reach: float = math.inf
+    # ...and above this budget in bits per latent position (inf: at every budget): on Kodak and held-out
+    # photos at 0.3 bpp (4.8 bits a position) they gained at most 1.5% on the base stage's best, and lost
+    # on 31 of 34 (up to 0.25 bpp, 4 bits, they gained up to 5.7%; at 0.2 bpp up to 35%).
+    rate_constrained_max_rate: float = math.inf
     # The residual stage (model v2) competes at every budget; False: only when the base stage cannot use
     # the budget (its largest codebook fits), which skips the exact base decodes the competition needs.
     residual_search: bool = True
@@ -97,6 +101,9 @@ RATE_CONSTRAINED_FILL = 0.99
 # The most a rate-constrained grid gained on the base stage's best on Kodak at 0.3 bpp, 1.5%, with a margin:
 # where a residual layer already wins by more, effort 2 skips the rate-constrained search (effort 3 never).
 RATE_CONSTRAINED_REACH = 0.03
+# Budgets in bits per latent position above which effort 2 probes no rate-constrained grid (0.275 bpp at
+# the 4x4 downsampling of the bundled models).
+RATE_CONSTRAINED_MAX_RATE = 4.4
 # How far in size an estimate borrows a searched sharpness at effort 2: on kodim05 at 0.3 bpp rate control
 # and the residual ladder estimated 13 sizes, the best sharpness -16 at all but 3 (0, 0, 16).
 SHARPNESS_REACH = 2.0
@@ -136,6 +143,7 @@ EFFORTS: tuple[SearchSettings, ...] = (
         rate_constrained_neighbours=False,
         rate_constrained_fill=RATE_CONSTRAINED_FILL,
         rate_constrained_reach=RATE_CONSTRAINED_REACH,
+        rate_constrained_max_rate=RATE_CONSTRAINED_MAX_RATE,
         residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
         estimate_positions=ESTIMATE_POSITIONS,
         sharpness_reach=SHARPNESS_REACH,
@@ -357,6 +365,7 @@ def _fit(
         and isinstance(session.coder, ContextCoder)
         and pixels <= settings.max_pixels
         and choice.size < m.size_range[1]
+        and 8 * budget <= settings.rate_constrained_max_rate * session.grid[0] * session.grid[1]
         and not (ranking is not None and ranking.residual_gain(alone) > settings.rate_constrained_reach)
     ):
         if ranking is not None:
