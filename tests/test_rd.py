@@ -98,6 +98,13 @@ def test_results_have_every_field(measured: dict[str, Any]) -> None:
             assert {"bpp", "psnr", "ms_ssim", "ms_ssim_db", "encode_s", "decode_s", "complete"} <= set(p)
             assert ("quality" in p) == (name != "raqcodec")
             assert p["complete"] and p["bpp"] > 0 and p["encode_s"] > 0 and p["decode_s"] > 0
+            if name == "raqcodec":  # where the encodes' time went, per stage: the means of the images'
+                stages = p["encode_stages"]
+                assert {"analysis", "entropy coding"} <= set(stages)
+                assert sum(stages.values()) <= p["encode_s"]
+                assert stages["analysis"] == pytest.approx(
+                    sum(im["encode_stages"]["analysis"] for im in p["per_image"]) / len(p["per_image"])
+                )
             assert p["ms_ssim"] is None  # two images are under MS-SSIM's minimum side: no point value
             big = p["per_image"][2]
             assert 0 < big["ms_ssim"] <= 1
@@ -284,7 +291,9 @@ def test_two_jobs_give_the_same_numbers(tiny_model_path: Path, tmp_path: Path) -
     def numbers(o: Any) -> Any:
         if isinstance(o, dict):
             return {
-                k: numbers(v) for k, v in o.items() if k not in ("encode_s", "decode_s", "created", "options", "jobs")
+                k: numbers(v)
+                for k, v in o.items()
+                if k not in ("encode_s", "decode_s", "encode_stages", "created", "options", "jobs")
             }
         return [numbers(v) for v in o] if isinstance(o, list) else o
 

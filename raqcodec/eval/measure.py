@@ -110,13 +110,15 @@ def raq_task(path: str, key: str, value: float, effort: int | None = None) -> Ro
             key, {"codebook_size": int(value)}
         )
         started = time.perf_counter()
-        data = codec.encode(rgb, model=model, device=device, effort=effort, **args)
+        result = codec.encode_detailed(rgb, model=model, device=device, effort=effort, **args)
         encode_s = time.perf_counter() - started
         started = time.perf_counter()
-        image = codec.decode(data, model=model, device=device)
+        image = codec.decode(result.data, model=model, device=device)
         decoded = np.asarray(image.convert("RGB"))
         decode_s = time.perf_counter() - started
-        return measure(rgb, data, decoded, encode_s, decode_s, _worker["metrics"])
+        row = measure(rgb, result.data, decoded, encode_s, decode_s, _worker["metrics"])
+        row["encode_stages"] = dict(result.stages)  # where the encode's time went (``EncodeResult.stages``)
+        return row
     except Exception as exc:  # noqa: BLE001 - one image's failure must not lose the others' results
         return {"error": _describe(exc)}
 

@@ -136,6 +136,10 @@ def make_point(setting: dict[str, Any], names: list[str], rows: list[Row]) -> di
     point: dict[str, Any] = dict(setting)
     for key in ("bpp", "psnr", "ms_ssim", "ms_ssim_db", "encode_s", "decode_s"):
         point[key] = _mean([r[key] for r in ok])
+    staged = [r["encode_stages"] for r in ok if "encode_stages" in r]
+    if staged and len(staged) == len(ok):  # mean seconds per encode stage (one that did not run: 0)
+        names_seen = list(dict.fromkeys(name for stages in staged for name in stages))
+        point["encode_stages"] = {n: statistics.fmean(s.get(n, 0.0) for s in staged) for n in names_seen}
     point.update(images=len(rows), images_ok=len(ok), complete=len(ok) == len(rows) and bool(rows))
     point["per_image"] = [
         {"image": name, **{k: v for k, v in r.items() if k != "data"}} for name, r in zip(names, rows)
