@@ -6,6 +6,7 @@ index grid -> (entropy) rANS section -> (bitstream) container. Decoding reverses
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import zlib
@@ -28,7 +29,14 @@ from .model.loaded import CodecModel, codebook_crc
 from .model.residual import BASIS_BITS as RESIDUAL_BASIS_BITS
 from .model.residual import STEP_BITS as RESIDUAL_STEP_BITS
 from .model.residual import pad_to_blocks
-from .options import DEFAULT_EFFORT, DEVICE_TYPES, ENTROPY_CHOICES, check_codebook_size, check_encode_arguments
+from .options import (
+    DEFAULT_EFFORT,
+    DEVICE_TYPES,
+    ENTROPY_CHOICES,
+    MAX_EFFORT,
+    check_codebook_size,
+    check_encode_arguments,
+)
 from .ratecontrol.quality import fit_psnr
 from .ratecontrol.search import EFFORTS, BudgetSession, SearchSettings, fit_budget, refinement_steps
 
@@ -280,8 +288,10 @@ def encode_detailed(
         stages.done("entropy coding")
     else:
 
-        def at_budget(budget_bpp: float) -> tuple[bytes, int, list[str], str | None]:
-            fit = fit_budget(session, budget_bpp, overhead, refine, settings, stages.done, layers or ())
+        def at_budget(
+            budget_bpp: float, at: BudgetSession = session, how: SearchSettings = settings
+        ) -> tuple[bytes, int, list[str], str | None]:
+            fit = fit_budget(at, budget_bpp, overhead, refine, how, stages.done, layers or ())
             stages.start("container" if bpp is not None else "quality check")  # whatever the search skipped
             stream = container(fit.size, fit.section, fit.layers, fit.refinement_sections)
             return stream, fit.size, fit.notes, fit.budget_unused
@@ -293,12 +303,23 @@ def encode_detailed(
             assert psnr is not None
             sizes: dict[bytes, int] = {}
 
-            def encode_at(budget_bpp: float) -> tuple[bytes, float]:
+            def encode_at(
+                budget_bpp: float, at: BudgetSession = session, how: SearchSettings = settings
+            ) -> tuple[bytes, float]:
                 stages.start("rate control")
-                stream, sizes[stream], _, _ = at_budget(budget_bpp)
+                stream, sizes[stream], _, _ = at_budget(budget_bpp, at, how)
                 _, decoded = _decode_rgb(stream, m, m.device, tiling.tile_pixels(max_tile_pixels), _Stages())
                 stages.done("quality check")
                 return stream, psnr_of(mse(decoded, src.rgb))
+
+            # an effort level's quality search looks inside its last bracket at the next level
+            level = DEFAULT_EFFORT if effort is None else effort
+            closer = None
+            if search is None and level < MAX_EFFORT:
+                how = EFFORTS[level + 1]
+                coder_there = index_coder(m, entropy, how.estimate_positions, how.sharpness_reach)
+                at = replace(session, coder=coder_there, _estimates={})
+                closer = functools.partial(encode_at, at=at, how=how)
 
             def describe(lowest: float, highest: float) -> str:
                 return (
@@ -306,7 +327,7 @@ def encode_detailed(
                     f"{lowest:.2f} to {highest:.2f} dB (smallest file tried to the largest)"
                 )
 
-            best = fit_psnr(encode_at, psnr, describe)
+            best = fit_psnr(encode_at, psnr, describe, closer)
             data, size, reached = best.data, sizes[best.data], best.psnr
             stages.start("container")
     stages.done("container")

@@ -45,3 +45,28 @@ def test_a_target_below_the_smallest_file_gives_the_smallest_file() -> None:
 def test_an_unreachable_target_names_the_reachable_range() -> None:
     with pytest.raises(BudgetError, match=r"^range .*\.\.45\.0$"):
         quality.fit_psnr(Curve(), 50.0, lambda lo, hi: f"range {lo}..{hi}")
+
+
+def test_a_step_in_the_fast_curve_is_searched_again_at_a_closer_effort() -> None:
+    """A fast search's PSNR can step over the target between neighbouring budgets (26.9 dB up to 0.225
+    bpp, 27.7 from there): its smallest file reaching 27 dB is 0.7 dB above. A closer search, tried from
+    the largest budget that fell short downwards, finds one within TOLERANCE in a few tries."""
+
+    def stepped(bpp: float) -> tuple[bytes, float]:
+        psnr = 26.9 - 4 * max(0.0, math.log2(0.19 / bpp)) if bpp < 0.225 else 27.7 + 3 * math.log2(bpp / 0.225)
+        return b"x" * int(bpp * 10000), psnr
+
+    closer_budgets: list[float] = []
+
+    def closer(bpp: float) -> tuple[bytes, float]:  # continuous, and better than the fast one everywhere
+        closer_budgets.append(bpp)
+        return b"x" * int(bpp * 10000), 27.0 + 6 * math.log2(bpp / 0.195)
+
+    fast_only = quality.fit_psnr(stepped, 27.0, lambda lo, hi: "")
+    assert fast_only.psnr - 27.0 > 0.5
+    got = quality.fit_psnr(stepped, 27.0, lambda lo, hi: "", closer)
+    assert 27.0 <= got.psnr <= 27.0 + quality.TOLERANCE and len(got.data) < len(fast_only.data)
+    assert 1 <= len(closer_budgets) <= quality.CLOSER_TRIES
+    closer_budgets.clear()  # where the fast search lands within the tolerance, no closer search runs
+    assert 30.0 <= quality.fit_psnr(stepped, 30.0, lambda lo, hi: "", closer).psnr <= 30.0 + quality.TOLERANCE
+    assert closer_budgets == []
