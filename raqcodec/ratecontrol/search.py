@@ -35,7 +35,7 @@ RefinementPath = Iterator[tuple[np.ndarray, float]]  # a refinement path's (indi
 class StageDone(Protocol):
     """Marks the end of (a part of) an encode stage, and which stage follows when not the planned one."""
 
-    def __call__(self, stage: str, then: str | None = None) -> None: ...
+    def __call__(self, stage: str, then: str | None = None, /) -> None: ...
 
 
 @dataclass(frozen=True)
