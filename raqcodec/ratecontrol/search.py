@@ -89,6 +89,10 @@ class SearchSettings:
     # Size estimates borrow the sharpness searched for a size within this factor (``ContextCoder``; 1: each
     # searches its own).
     sharpness_reach: float = 1.0
+    # Rate control takes a fitting codebook size within this factor of the smallest known not to fit
+    # (``sizes.choose_size``; 1: the largest that fits): estimates on a sample are only so accurate, and
+    # pinning the boundary to one size took 7 estimates on kodim05 at 0.5 bpp.
+    size_tolerance: float = 1.0
 
 
 # Refinement steps for a nearest-neighbour grid that wins the residual search (efforts that refine): kodim23 at 0.3 bpp,
@@ -108,6 +112,9 @@ RATE_CONSTRAINED_MAX_RATE = 4.4
 # How far in size an estimate borrows a searched sharpness at effort 2: on kodim05 at 0.3 bpp rate control
 # and the residual ladder estimated 13 sizes, the best sharpness -16 at all but 3 (0, 0, 16).
 SHARPNESS_REACH = 2.0
+# How close to the largest fitting codebook size rate control settles at effort 2 (3%: about 0.04 bits a
+# latent position).
+SIZE_TOLERANCE = 1.03
 # Positions a size estimate scores at efforts 2 and 3 (a third of a 768x512 image's grid): estimates only
 # steer, and real encodes confirm; same files as exact estimates on the Kodak images checked, 1.3-1.4x faster.
 ESTIMATE_POSITIONS = 8192
@@ -150,6 +157,7 @@ EFFORTS: tuple[SearchSettings, ...] = (
         residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
         estimate_positions=ESTIMATE_POSITIONS,
         sharpness_reach=SHARPNESS_REACH,
+        size_tolerance=SIZE_TOLERANCE,
     ),
     # 3: refinement paths of 8 steps over a ladder of sizes, the neighbours of the best rate-constrained
     # size, and the residual stage's candidates scored on every block
@@ -307,7 +315,15 @@ def _fit(
             f"{lo_bpp:.3f} to {hi_bpp:.3f} bpp (codebook sizes {m.size_range[0]}..{m.size_range[1]})"
         )
 
-    choice = choose_size(session.quantize, m.size_range, budget, describe, session.section, session.estimated_bits)
+    choice = choose_size(
+        session.quantize,
+        m.size_range,
+        budget,
+        describe,
+        session.section,
+        session.estimated_bits,
+        settings.size_tolerance,
+    )
     size, indices, section = choice.size, choice.indices, choice.section
     done("rate control")
     limited = size == m.size_range[1]  # the largest codebook fits: only refinement can use more
@@ -328,6 +344,7 @@ def _fit(
                     describe,
                     session.section,
                     session.estimated_bits,
+                    settings.size_tolerance,
                 ).size
             except BudgetError:
                 return None

@@ -38,12 +38,14 @@ def choose_size(
     describe_budget: Callable[[int, int], str],
     encode: SectionCoder,
     estimated_bits: SizeEstimate,
+    tolerance: float = 1.0,
 ) -> RateChoice:
     """Largest size in ``size_range`` whose index section fits ``section_budget_bytes``.
 
     ``quantize(size)`` returns the index array for a codebook size; ``encode(indices, size)`` is the index
     coder's, ``estimated_bits(size)`` its estimate for ``quantize(size)``. ``describe_budget(lo_bytes,
-    hi_bytes)`` words the error when even the smallest codebook does not fit.
+    hi_bytes)`` words the error when even the smallest codebook does not fit. ``tolerance``: a fitting
+    size within this factor of the smallest known (or estimated) not to fit is taken (1: the largest).
     """
     lo, hi = size_range
     budget_bits = section_budget_bytes * 8
@@ -71,7 +73,7 @@ def choose_size(
         smallest_bytes.append(len(encode(indices(lo), lo)))
         if smallest_bytes[0] > section_budget_bytes:
             raise unreachable()
-    guess = hi if excess(hi) <= 0 else _boundary(lo, hi, excess)
+    guess = hi if excess(hi) <= 0 else _boundary(lo, hi, excess, tolerance)
     # The estimate is close, not exact: real encodes settle it. When the guess does not fit, the next is
     # the estimate's boundary below it scaled by that encode's real/estimated ratio (an estimate on
     # subsampled positions can be 10-20% off, which used to cost one encode per size stepped down).
@@ -84,7 +86,7 @@ def choose_size(
         else:
             failing = guess
         floor = fitting.size if fitting is not None else lo - 1
-        if failing - floor <= 1:
+        if failing - floor <= 1 or (fitting is not None and failing <= floor * tolerance):
             break
         if fitting is not None and fitting.size == guess:
             guess = round(math.sqrt(floor * failing))  # the boundary lies between: halve it in log size
@@ -94,7 +96,7 @@ def choose_size(
             def corrected(size: int, scale: float = scale) -> int:
                 return round(scale * (excess(size) + budget_bits)) - budget_bits
 
-            guess = _boundary(max(floor, lo), failing, corrected) if corrected(max(floor, lo)) <= 0 else lo
+            guess = _boundary(max(floor, lo), failing, corrected, tolerance) if corrected(max(floor, lo)) <= 0 else lo
         guess = min(max(guess, floor + 1), failing - 1)
     else:  # out of tries: step down from the failing size (sizes below the last fitting one never win)
         for size in range(failing - 1, (fitting.size if fitting else lo - 1), -1):
@@ -106,8 +108,9 @@ def choose_size(
     return fitting
 
 
-def _boundary(good: int, bad: int, excess: Callable[[int], int]) -> int:
-    """Largest size between ``good`` (treated as fitting) and ``bad`` (excess > 0) whose excess is <= 0.
+def _boundary(good: int, bad: int, excess: Callable[[int], int], tolerance: float = 1.0) -> int:
+    """Largest size between ``good`` (treated as fitting) and ``bad`` (excess > 0) whose excess is <= 0,
+    or one within ``tolerance`` of the smallest found not to.
 
     Bits grow smoothly with log K~, so the next probe interpolates the excess linearly in log size
     (Illinois variant of regula falsi: an end kept twice has its excess halved, which keeps the bracket
@@ -116,7 +119,7 @@ def _boundary(good: int, bad: int, excess: Callable[[int], int]) -> int:
     """
     f_good, f_bad = float(min(excess(good), 0)), float(excess(bad))
     kept = 0  # +1: the good end was kept last time, -1: the bad end
-    while bad - good > 1:
+    while bad - good > 1 and bad > good * tolerance:
         share = -f_good / (f_bad - f_good)  # f_good <= 0 < f_bad
         guess = math.exp(math.log(good) + share * (math.log(bad) - math.log(good)))
         mid = min(max(round(guess), good + 1), bad - 1)
