@@ -312,7 +312,7 @@ def encode_detailed(
                 stages.done("quality check")
                 return stream, psnr_of(mse(decoded, src.rgb))
 
-            # an effort level's quality search looks inside its last bracket at the next level
+            # where an effort level's quality search oversteps the target, the next level tries below it
             level = DEFAULT_EFFORT if effort is None else effort
             closer = None
             if search is None and level < MAX_EFFORT:

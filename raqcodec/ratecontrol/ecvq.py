@@ -239,19 +239,16 @@ def fit_size(
     def on_grid(lam: float) -> Choice:
         return rate_constrained_indices(ctx, codebook, distances, shape, lam * scale, sharpness)
 
-    def hint(fitted: Fitted | None) -> float | None:
-        return fitted.slope if fitted is not None and fill is not None else None
-
-    if warm is None:
+    if warm is None:  # (fit_lambda follows a slope only with fill)
         got = fit_lambda(on_crop, 8 * budget_bytes * share, LAMBDA_START, fill=fill)
         if got is None:
             return None
         sharpness = best_sharpness(ctx, codebook, got.choice.indices)
-        got = fit_lambda(on_crop, 8 * budget_bytes * share, got.lam, 1.3, fill, hint(got)) or got
-        start, slope = got.lam, hint(got)
+        got = fit_lambda(on_crop, 8 * budget_bytes * share, got.lam, 1.3, fill, got.slope) or got
+        start, slope = got.lam, got.slope
     else:
         start, sharpness = warm.lam / scale, warm.sharpness
-        slope = warm.slope * scale if warm.slope is not None and fill is not None else None
+        slope = warm.slope * scale if warm.slope is not None else None
     whole = fit_lambda(on_grid, 8 * budget_bytes, start, 1.15, fill, slope)
     if whole is None:
         return None
