@@ -318,7 +318,7 @@ def encode_detailed(
             if search is None and level < MAX_EFFORT:
                 how = EFFORTS[level + 1]
                 coder_there = index_coder(m, entropy, how.estimate_positions, how.sharpness_reach)
-                at = replace(session, coder=coder_there, _estimates={})
+                at = replace(session, coder=coder_there, _estimates={}, _sections={})
                 closer = functools.partial(encode_at, at=at, how=how)
 
             def describe(lowest: float, highest: float) -> str:

@@ -246,3 +246,49 @@ def test_effort_2_skips_the_rate_constrained_search_where_a_residual_layer_wins(
         "container",
     ]
     assert searched_result.data == skipped.data
+
+
+def test_the_largest_codebook_is_coded_only_if_it_wins_and_settled_if_its_estimate_was_short(
+    crop: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 1.5 bpp the largest codebook fits by its estimate: the residual search compares it with the
+    ladder's sizes uncoded, and only the winner's index section is coded. Where the estimate was short
+    of the real section (here made 40% short), a winner that overruns starts the search again, settled:
+    the file still fits."""
+    from raqcodec.entropy.coders import ContextCoder
+    from raqcodec.ratecontrol import search
+
+    model = load(MODEL)
+    coded: list[int] = []
+    original_encode = ContextCoder.encode
+
+    def encode(self, grid, codebook):  # type: ignore[no-untyped-def]
+        coded.append(codebook.shape[0])
+        return original_encode(self, grid, codebook)
+
+    monkeypatch.setattr(ContextCoder, "encode", encode)
+    result = encode_detailed(crop, bpp=1.5, model=model, effort=2)
+    assert result.codebook_size < model.size_range[1] and model.size_range[1] not in coded
+    assert coded == [result.codebook_size]  # the winner's section, once
+
+    original_estimate = ContextCoder.estimate_bits
+    largest = model.size_range[1]
+
+    def short(self, grid, codebook, like=None):  # type: ignore[no-untyped-def]
+        bits = original_estimate(self, grid, codebook, like)
+        return int(bits * 0.6) if codebook.shape[0] == largest else bits
+
+    settled: list[bool] = []
+    original_fit = search._fit
+
+    def fit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        settled.append(kwargs.get("settle", False))
+        return original_fit(*args, **kwargs)
+
+    monkeypatch.setattr(ContextCoder, "estimate_bits", short)
+    monkeypatch.setattr(search, "ladder_candidates", lambda *args: [])  # the largest size is the only candidate
+    monkeypatch.setattr(search, "_fit", fit)
+    # the largest grid's section is 0.42 bpp: it fits 0.35 by the short estimate, not really
+    tight = encode_detailed(crop, bpp=0.35, model=model, effort=2)
+    assert settled == [False, True]
+    assert len(tight.data) * 8 / (crop.shape[0] * crop.shape[1]) <= 0.35 and tight.codebook_size < largest

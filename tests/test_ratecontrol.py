@@ -61,6 +61,32 @@ def test_choose_size_confirms_with_real_sizes_and_names_the_range() -> None:
         choose_size(quantize, (2, 1024), 0, lambda a, b: f"{a}..{b}", encode, estimate)
 
 
+def test_choose_size_can_leave_the_largest_size_uncoded() -> None:
+    """Where the largest size fits by its estimate, a caller that compares it with other candidates first
+    gets it uncoded (``settle=False``): no real encode, and no estimate of any other size."""
+    encoded: list[int] = []
+    estimated: list[int] = []
+
+    def encode(indices: np.ndarray, size: int) -> bytes:
+        encoded.append(size)
+        return bytes(size // 8 + 1)
+
+    def estimate(size: int) -> int:
+        estimated.append(size)
+        return size
+
+    def quantize(size: int) -> np.ndarray:
+        return np.full(10, size)
+
+    choice = choose_size(quantize, (2, 1024), 200, lambda a, b: f"{a}..{b}", encode, estimate, settle=False)
+    assert (choice.size, choice.section, encoded, estimated) == (1024, None, [], [1024])
+    settled = choose_size(quantize, (2, 1024), 200, lambda a, b: f"{a}..{b}", encode, estimate)
+    assert settled.size == 1024 and settled.section == bytes(129) and encoded == [1024]
+    # below the largest size, the search settles with real encodes whatever ``settle`` says
+    below = choose_size(quantize, (2, 1024), 40, lambda a, b: f"{a}..{b}", encode, estimate, settle=False)
+    assert below.section is not None and len(below.section) <= 40 and below.size == 319
+
+
 @pytest.mark.parametrize("bias", [0.7, 0.85, 1.0, 1.15])
 @pytest.mark.parametrize("budget", [120, 250, 700])
 def test_choose_size_settles_a_biased_estimate_in_a_few_real_encodes(bias: float, budget: int) -> None:

@@ -12,6 +12,7 @@ confirmed by real encodes, so a file never exceeds its budget.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ class SearchSettings:
     # photos at 0.3 bpp (4.8 bits a position) they gained at most 1.5% on the base stage's best, and lost
     # on 31 of 34 (up to 0.25 bpp, 4 bits, they gained up to 5.7%; at 0.2 bpp up to 35%).
     rate_constrained_max_rate: float = math.inf
+    # A nearest-neighbour grid that wins the residual search beside a residual layer is refined
+    # (LADDER_REFINE_STEPS) and scored again, when the settings refine at all.
+    refine_residual_winner: bool = True
     # The residual stage (model v2) competes at every budget; False: only when the base stage cannot use
     # the budget (its largest codebook fits), which skips the exact base decodes the competition needs.
     residual_search: bool = True
@@ -143,12 +147,14 @@ EFFORTS: tuple[SearchSettings, ...] = (
         residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
     ),
     # 2 (the default): and two refinement steps at the fitting size, rate-constrained grids at 2x and 4x (as
-    # at 1), the residual stage at every budget. An 8x grid won only at 0.1 bpp (0.04 dB on Kodak) and is
+    # at 1), the residual stage at every budget (its winner not refined: that gained 0.025 dB on Kodak
+    # at 0.2-0.3 bpp for a refinement and an encode, ~0.8 s at 768x512). An 8x grid won only at 0.1 bpp (0.04 dB on Kodak) and is
     # the costliest probe; refinement over a ladder of sizes gained 0.03-0.05 dB on Kodak and 0.14 on
     # held-out photos at 0.2-0.3 bpp for 25-45% more time: effort 3 has it.
     SearchSettings(
         refine_steps=2,
         refine_ladder=False,
+        refine_residual_winner=False,
         rate_constrained_factors=(2.0, 4.0),
         rate_constrained_neighbours=False,
         rate_constrained_fill=RATE_CONSTRAINED_FILL,
@@ -184,6 +190,7 @@ class BudgetSession:
     positions: int | None  # tile budget in latent positions (raqcodec.model.tiling)
     _indices: dict[int, np.ndarray] = field(default_factory=dict)
     _estimates: dict[int, int] = field(default_factory=dict)
+    _sections: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
 
     def quantize(self, size: int) -> np.ndarray:
         """Nearest-neighbour indices at ``size``, int32 (rate control keeps a dozen grids: 0.6 GB in int64
@@ -202,8 +209,12 @@ class BudgetSession:
         return self.model.refinement_path(self.rows, self.grid, self.rgb, self.adapter, size, steps, self.positions)
 
     def section(self, indices: np.ndarray, size: int) -> bytes:
-        """The index section the coder writes for ``indices`` at ``size``."""
-        return self.coder.encode(indices.reshape(self.grid), self.model.codebook(self.adapter, size))
+        """The index section the coder writes for ``indices`` at ``size`` (each grid coded once: the
+        search may ask again for the winner's)."""
+        key = (size, hashlib.blake2b(np.ascontiguousarray(indices, np.int32).tobytes(), digest_size=16).digest())
+        if key not in self._sections:
+            self._sections[key] = self.coder.encode(indices.reshape(self.grid), self.model.codebook(self.adapter, size))
+        return self._sections[key]
 
     def books(self, size: int) -> tuple[Tensor, Tensor]:
         """The (integer, float) codebooks of ``size``."""
@@ -251,7 +262,7 @@ class BudgetFit:
 
     size: int
     indices: np.ndarray
-    section: bytes
+    section: bytes | None  # None only inside the search (the largest size, not yet coded)
     layers: tuple[Layer, ...] = ()  # the residual stage's layers (none: the base stage alone)
     refinement_sections: tuple[bytes, ...] = ()
     budget_unused: str | None = None  # why the file is well under the budget (the model's limit)
@@ -300,9 +311,12 @@ def _fit(
     settings: SearchSettings,
     done: StageDone,
     keep_coding: bool = False,
+    settle: bool = False,
 ) -> BudgetFit:
     """``fit_budget`` at one budget; ``keep_coding``: the residual stage searched, and what a further
-    layer needs kept (``BudgetFit.choice``)."""
+    layer needs kept (``BudgetFit.choice``). With a residual stage the largest codebook enters its
+    search on its estimate alone and is coded only should it win (``settle``: coded first, as without
+    one); the rare grid whose real section then overruns starts the search again, settled."""
     m = session.model
     height, width = session.rgb.shape[:2]
     pixels = width * height
@@ -323,6 +337,7 @@ def _fit(
         session.section,
         session.estimated_bits,
         settings.size_tolerance,
+        settle=settle or m.residual is None,
     )
     size, indices, section = choice.size, choice.indices, choice.section
     done("rate control")
@@ -361,14 +376,6 @@ def _fit(
         )
         done("refinement search")
     fit = BudgetFit(size, indices, section)
-    used = (len(section) + overhead) * 8 / pixels
-    if limited and used < settings.unused_share * bpp:
-        with_steps = f" with {steps} refinement steps" if steps else " (no refinement)"
-        fit.budget_unused = (
-            f"--bpp {bpp:g} is more than model {m.name} can use for this image, so the budget "
-            f"is not used up: its largest codebook (K~={size}){with_steps} takes {used:.3f} bpp"
-        )
-        fit.notes.append(fit.budget_unused)
     # The residual stage ranks the base stage's best and the ladder's sizes first: where a residual layer
     # already wins by more than a rate-constrained grid can gain, that search is skipped.
     ranking, alone = None, None
@@ -376,7 +383,8 @@ def _fit(
         ranking = Ranking(m.residual, session.padded, budget, session.preview, settings.residual_sample_blocks)
         # a grid the refinement search chose is not refined again
         settled = refinement_searched or not np.array_equal(indices, session.quantize(size))
-        alone = ranking.score(BaseCandidate(size, indices, 8.0 * len(section), section, settled))
+        bits = 8.0 * len(section) if section is not None else session.estimated_bits(size)
+        alone = ranking.score(BaseCandidate(size, indices, bits, section, settled))
         for cand in ladder_candidates(session.quantize, session.estimated_bits, m.size_range, budget):
             if cand.size != size:
                 ranking.score(cand)
@@ -406,6 +414,7 @@ def _fit(
             settings.rate_constrained_fill,
         )
         best = constrained[0] if constrained else None
+        assert section is not None  # settled: only the largest size is left uncoded, and it fits
         if best is not None and _closer_or_fuller(best.error, len(best.section), incumbent, len(section)):
             fit.size, fit.indices, fit.section = best.size, best.indices, best.section
             if ranking is not None:  # it fills the budget: the residual stage's other candidates compete with it
@@ -422,15 +431,24 @@ def _fit(
             session.section,
             lambda indices, size: m.synthesize(indices, m.codebook(session.adapter, size), session.grid),
             keep_coding,
-            refine_winner if settings.refine_steps else None,
+            refine_winner if settings.refine_steps and settings.refine_residual_winner else None,
         )
         if found is not None and (found.sections or keep_coding):
             fit.size, fit.indices, fit.section = found.size, found.indices, found.index_section
             fit.layers, fit.refinement_sections, fit.choice = found.layers, tuple(found.sections), found
-            if fit.budget_unused is not None:
-                fit.notes.remove(fit.budget_unused)
-                fit.budget_unused = None
         done("residual stage")
+    if fit.section is None:  # the largest size won alone on its estimate: now it is coded
+        fit.section = session.section(fit.indices, fit.size)
+        if len(fit.section) > budget:
+            return _fit(session, bpp, overhead, refine, settings, done, keep_coding, settle=True)
+    used = (len(fit.section) + overhead) * 8 / pixels
+    if limited and not fit.refinement_sections and used < settings.unused_share * bpp:
+        with_steps = f" with {steps} refinement steps" if steps else " (no refinement)"
+        fit.budget_unused = (
+            f"--bpp {bpp:g} is more than model {m.name} can use for this image, so the budget "
+            f"is not used up: its largest codebook (K~={fit.size}){with_steps} takes {used:.3f} bpp"
+        )
+        fit.notes.append(fit.budget_unused)
     return fit
 
 

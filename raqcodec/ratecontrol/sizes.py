@@ -21,7 +21,7 @@ from ..errors import BudgetError
 class RateChoice:
     size: int
     indices: np.ndarray
-    section: bytes
+    section: bytes | None  # None: the largest size, which fits by its estimate and is not coded yet (``settle``)
 
 
 # Real encodes to settle the boundary the estimate found (each one is a context-model pass or more).
@@ -39,6 +39,7 @@ def choose_size(
     encode: SectionCoder,
     estimated_bits: SizeEstimate,
     tolerance: float = 1.0,
+    settle: bool = True,
 ) -> RateChoice:
     """Largest size in ``size_range`` whose index section fits ``section_budget_bytes``.
 
@@ -46,6 +47,9 @@ def choose_size(
     coder's, ``estimated_bits(size)`` its estimate for ``quantize(size)``. ``describe_budget(lo_bytes,
     hi_bytes)`` words the error when even the smallest codebook does not fit. ``tolerance``: a fitting
     size within this factor of the smallest known (or estimated) not to fit is taken (1: the largest).
+    ``settle`` False: when the largest size fits by its estimate it is returned uncoded (``section``
+    None), for a caller that compares it with other candidates first and codes only the winner (a real
+    encode at the largest size is the costliest pass of rate control).
     """
     lo, hi = size_range
     budget_bits = section_budget_bytes * 8
@@ -69,11 +73,16 @@ def choose_size(
             smallest_bytes.append(len(encode(indices(lo), lo)))
         return BudgetError(describe_budget(smallest_bytes[0], (excess(hi) + budget_bits) // 8))
 
-    if excess(lo) > 0:
-        smallest_bytes.append(len(encode(indices(lo), lo)))
-        if smallest_bytes[0] > section_budget_bytes:
-            raise unreachable()
-    guess = hi if excess(hi) <= 0 else _boundary(lo, hi, excess, tolerance)
+    if excess(hi) <= 0:
+        if not settle:
+            return RateChoice(hi, indices(hi), None)
+        guess = hi
+    else:
+        if excess(lo) > 0:
+            smallest_bytes.append(len(encode(indices(lo), lo)))
+            if smallest_bytes[0] > section_budget_bytes:
+                raise unreachable()
+        guess = _boundary(lo, hi, excess, tolerance)
     # The estimate is close, not exact: real encodes settle it. When the guess does not fit, the next is
     # the estimate's boundary below it scaled by that encode's real/estimated ratio (an estimate on
     # subsampled positions can be 10-20% off, which used to cost one encode per size stepped down).

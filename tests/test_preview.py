@@ -1,0 +1,43 @@
+"""The encoder's preview network (``raqcodec.model.preview``): fast where the CPU allows, close to float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raqcodec.model import preview
+from raqcodec.model.registry import load
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags, native in (("fpu avx2 avx512f", False), ("fpu avx512f avx512_bf16", True), ("amx_bf16 amx_tile", True)):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(preview, "CPU_FLAGS", cpuinfo)
+        preview.native_bfloat16.cache_clear()
+        assert preview.native_bfloat16() == (native and torch.backends.mkldnn.is_available())
+    monkeypatch.setattr(preview, "CPU_FLAGS", tmp_path / "absent")
+    preview.native_bfloat16.cache_clear()
+    assert not preview.native_bfloat16()
+    preview.native_bfloat16.cache_clear()
+
+
+def test_the_preview_stays_within_a_level_of_the_float32_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whichever precision this machine previews in, candidates are scored on (nearly) the float32 image."""
+    model = load("raq-photo2")
+    rng = np.random.default_rng(0)
+    grid = (24, 40)
+    indices = rng.integers(0, 256, grid[0] * grid[1])
+    fast = model.preview(indices, grid, "seq2seq", 256).astype(np.int64)
+    book = model.float_codebook("seq2seq", 256)
+    latents = book[torch.from_numpy(indices)].reshape(*grid, -1).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        exact = model.float_decoder(latents)[0].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
+    difference = np.abs(fast - exact.astype(np.int64))
+    assert fast.shape == (4 * grid[0], 4 * grid[1], 3)
+    assert difference.max() <= 2 and difference.mean() < 0.5
+    network, dtype = model._preview  # type: ignore[misc]
+    assert (dtype == torch.bfloat16) == preview.native_bfloat16()
