@@ -139,13 +139,15 @@ def _model(ref: ModelRef, device: str | torch.device) -> CodecModel:
 
 
 def index_coder(
-    model: CodecModel, entropy: str = "auto", estimate_positions: int | None = None, sharpness_reach: float = 1.0
+    model: CodecModel,
+    entropy: str = "auto",
+    estimate_positions: int | None = None,
+    estimate_sharpness: int | None = None,
 ) -> IndexCoder:
     """The index coder for ``entropy``: "context" (the model's context model), "order0", or "auto"
     (context when the model has one). ``estimate_positions``: the most positions a size estimate of the
-    context coder scores (None: its schedule's); ``sharpness_reach``: how far in size an estimate may
-    borrow a sharpness searched for another grid (``ContextCoder``). Estimates steer the encoder only,
-    never a coded bit."""
+    context coder scores (None: its schedule's); ``estimate_sharpness``: the sharpness they score at
+    (None: searched per grid; ``ContextCoder``). Estimates steer the encoder only, never a coded bit."""
     if entropy not in ENTROPY_CHOICES:
         raise CodecError(f"entropy must be one of {', '.join(ENTROPY_CHOICES)}, got {entropy!r}")
     if entropy == "order0" or (entropy == "auto" and model.context is None):
@@ -161,7 +163,7 @@ def index_coder(
                 sharpness_positions=max(1, estimate_positions // 4),
             )
         )
-    return ContextCoder(context, sharpness_reach)
+    return ContextCoder(context, estimate_sharpness)
 
 
 def encode_detailed(
@@ -216,7 +218,7 @@ def encode_detailed(
     stages.after.update({"model": "read", "read": "analysis"})
     stages.start("model")
     m = _model(model, device)
-    coder = index_coder(m, entropy, settings.estimate_positions, settings.sharpness_reach)
+    coder = index_coder(m, entropy, settings.estimate_positions, settings.estimate_sharpness)
     positions = tiling.tile_positions(max_tile_pixels, m.config.downsampling)
     stages.done("model")
     src = images.load_image(image)
@@ -317,7 +319,7 @@ def encode_detailed(
             closer = None
             if search is None and level < MAX_EFFORT:
                 how = EFFORTS[level + 1]
-                coder_there = index_coder(m, entropy, how.estimate_positions, how.sharpness_reach)
+                coder_there = index_coder(m, entropy, how.estimate_positions, how.estimate_sharpness)
                 at = replace(session, coder=coder_there, _estimates={}, _sections={})
                 closer = functools.partial(encode_at, at=at, how=how)
 

@@ -153,3 +153,23 @@ def test_refined_grids_are_estimated_at_their_sizes_sharpness(model, photo: Path
     assert coder.estimate_bits(nearest, book, like=nearest) == coder.estimate_bits(nearest, book)
     estimate = coder.estimate_bits(refined, book, like=nearest)
     assert estimate == pytest.approx(8 * len(coder.encode(refined, book)), rel=0.01)
+
+
+def test_fast_efforts_estimate_at_a_fixed_sharpness_and_sections_still_search_theirs(model, photo: Path) -> None:
+    """Efforts 0-2 score size estimates at the sharpness search's start (no search per estimate); the
+    section written for a grid searches its own, so the file is what a searching coder writes."""
+    from raqcodec.entropy.coders import ContextCoder
+    from raqcodec.entropy.context_coding import SHARPNESS_START
+    from raqcodec.ratecontrol.search import EFFORTS
+
+    assert [e.estimate_sharpness for e in EFFORTS] == [SHARPNESS_START] * 3 + [None]
+    padded = pad_to_multiple(load_image(photo).rgb, model.config.downsampling)
+    grid = model.indices(model.analyse(padded), "seq2seq", 128).reshape(
+        padded.shape[0] // model.config.downsampling, padded.shape[1] // model.config.downsampling
+    )
+    book = model.codebook("seq2seq", 128)
+    fixed, searching = ContextCoder(model.context, SHARPNESS_START), ContextCoder(model.context)
+    bits = fixed.estimate_bits(grid, book)
+    assert not fixed._sharpness  # nothing searched
+    assert bits == 8 + int(context_coding.estimated_bits(model.context, book, grid, SHARPNESS_START)) + 32
+    assert fixed.encode(grid, book) == searching.encode(grid, book)

@@ -11,7 +11,7 @@ from conftest import TINY
 from raqcodec.model import exact
 from raqcodec.nn.cluster import ClusterSettings, cluster_codebook, dkm, ikm, multiscale_mmd
 from raqcodec.nn.config import ModelConfig
-from raqcodec.nn.quantizer import EMACodebook, nearest_indices
+from raqcodec.nn.quantizer import EMACodebook, nearest_in_prefixes, nearest_indices
 from raqcodec.nn.raq import RAQModel
 from raqcodec.nn.seq2seq import Seq2SeqAdapter
 
@@ -78,6 +78,21 @@ def test_nearest_indices_prefers_lower_index_on_ties() -> None:
     book = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     idx = nearest_indices(torch.tensor([[1.0, 0.0], [0.0, 0.9]]), book)
     assert idx.tolist() == [0, 2]
+
+
+def test_nearest_in_prefixes_is_nearest_indices_of_each_prefix() -> None:
+    """One product serves every prefix of a nested codebook: the same indices as a search of each prefix,
+    ties to the lower index (a duplicated row later in the book never wins)."""
+    torch.manual_seed(0)
+    latents, book = torch.randn(3000, 16), torch.randn(300, 16)
+    book[200] = book[7]  # a tie across prefixes
+    latents[:5] = book[7]
+    found = nearest_in_prefixes(latents, book, [300, 8, 64, 250], chunk=1000)
+    assert sorted(found) == [8, 64, 250, 300]
+    for size, indices in found.items():
+        brute = ((latents[:, None, :] - book[None, :size, :]) ** 2).sum(-1).argmin(1)
+        assert torch.equal(indices, brute) and torch.equal(indices, nearest_indices(latents, book[:size]))
+    assert found[300][:5].tolist() == [7] * 5
 
 
 def test_ema_codebook_moves_towards_data_and_restarts_dead_codes() -> None:

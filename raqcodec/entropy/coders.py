@@ -6,7 +6,6 @@ which object is passed, never of special cases downstream.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -66,10 +65,10 @@ class ContextCoder:
     """
 
     model: context.ContextModel
-    # An estimate of a grid whose sharpness was not searched borrows the one searched for the nearest size
-    # within this factor (1: none; every section written searches its own): the best sharpness moves
-    # little between neighbouring sizes, and the search is about two thirds of an estimate's work.
-    sharpness_reach: float = 1.0
+    # The sharpness size estimates score at (None: each grid's own, searched as a written section's is).
+    # The search is about two thirds of an estimate's work, and estimates only steer: the fast efforts
+    # score at the search's start, the most frequent best on Kodak (a section written still searches its own).
+    estimate_sharpness: int | None = None
     _sharpness: dict[tuple[int, bytes], int] = field(default_factory=dict, compare=False, repr=False)
     name = "context"
 
@@ -87,22 +86,14 @@ class ContextCoder:
         return context_coding.encode_grid(self.model, codebook, grid, self.sharpness(grid, codebook))
 
     def estimate_bits(self, grid: np.ndarray, codebook: Tensor, like: np.ndarray | None = None) -> int:
-        """Estimated section bits; with ``like`` (a similar grid, e.g. the nearest-neighbour one of the
-        same size), at the sharpness chosen for that grid instead of searching one for ``grid``."""
-        sharpness = self._estimate_sharpness(grid if like is None else like, codebook)
+        """Estimated section bits, at ``estimate_sharpness`` when set; else with ``like`` (a similar grid,
+        e.g. the nearest-neighbour one of the same size) at the sharpness chosen for that grid instead of
+        searching one for ``grid``."""
+        if self.estimate_sharpness is not None:
+            sharpness = self.estimate_sharpness
+        else:
+            sharpness = self.sharpness(grid if like is None else like, codebook)
         return 8 + int(context_coding.estimated_bits(self.model, codebook, grid, sharpness)) + _FLUSH_BITS
-
-    def _estimate_sharpness(self, grid: np.ndarray, codebook: Tensor) -> int:
-        size = codebook.shape[0]
-        if (size, np.ascontiguousarray(grid).tobytes()) not in self._sharpness and self.sharpness_reach > 1:
-            near = [
-                (abs(math.log(searched / size)), sharpness)
-                for (searched, _), sharpness in self._sharpness.items()
-                if abs(math.log(searched / size)) <= math.log(self.sharpness_reach)
-            ]
-            if near:
-                return min(near)[1]
-        return self.sharpness(grid, codebook)
 
     def decode(self, section: bytes, shape: tuple[int, int], codebook: Tensor) -> np.ndarray:
         return context_coding.decode_grid(self.model, codebook, section, *shape)

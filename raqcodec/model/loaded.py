@@ -11,7 +11,7 @@ import hashlib
 import os
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from ..io.bitstream import ADAPTERS
 from ..nn.autoencoder import Decoder, Encoder
 from ..nn.cluster import ClusterSettings, cluster_codebook
 from ..nn.config import ModelConfig
-from ..nn.quantizer import nearest_indices
+from ..nn.quantizer import nearest_in_prefixes, nearest_indices
 from .exact import ExactDecoder
 from .files import CONTEXT_PREFIX, ModelFile, ModelFileError, read_model_file
 from .intkmeans import integer_kmeans
@@ -222,7 +222,20 @@ class CodecModel:
 
     @torch.no_grad()
     def indices(self, rows: Tensor, adapter: str, size: int) -> np.ndarray:
-        return nearest_indices(rows, self.float_codebook(adapter, size)).cpu().numpy()
+        return self.indices_at(rows, adapter, [size])[size]
+
+    @torch.no_grad()
+    def indices_at(self, rows: Tensor, adapter: str, sizes: Sequence[int]) -> dict[int, np.ndarray]:
+        """Nearest-neighbour indices at each of ``sizes``: the sizes whose codebooks are prefixes of the
+        seq2seq sequence (k_min and up) from one product with the largest of them."""
+        nested = [s for s in sizes if adapter == "seq2seq" and s >= self.config.k_min]
+        out: dict[int, np.ndarray] = {}
+        if nested:
+            found = nearest_in_prefixes(rows, self.float_codebook(adapter, max(nested)), nested)
+            out.update((s, index.cpu().numpy()) for s, index in found.items())
+        for size in set(sizes) - set(nested):
+            out[size] = nearest_indices(rows, self.float_codebook(adapter, size)).cpu().numpy()
+        return out
 
     def refined_indices(
         self,

@@ -6,6 +6,7 @@ from its appendix. Losses follow the paper's recipe: commitment weight beta, str
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,13 +20,33 @@ def nearest_indices(latents: Tensor, codebook: Tensor, chunk: int = 16384) -> Te
     latents: (N, d); codebook: (K, d). Returns (N,) int64. Ties go to the lower index, so a codebook
     that is a prefix of a longer one never picks a later vector on a tie.
     """
-    out = torch.empty(latents.shape[0], dtype=torch.long, device=latents.device)
-    sq_codes = (codebook * codebook).sum(1)
+    return nearest_in_prefixes(latents, codebook, [codebook.shape[0]], chunk)[codebook.shape[0]]
+
+
+def nearest_in_prefixes(
+    latents: Tensor, codebook: Tensor, prefixes: Sequence[int], chunk: int = 16384
+) -> dict[int, Tensor]:
+    """``nearest_indices`` in each of the codebooks ``codebook[:p]`` for p in ``prefixes``, from one
+    product: nested codebooks (the seq2seq adapter's) are quantized at many sizes by every encode. Each
+    prefix's argmin continues the shorter one's over the rows it adds, the lower index winning ties."""
+    sizes = sorted(set(prefixes))
+    book = codebook[: sizes[-1]]
+    sq_codes = (book * book).sum(1)
+    out = {p: torch.empty(latents.shape[0], dtype=torch.long, device=latents.device) for p in sizes}
     for start in range(0, latents.shape[0], chunk):
         part = latents[start : start + chunk]
-        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
-        dist = sq_codes[None, :] - 2.0 * part @ codebook.t()
-        out[start : start + chunk] = dist.argmin(1)
+        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin (one fused product)
+        dist = torch.addmm(sq_codes, part, book.t(), alpha=-2.0)
+        best: tuple[Tensor, Tensor] | None = None
+        lo = 0
+        for p in sizes:
+            value, index = dist[:, lo:p].min(1)
+            index += lo
+            if best is not None:
+                closer = value < best[0]
+                value, index = torch.where(closer, value, best[0]), torch.where(closer, index, best[1])
+            best, lo = (value, index), p
+            out[p][start : start + chunk] = index
     return out
 
 

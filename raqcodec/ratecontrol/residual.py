@@ -31,6 +31,7 @@ from ..model.residual import (
     Coded,
     ResidualStage,
     pad_to_blocks,
+    to_blocks,
 )
 
 # Base sizes tried besides the base stage's own choice: each costs a float-decoder preview and an estimate.
@@ -112,8 +113,8 @@ class Quantization:
 
 class _LevelFit:
     """Per (level, rate weight) of one base candidate: its symbols and how many leading groups fit
-    (computed once). With ``stride`` > 1 only every stride-th block is quantized, and its bits and error
-    count ``stride`` times: an estimate for ranking candidates at a fraction of the work."""
+    (computed once). With ``stride`` > 1 the blocks given are every stride-th of the image, and their bits
+    and error count ``stride`` times: an estimate for ranking candidates at a fraction of the work."""
 
     def __init__(
         self,
@@ -125,9 +126,7 @@ class _LevelFit:
         coded: Coded | None = None,
         stride: int = 1,
     ) -> None:
-        if stride > 1:
-            assert coded is None, "a further layer is fitted on every block"
-            coefficients, classes = coefficients[::stride], classes[::stride]
+        assert stride == 1 or coded is None, "a further layer is fitted on every block"
         self.stage, self.coefficients, self.classes = stage, coefficients, classes
         self.base_bits, self.budget_bits, self.coded, self.stride = base_bits, budget_bits, coded, stride
         self._done: dict[tuple[int, float], tuple[int, np.ndarray]] = {}
@@ -232,13 +231,15 @@ class Ranking:
         if cand.bits > budget_bits:
             return None
         base = pad_to_blocks(self.preview(cand.indices, cand.size))
-        coefficients = self.stage.coefficients(self.padded_target, base)
-        alone = float(np.sum(coefficients**2))
+        difference = to_blocks(self.padded_target.astype(np.float64) - base)
+        alone = float(np.sum(difference**2))  # the pixel error: the coefficients' too (orthonormal basis)
         if self.best is None or alone < self.best[0]:
             self.best = (alone, cand, None)
-        stride = 1 if self.sample_blocks is None else max(1, len(coefficients) // self.sample_blocks)
-        ranking_bits = budget_bits * RANKING_SHARE
-        fit = _LevelFit(self.stage, coefficients, self.stage.classes(base), cand.bits, ranking_bits, stride=stride)
+        # only the blocks scored are transformed (their errors and bits count ``stride`` times)
+        stride = 1 if self.sample_blocks is None else max(1, len(difference) // self.sample_blocks)
+        coefficients = self.stage.coefficients_of(difference[::stride])
+        classes = self.stage.classes(base)[::stride]
+        fit = _LevelFit(self.stage, coefficients, classes, cand.bits, budget_bits * RANKING_SHARE, stride=stride)
         found = fit.best(0)
         if found is not None and found[0] < self.best[0]:
             self.best = (found[0], cand, found[1])
@@ -285,10 +286,12 @@ class Ranking:
             # the winner's level is fitted again on the exact base with the index section's real size: a
             # group that fitted by a few bytes on the preview may not, and a stronger weight may then fit it
             fit = _LevelFit(stage, coding.coefficients, coding.classes, 8.0 * len(index_section), budget_bits)
-            final = fit.best_at(chosen.level)
-            level, lagrangian, groups = chosen.level, chosen.lagrangian, 0
-            if final is not None:
-                lagrangian, groups = final[1].lagrangian, final[1].groups
+            level, lagrangian = chosen.level, chosen.lagrangian
+            groups = max(0, fit.groups(level, lagrangian))
+            if groups < chosen.groups:
+                final = fit.best_at(chosen.level)
+                if final is not None:
+                    lagrangian, groups = final[1].lagrangian, final[1].groups
             symbols = fit.symbols(level, lagrangian)
             sections = _within(
                 stage.encode_groups(symbols, coding.classes, level, groups), budget_bytes - len(index_section)

@@ -22,12 +22,13 @@ import numpy as np
 from torch import Tensor
 
 from ..entropy.coders import ContextCoder, IndexCoder
+from ..entropy.context_coding import SHARPNESS_START
 from ..errors import BudgetError
 from ..io.bitstream import Layer
 from ..model.loaded import CodecModel
 from ..options import DEFAULT_EFFORT, DEFAULT_REFINE_STEPS, MAX_EFFORT
 from . import ecvq
-from .residual import BaseCandidate, Ranking, ResidualChoice, add_layer, ladder_candidates
+from .residual import SIZE_LADDER, BaseCandidate, Ranking, ResidualChoice, add_layer, ladder_candidates
 from .sizes import RateChoice, SectionCoder, choose_size
 
 RefinementPath = Iterator[tuple[np.ndarray, float]]  # a refinement path's (indices, MSE) per step, step 0 first
@@ -90,9 +91,8 @@ class SearchSettings:
     # Positions a size estimate of the context coder scores at most (None: its schedule's, about 1 MP):
     # estimates only steer the search (real encodes confirm), so the fast levels score fewer.
     estimate_positions: int | None = None
-    # Size estimates borrow the sharpness searched for a size within this factor (``ContextCoder``; 1: each
-    # searches its own).
-    sharpness_reach: float = 1.0
+    # The sharpness size estimates score at (``ContextCoder``; None: each grid's, searched).
+    estimate_sharpness: int | None = None
     # Rate control takes a fitting codebook size within this factor of the smallest known not to fit
     # (``sizes.choose_size``; 1: the largest that fits): estimates on a sample are only so accurate, and
     # pinning the boundary to one size took 7 estimates on kodim05 at 0.5 bpp.
@@ -113,15 +113,18 @@ RATE_CONSTRAINED_REACH = 0.03
 # the 4x4 downsampling of the bundled models): at 0.3 bpp effort 1 gave the same Kodak PSNR as effort 0
 # (27.887 dB) in twice the time.
 RATE_CONSTRAINED_MAX_RATE = 4.4
-# How far in size an estimate borrows a searched sharpness at effort 2: on kodim05 at 0.3 bpp rate control
-# and the residual ladder estimated 13 sizes, the best sharpness -16 at all but 3 (0, 0, 16).
-SHARPNESS_REACH = 2.0
+# Efforts 0-2 estimate sizes at the sharpness search's start (a third of an estimate's work each, the
+# search; on Kodak at effort 2 with 4096 positions: -0.03 / +0.01 / -0.01 dB at 0.1 / 0.2 / 0.3 bpp against
+# searching each, changing choices both ways).
+ESTIMATE_SHARPNESS = SHARPNESS_START
 # How close to the largest fitting codebook size rate control settles at effort 2 (3%: about 0.04 bits a
 # latent position).
 SIZE_TOLERANCE = 1.03
-# Positions a size estimate scores at efforts 2 and 3 (a third of a 768x512 image's grid): estimates only
+# Positions a size estimate scores at effort 3 (a third of a 768x512 image's grid): estimates only
 # steer, and real encodes confirm; same files as exact estimates on the Kodak images checked, 1.3-1.4x faster.
 ESTIMATE_POSITIONS = 8192
+# ...and at efforts 0-2 (effort 2 on Kodak: -0.015 / +0.006 / -0.023 dB at 0.1 / 0.2 / 0.3 bpp against 8192)
+FAST_ESTIMATE_POSITIONS = 4096
 
 # The encoder's effort levels (``--effort``, ``effort=``), cheapest first; each level does what the one
 # below does and more. Times and quality of each on Kodak: docs/DESIGN.md "Effort levels".
@@ -131,7 +134,8 @@ EFFORTS: tuple[SearchSettings, ...] = (
         refine_steps=0,
         rate_constrained=False,
         residual_search=False,
-        estimate_positions=4096,
+        estimate_positions=FAST_ESTIMATE_POSITIONS,
+        estimate_sharpness=ESTIMATE_SHARPNESS,
         residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
     ),
     # 1: and a rate-constrained grid of a 4x larger codebook (its lambda fitted until it fills 99% of the
@@ -143,7 +147,8 @@ EFFORTS: tuple[SearchSettings, ...] = (
         rate_constrained_fill=RATE_CONSTRAINED_FILL,
         rate_constrained_max_rate=RATE_CONSTRAINED_MAX_RATE,
         residual_search=False,
-        estimate_positions=4096,
+        estimate_positions=FAST_ESTIMATE_POSITIONS,
+        estimate_sharpness=ESTIMATE_SHARPNESS,
         residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
     ),
     # 2 (the default): and two refinement steps at the fitting size, rate-constrained grids at 2x and 4x (as
@@ -161,8 +166,8 @@ EFFORTS: tuple[SearchSettings, ...] = (
         rate_constrained_reach=RATE_CONSTRAINED_REACH,
         rate_constrained_max_rate=RATE_CONSTRAINED_MAX_RATE,
         residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
-        estimate_positions=ESTIMATE_POSITIONS,
-        sharpness_reach=SHARPNESS_REACH,
+        estimate_positions=FAST_ESTIMATE_POSITIONS,
+        estimate_sharpness=ESTIMATE_SHARPNESS,
         size_tolerance=SIZE_TOLERANCE,
     ),
     # 3: refinement paths of 8 steps over a ladder of sizes, the neighbours of the best rate-constrained
@@ -194,9 +199,15 @@ class BudgetSession:
 
     def quantize(self, size: int) -> np.ndarray:
         """Nearest-neighbour indices at ``size``, int32 (rate control keeps a dozen grids: 0.6 GB in int64
-        for an 8000x6000 image)."""
+        for an 8000x6000 image). The residual stage's ladder sizes come with the first (nested codebooks
+        share one product: ``CodecModel.indices_at``)."""
         if size not in self._indices:
-            self._indices[size] = self.model.indices(self.rows, self.adapter, size).astype(np.int32)
+            sizes = [size]
+            if self.model.residual is not None and not self._indices:
+                lo, hi = self.model.size_range
+                sizes += [s for s in SIZE_LADDER if lo <= s <= hi]
+            for s, found in self.model.indices_at(self.rows, self.adapter, sizes).items():
+                self._indices[s] = found.astype(np.int32)
         return self._indices[size]
 
     def refined(self, size: int, steps: int) -> np.ndarray:
