@@ -71,13 +71,14 @@ def _pass_results(
     per_part: Callable[[Mixtures, np.ndarray, np.ndarray], T],
     reverse: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, T]]:
-    """Rows, columns and ``per_part(mixtures, rows, columns)`` of one pass's positions, part by part
-    (``_tasks``; last part first with ``reverse``, the order rANS encodes in).
+    """Rows, columns and ``per_part(mixtures, rows, columns)`` of ``positions``, part by part (``_tasks``;
+    last part first with ``reverse``, the order rANS encodes in).
 
     Each task evaluates the network once for its parts and then ``per_part`` on each; tasks run ahead on
     the worker pool (``raqcodec.entropy.workers``) and their results come back in order. A position's context
-    holds earlier passes only, so every task of a pass can run before any of the pass is decoded;
-    ``per_part`` must only read the grid."""
+    holds earlier passes only, so every task of a pass can run before any of the pass is decoded; where
+    the whole grid is known (encoding, estimates) ``positions`` may span every pass, in coding order, so
+    that small passes do not make small tasks. ``per_part`` must only read the grid."""
     w = grid.shape[1]
     k = codebook.shape[0]
     workers = default_workers() if ctx.schedule.workers is None else ctx.schedule.workers
@@ -128,18 +129,19 @@ def encode_grid(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness
     h, w = grid.shape
     passes = pass_map(h, w)
     coder = constriction.stream.stack.AnsCoder()
-    for positions in reversed(_passes(h, w)):  # rANS is a stack: last decoded goes in first
-        for ys, xs, weights in _pass_results(
-            ctx,
-            codebook,
-            grid,
-            passes,
-            positions,
-            sharpness,
-            lambda mix, _ys, _xs: ctx.coding_weights(mix),
-            reverse=True,
-        ):
-            coder.encode_reverse(grid[ys, xs].astype(np.int32), _model(), weights)
+    # the grid is known, so every pass is evaluated in one run (rANS codes the same symbols with the same
+    # frequencies in the same order, however the work is cut); a stack: the last decoded goes in first
+    for ys, xs, weights in _pass_results(
+        ctx,
+        codebook,
+        grid,
+        passes,
+        np.concatenate(_passes(h, w)),
+        sharpness,
+        lambda mix, _ys, _xs: ctx.coding_weights(mix),
+        reverse=True,
+    ):
+        coder.encode_reverse(grid[ys, xs].astype(np.int32), _model(), weights)
     return sharpness.to_bytes(1, "big", signed=True) + coder.get_compressed().astype(">u4").tobytes()
 
 
@@ -151,26 +153,29 @@ def _pass_bits(
     h, w = grid.shape
     passes = pass_map(h, w)
 
-    def information(frequencies: Tensor) -> float:
-        return float(PRECISION * len(frequencies) - torch.log2(frequencies.to(torch.float64)).sum())
+    def information(frequencies: Tensor) -> np.ndarray:
+        return PRECISION - torch.log2(frequencies.to(torch.float64)).numpy()
 
-    def part_bits(mix: Mixtures, ys: np.ndarray, xs: np.ndarray) -> list[float]:
-        chosen = grid[ys, xs]
+    def part_bits(mix: Mixtures, ys: np.ndarray, xs: np.ndarray) -> list[np.ndarray]:
+        """Per sharpness, the bits of each position, summed per pass."""
+        chosen, ids = grid[ys, xs], passes[ys, xs]
         if len(sharpnesses) == 1:
-            return [information(ctx.chosen_frequencies(mix, chosen))]
-        unscaled = ctx.unscaled_distances(mix)
-        return [
-            information(ctx.chosen_frequencies(mix, chosen, ctx.distances_at(mix, s, unscaled))) for s in sharpnesses
-        ]
+            each = [information(ctx.chosen_frequencies(mix, chosen))]
+        else:
+            unscaled = ctx.unscaled_distances(mix)
+            each = [
+                information(ctx.chosen_frequencies(mix, chosen, ctx.distances_at(mix, s, unscaled)))
+                for s in sharpnesses
+            ]
+        return [np.bincount(ids, weights=bits, minlength=NUM_PASSES) for bits in each]
 
-    out = []
-    for whole in _passes(h, w):
-        positions = whole[::sample]
-        bits = [0.0] * len(sharpnesses)
-        for _, _, part in _pass_results(ctx, codebook, grid, passes, positions, sharpnesses[0], part_bits):
-            bits = [total + b for total, b in zip(bits, part)]
-        out.append((bits, len(positions), len(whole)))
-    return out
+    wholes = _passes(h, w)
+    sampled = [whole[::sample] for whole in wholes]
+    bits = np.zeros((len(sharpnesses), NUM_PASSES))
+    # the grid is known: every pass's sample in one run (``_pass_results``)
+    for _, _, part in _pass_results(ctx, codebook, grid, passes, np.concatenate(sampled), sharpnesses[0], part_bits):
+        bits += np.stack(part)
+    return [(list(bits[:, p]), len(sampled[p]), len(wholes[p])) for p in range(NUM_PASSES)]
 
 
 def ideal_bits(ctx: ContextModel, codebook: Tensor, grid: np.ndarray, sharpness: int = 0, sample: int = 1) -> float:

@@ -152,10 +152,10 @@ EFFORTS: tuple[SearchSettings, ...] = (
         residual_sample_blocks=RESIDUAL_SAMPLE_BLOCKS,
     ),
     # 2 (the default): and two refinement steps at the fitting size, rate-constrained grids at 2x and 4x (as
-    # at 1), the residual stage at every budget (its winner not refined: that gained 0.025 dB on Kodak
-    # at 0.2-0.3 bpp for a refinement and an encode, ~0.8 s at 768x512). An 8x grid won only at 0.1 bpp (0.04 dB on Kodak) and is
-    # the costliest probe; refinement over a ladder of sizes gained 0.03-0.05 dB on Kodak and 0.14 on
-    # held-out photos at 0.2-0.3 bpp for 25-45% more time: effort 3 has it.
+    # at 1), the residual stage at every budget (its winner not refined: that gained 0.025 dB on Kodak at
+    # 0.2-0.3 bpp for a refinement and an encode, ~0.8 s at 768x512). An 8x grid won only at 0.1 bpp (0.04
+    # dB on Kodak) and is the costliest probe; refinement over a ladder of sizes gained 0.03-0.05 dB on
+    # Kodak and 0.14 on held-out photos at 0.2-0.3 bpp for 25-45% more time: effort 3 has it.
     SearchSettings(
         refine_steps=2,
         refine_ladder=False,
