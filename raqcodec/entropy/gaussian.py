@@ -21,6 +21,7 @@ weights freq * 2^(24 - P) - 1 has exactly the integer cumulative frequencies we 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import constriction
 import numpy as np
@@ -74,6 +75,14 @@ def freeze_tables(family: str = "gaussian") -> tuple[np.ndarray, np.ndarray]:
     return tails, out
 
 
+@dataclass(frozen=True)
+class TableLookup:
+    """Per position: the flat index of symbol 0 in its table's -log2 P row, and the table's tail."""
+
+    zero: np.ndarray
+    tails: np.ndarray
+
+
 class GaussianTables:
     """Frozen tables from a model file, checked before use."""
 
@@ -96,6 +105,7 @@ class GaussianTables:
         self._cost = np.zeros((len(self.freqs), max(len(f) for f in self.freqs)))
         for i, f in enumerate(self.freqs):
             self._cost[i, : len(f)] = PRECISION - np.log2(f)
+        self._flat_cost = self._cost.reshape(-1)
 
     @property
     def levels(self) -> int:
@@ -105,17 +115,24 @@ class GaussianTables:
         """Information content of ``symbols`` (escapes: the escape symbol plus its Exp-Golomb bits)."""
         return float(self.symbol_bits(symbols, tables).sum())
 
-    def symbol_bits(self, symbols: np.ndarray, tables: np.ndarray) -> np.ndarray:
-        """Information of every symbol, shaped like ``symbols`` (one gather from a table of -log2 P)."""
-        symbols, tables = np.asarray(symbols, dtype=np.int64), np.asarray(tables, dtype=np.int64)
-        tails = self.tails[tables]
-        ranks = np.clip(symbols, -tails - 1, tails + 1) + tails + 1
-        bits = self._cost[tables, ranks]
-        escaped = np.abs(symbols) > tails
+    def symbol_bits(self, symbols: np.ndarray, tables: np.ndarray | TableLookup) -> np.ndarray:
+        """Information of every symbol, shaped like ``symbols`` (one gather from a table of -log2 P).
+        ``tables``: each symbol's table index, or their ``lookup`` (for several symbols per position)."""
+        symbols = np.asarray(symbols, dtype=np.int64)
+        look = tables if isinstance(tables, TableLookup) else self.lookup(tables)
+        bits = self._flat_cost[look.zero + np.clip(symbols, -look.tails - 1, look.tails + 1)]
+        escaped = np.abs(symbols) > look.tails
         if escaped.any():
-            excess = np.abs(symbols[escaped]) - tails[escaped] - 1
+            excess = np.abs(symbols[escaped]) - look.tails[escaped] - 1
             bits[escaped] += (_bit_length(excess + 1) - 1) + math.log2(MAX_ESCAPE_BITS + 1)
         return bits
+
+    def lookup(self, tables: np.ndarray) -> TableLookup:
+        """What ``symbol_bits`` reads per position: worth keeping where several symbols are scored under the
+        same tables (rate-distortion quantization scores three per coefficient)."""
+        tables = np.asarray(tables, dtype=np.int64)
+        tails = self.tails[tables]
+        return TableLookup(tables * self._cost.shape[1] + tails + 1, tails)
 
     def _ranks(self, values: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
         tail = int(self.tails[b])

@@ -283,12 +283,13 @@ class ResidualStage:
         )[0]
 
     def _rate_distortion_symbols(
-        self, coefficients: np.ndarray, scaled: np.ndarray, tables: np.ndarray, lagrangian: float
+        self, coefficients: np.ndarray, scaled: np.ndarray, table_index: np.ndarray, lagrangian: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """The symbols and each one's bits."""
         sign = np.where(coefficients < 0, -1, 1)
         low = np.minimum(np.floor(scaled), MAX_SYMBOL).astype(np.int64)
         best_magnitude = np.zeros_like(low)
+        tables = self.tables.lookup(table_index)
         best_bits = self.tables.symbol_bits(best_magnitude, tables)
         best_cost = scaled**2 + lagrangian * best_bits
         for magnitude in (low, np.minimum(low + 1, MAX_SYMBOL)):
@@ -323,7 +324,7 @@ class ResidualStage:
         values, tables = coefficients[:, columns], self.tables_for(classes, level, coded, columns)
         scaled = np.abs(values) / (self.steps[level] * 2.0**-STEP_BITS)
         symbols, bits = self._rate_distortion_symbols(values, scaled, tables, lagrangian)
-        return symbols, float(bits.sum(0).sum()) + FLUSH_BITS
+        return symbols, float(bits.sum()) + FLUSH_BITS
 
     def squared_error(self, coefficients: np.ndarray, symbols: np.ndarray, level: int, groups: int) -> float:
         """Sum of squared pixel errors of the kept groups' quantization and the dropped groups'
