@@ -1,9 +1,10 @@
 """Encode and decode time of every effort level against a hyperprior-shaped reference transform (issue 21).
 
-In one process, with the model loaded: each ``--effort`` level encodes the image at ``--bpp`` (median of
-``--repeats``) and its file is decoded (median of ``--repeats``); the reference is the analysis and the
-synthesis transform of a CompressAI-shaped hyperprior (N=128, M=192: four 5x5 stride-2 convolutions
-down, four transposed up, random weights), forward on the same image, timed the same way. Ratios to it
+In one process, with the model loaded: each ``--effort`` level encodes the image at ``--bpp`` and its file
+is decoded; the reference is the analysis and the synthesis transform of a CompressAI-shaped hyperprior
+(N=128, M=192: four 5x5 stride-2 convolutions down, four transposed up, random weights), forward on the
+same image. ``--repeats`` rounds each time the reference and every level once, and medians over the
+rounds are reported. Ratios to it
 are what the issue's bars are stated in. JPEG, WebP and AVIF (Pillow) encode the same image in the same
 run, at the quality whose file is closest to the budget from below. A fresh CLI process encoding at the
 default level gives the start-up cost. Results go to a JSON file.
@@ -58,6 +59,12 @@ def hyperprior_transforms(n: int = 128, m: int = 192) -> tuple[nn.Module, nn.Mod
     return nn.Sequential(*down).eval(), nn.Sequential(*up).eval()
 
 
+def timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
 def median_seconds(work: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):
@@ -87,39 +94,53 @@ def main() -> None:
     def reference() -> None:
         synthesis(analysis(x))
 
+    def encode(image: np.ndarray, effort: int) -> bytes:
+        return raqcodec.encode(image, bpp=args.bpp, model=model, effort=effort)
+
+    def decode(stream: bytes) -> np.ndarray:
+        return np.asarray(raqcodec.decode(stream, model=model).convert("RGB"))
+
+    # Rounds: each round times the reference, then every level's encode and decode once, so that a
+    # machine whose speed drifts during the run (a shared VM: 0.40-0.65 s for the reference across runs
+    # here) slows the reference and the levels alike; ratios are of the medians over the rounds.
     reference()  # warm-up
-    reference_s, reference_all = median_seconds(reference, args.repeats)
+    efforts = range(len(EFFORTS))
+    streams = {e: raqcodec.encode(source, bpp=args.bpp, model=model, effort=e) for e in efforts}  # warm-up
+    reference_all: list[float] = []
+    encode_all: dict[int, list[float]] = {e: [] for e in efforts}
+    decode_all: dict[int, list[float]] = {e: [] for e in efforts}
+    decoded: dict[int, np.ndarray] = {}
+    for _ in range(args.repeats):
+        reference_all.append(timed(reference))
+        for effort in efforts:
+            encode_all[effort].append(timed(lambda e=effort: streams.__setitem__(e, encode(source, e))))
+            decode_all[effort].append(timed(lambda e=effort: decoded.__setitem__(e, decode(streams[e]))))
+    reference_s = statistics.median(reference_all)
 
     levels = []
-    for effort in range(len(EFFORTS)):
-        raqcodec.encode(source, bpp=args.bpp, model=model, effort=effort)  # warm-up
-        data: list[bytes] = []
-        decoded: list[np.ndarray] = []
-
-        def encode(effort: int = effort, out: list[bytes] = data) -> None:
-            out.append(raqcodec.encode(source, bpp=args.bpp, model=model, effort=effort))
-
-        def decode(out: list[np.ndarray] = decoded, stream: list[bytes] = data) -> None:
-            out.append(np.asarray(raqcodec.decode(stream[-1], model=model).convert("RGB")))
-
-        encode_s, encode_all = median_seconds(encode, args.repeats)
-        decode_s, decode_all = median_seconds(decode, args.repeats)
+    for effort in efforts:
+        data = streams[effort]
+        encode_s, decode_s = statistics.median(encode_all[effort]), statistics.median(decode_all[effort])
         levels.append(
             {
                 "effort": effort,
-                "bytes": len(data[-1]),
-                "bpp": len(data[-1]) * 8 / pixels,
-                "psnr": psnr(mse(decoded[-1], source)),
-                "codebook_size": raqcodec.io.bitstream.read_header(data[-1]).codebook_size,
+                "bytes": len(data),
+                "bpp": len(data) * 8 / pixels,
+                "psnr": psnr(mse(decoded[effort], source)),
+                "codebook_size": raqcodec.io.bitstream.read_header(data).codebook_size,
                 "encode_seconds_median": encode_s,
                 "decode_seconds_median": decode_s,
                 "encode_over_reference": encode_s / reference_s,
                 "decode_over_reference": decode_s / reference_s,
-                "encode_seconds_all": encode_all,
-                "decode_seconds_all": decode_all,
+                # the same ratio round by round (each round's encode over its reference)
+                "encode_over_reference_per_round": [
+                    e / r for e, r in zip(encode_all[effort], reference_all, strict=True)
+                ],
+                "encode_seconds_all": encode_all[effort],
+                "decode_seconds_all": decode_all[effort],
             }
         )
-        print(json.dumps({k: v for k, v in levels[-1].items() if not k.endswith("_all")}), flush=True)
+        print(json.dumps({k: v for k, v in levels[-1].items() if not k.endswith(("_all", "_round"))}), flush=True)
 
     others = {}
     for name in ("jpeg", "webp", "avif"):

@@ -233,7 +233,7 @@ def encode_detailed(
     session = BudgetSession(
         model=m,
         coder=coder,
-        rows=m.analyse(padded, positions),
+        rows=m.analyse(padded, positions, fast=True),
         grid=grid,
         rgb=src.rgb,
         padded=padded,

@@ -39,5 +39,16 @@ def test_the_preview_stays_within_a_level_of_the_float32_decoder(monkeypatch: py
     difference = np.abs(fast - exact.astype(np.int64))
     assert fast.shape == (4 * grid[0], 4 * grid[1], 3)
     assert difference.max() <= 2 and difference.mean() < 0.5
-    network, dtype = model._preview  # type: ignore[misc]
-    assert (dtype == torch.bfloat16) == preview.native_bfloat16()
+    assert (model._fast("decoder").dtype == torch.bfloat16) == preview.native_bfloat16()
+
+
+def test_the_fast_analysis_stays_close_to_float32_and_tiles_alike() -> None:
+    """The encoder's fast analysis: latents within 2% of float32's (bfloat16 keeps 8 bits), tiled as whole."""
+    model = load("raq-photo2")
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    rgb[:48] = 128  # a flat half and a noisy half
+    exact, fast = model.analyse(rgb), model.analyse(rgb, fast=True)
+    assert float((fast - exact).norm() / exact.norm()) < 0.02
+    tiled = model.analyse(rgb, max_positions=300, fast=True)  # up to a bfloat16 rounding here and there
+    assert float((tiled - fast).abs().max()) <= 0.01 * float(fast.abs().max())

@@ -30,7 +30,7 @@ from ..nn.quantizer import nearest_in_prefixes, nearest_indices
 from .exact import ExactDecoder
 from .files import CONTEXT_PREFIX, ModelFile, ModelFileError, read_model_file
 from .intkmeans import integer_kmeans
-from .preview import preview_network
+from .preview import FastNetwork
 from .refine import descent
 from .residual import PREFIX as RESIDUAL_PREFIX
 from .residual import ResidualStage
@@ -101,7 +101,7 @@ class CodecModel:
         self._small_cache: dict[int, Tensor] = {}
         self._lock = threading.Lock()
         self._twins: dict[torch.device, CodecModel] = {self.device: self}  # ``on``: one per device, shared
-        self._preview: tuple[torch.nn.Module, torch.dtype] | None = None  # made on first use
+        self._fast_networks: dict[str, FastNetwork] = {}  # ``_fast``
 
     @classmethod
     def load(cls, path: Path) -> CodecModel:
@@ -135,7 +135,7 @@ class CodecModel:
                 twin.encoder = copy.deepcopy(self.encoder).to(where)
                 twin.decoder = copy.deepcopy(self.decoder).to(where)
                 twin.float_decoder = copy.deepcopy(self.float_decoder).to(where)
-                twin._preview = None
+                twin._fast_networks = {}
                 twin.device = where
                 self._twins[where] = twin
             return twin
@@ -206,17 +206,19 @@ class CodecModel:
         return torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
 
     @torch.no_grad()
-    def analyse(self, rgb: np.ndarray, max_positions: int | None = None) -> Tensor:
-        """Padded (H, W, 3) uint8 -> latent rows (h*w, d) float32 on the model's device."""
+    def analyse(self, rgb: np.ndarray, max_positions: int | None = None, fast: bool = False) -> Tensor:
+        """Padded (H, W, 3) uint8 -> latent rows (h*w, d) float32 on the model's device. ``fast``: in this
+        machine's fastest precision (``raqcodec.model.preview``; what an encode uses), else float32."""
         f = self.config.downsampling
         grid = (rgb.shape[0] // f, rgb.shape[1] // f)
         tiles = self._plan(grid, max_positions, self.encoder_halo)
+        encoder = self._fast("encoder") if fast else self.encoder
         if tiles is None:
-            z = self.encoder(self._pixels(rgb))[0]
+            z = encoder(self._pixels(rgb))[0]
             return z.permute(1, 2, 0).reshape(-1, z.shape[0])
         out = torch.empty(*grid, self.config.latent_dim, device=self.device)
         for t in tiles:  # the tile's pixels, halo included; only its core latents are kept
-            z = self.encoder(self._pixels(rgb[f * t.oy0 : f * t.oy1, f * t.ox0 : f * t.ox1]))[0]
+            z = encoder(self._pixels(rgb[f * t.oy0 : f * t.oy1, f * t.ox0 : f * t.ox1]))[0]
             out[t.core] = z[(slice(None), *t.inner)].permute(1, 2, 0)
         return out.view(-1, self.config.latent_dim)
 
@@ -328,17 +330,19 @@ class CodecModel:
         about 5x faster on a CPU, on Kodak at most one level off in 0.2% of the pixels; bfloat16 where
         native: 7x faster again, within one level), for scoring candidates. Never written: the decoder's
         own pixels come from ``synthesize``."""
-        if self._preview is None:
-            self._preview = preview_network(self.float_decoder, self.device)
-        network, dtype = self._preview
         h, w = grid
-        book = self.float_codebook(adapter, size).to(dtype)
+        book = self.float_codebook(adapter, size)
         chosen = torch.from_numpy(np.asarray(indices, np.int64).reshape(-1)).to(self.device)
-        latents = book[chosen].reshape(h, w, -1).permute(2, 0, 1)[None]
-        if dtype != torch.float32:
-            latents = latents.contiguous(memory_format=torch.channels_last)
-        decoded = network(latents)[0].float()
+        decoded = self._fast("decoder")(book[chosen].reshape(h, w, -1).permute(2, 0, 1)[None])[0]
         return (decoded.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    def _fast(self, which: str) -> FastNetwork:
+        """The encoder (``which`` "encoder") or the float decoder in this machine's fastest precision
+        (``raqcodec.model.preview``), made on first use."""
+        if which not in self._fast_networks:
+            network = self.encoder if which == "encoder" else self.float_decoder
+            self._fast_networks[which] = FastNetwork(network, self.device)
+        return self._fast_networks[which]
 
     def _tile_target(self, rgb: np.ndarray, t: Tile) -> tuple[Tensor, tuple[slice, slice, slice]]:
         """The real pixels under a tile's outer rectangle as (3, H', W') floats, and where its core lies

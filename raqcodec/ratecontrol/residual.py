@@ -222,6 +222,7 @@ class Ranking:
     ) -> None:
         self.stage, self.budget_bytes, self.preview, self.sample_blocks = stage, budget_bytes, preview, sample_blocks
         self.padded_target = pad_to_blocks(target)
+        self._target_values = self.padded_target.astype(np.float64)  # every candidate is compared with it
         # (error, candidate, quantization): None is the base stage alone
         self.best: tuple[float, BaseCandidate, Quantization | None] | None = None
 
@@ -231,7 +232,7 @@ class Ranking:
         if cand.bits > budget_bits:
             return None
         base = pad_to_blocks(self.preview(cand.indices, cand.size))
-        difference = to_blocks(self.padded_target.astype(np.float64) - base)
+        difference = to_blocks(self._target_values - base)
         alone = float(np.sum(difference**2))  # the pixel error: the coefficients' too (orthonormal basis)
         if self.best is None or alone < self.best[0]:
             self.best = (alone, cand, None)
