@@ -46,6 +46,7 @@ ACT_BITS = 12  # activation scale of the integer network
 ACT_LIMIT = 2**21
 PRECISION = 20  # frequencies sum to 2^20
 EXP_STEPS = 256  # EXP_LUT covers t = 0..255 sixteenths of a nat (e^-16 below that)
+TABLES_BYTES = 256 << 20  # per-codebook tables kept (``ContextModel.size_tables``)
 PROJ_LIMIT = 2**17  # projections and mixture centres are clamped here: squared distances < 2^42
 # Precision of a component: e^(j/64) nats per unit squared distance, j in -LOW..HIGH, stored as an exact
 # float64 factor with an 8-bit mantissa (so distance x factor is exact) in 1/16 nat per 2^-24 units.
@@ -88,6 +89,10 @@ class _SizeTables:
     distance_rhs: Tensor  # (r + 2, K) float64: [p_k, 1, |p_k|^2] per column
     single_lut: Tensor  # (c + 1,) float64: EXP_LUT[t] * (2^P - K) for t = 0..c (c: ContextModel.exp_cut)
     pair_lut: Tensor  # ((c + 1)^2,) float64: single_lut[i] + single_lut[j] at i * (c + 1) + j
+
+    def nbytes(self) -> int:
+        parts = (self.features, self.bias, self.projected, self.distance_rhs, self.single_lut, self.pair_lut)
+        return sum(t.numel() * t.element_size() for t in parts)
 
 
 class ContextModel:
@@ -151,16 +156,18 @@ class ContextModel:
     # -- per codebook ------------------------------------------------------------------------------
     def size_tables(self, codebook: Tensor) -> _SizeTables:
         key = codebook.numpy().tobytes()
-        cached = self._tables.get(key)
+        cached = self._tables.pop(key, None)
         if cached is not None:
+            self._tables[key] = cached  # most recently used last
             return cached
         book = codebook.to(torch.float64)
         if book.abs().max() >= ACT_LIMIT:
             raise ValueError("codebook values exceed the context model's exact range")
         k = book.shape[0]
-        feats = _floor_shift(
-            torch.einsum("shd,kd->skh", self.slot_weight, book), self.codebook_bits + self.slot_bits - ACT_BITS
-        ).clamp(-ACT_LIMIT, ACT_LIMIT)
+        # every slot's features of every codeword as one matrix product (integers: exact in any order)
+        s, h, d = self.slot_weight.shape
+        products = (self.slot_weight.reshape(s * h, d) @ book.t()).reshape(s, h, k).transpose(1, 2)
+        feats = _floor_shift(products, self.codebook_bits + self.slot_bits - ACT_BITS).clamp(-ACT_LIMIT, ACT_LIMIT)
         feats = torch.cat([feats, self.missing[:, None, :].to(torch.float64)], 1).reshape(-1, self.hidden_size)
         proj = _floor_shift(book @ self.proj.t(), self.codebook_bits + self.proj_bits - ACT_BITS)
         proj = proj.clamp(-PROJ_LIMIT, PROJ_LIMIT).to(torch.int64)
@@ -177,9 +184,11 @@ class ContextModel:
             single_lut=single,
             pair_lut=(single[:, None] + single[None, :]).reshape(-1),
         )
-        if len(self._tables) > 16:
-            self._tables.clear()
+        # least recently used first out, within TABLES_BYTES: an encode reuses a dozen sizes (16 MB at
+        # K~ = 1024), and a clear-all made the next encode rebuild them
         self._tables[key] = tables
+        while len(self._tables) > 1 and sum(t.nbytes() for t in self._tables.values()) > TABLES_BYTES:
+            del self._tables[next(iter(self._tables))]
         return tables
 
     def _hidden_input(self, rows: Tensor, features: Tensor) -> Tensor:
