@@ -28,9 +28,9 @@ from ..nn.cluster import ClusterSettings, cluster_codebook
 from ..nn.config import ModelConfig
 from ..nn.quantizer import nearest_in_prefixes, nearest_indices
 from .exact import ExactDecoder
+from .fast_networks import FastNetwork
 from .files import CONTEXT_PREFIX, ModelFile, ModelFileError, read_model_file
 from .intkmeans import integer_kmeans
-from .preview import FastNetwork
 from .refine import descent
 from .residual import PREFIX as RESIDUAL_PREFIX
 from .residual import ResidualStage
@@ -208,7 +208,7 @@ class CodecModel:
     @torch.no_grad()
     def analyse(self, rgb: np.ndarray, max_positions: int | None = None, fast: bool = False) -> Tensor:
         """Padded (H, W, 3) uint8 -> latent rows (h*w, d) float32 on the model's device. ``fast``: in this
-        machine's fastest precision (``raqcodec.model.preview``; what an encode uses), else float32."""
+        machine's fastest precision (``raqcodec.model.fast_networks``; what an encode uses), else float32."""
         f = self.config.downsampling
         grid = (rgb.shape[0] // f, rgb.shape[1] // f)
         tiles = self._plan(grid, max_positions, self.encoder_halo)
@@ -326,7 +326,7 @@ class CodecModel:
     @torch.no_grad()
     def preview(self, indices: np.ndarray, grid: tuple[int, int], adapter: str, size: int) -> np.ndarray:
         """Index grid -> (4h, 4w, 3) uint8 with the float decoder in the fastest precision this machine
-        has (``raqcodec.model.preview``): an encoder-side estimate of what ``synthesize`` gives (float32:
+        has (``raqcodec.model.fast_networks``): an encoder-side estimate of what ``synthesize`` gives (float32:
         about 5x faster on a CPU, on Kodak at most one level off in 0.2% of the pixels; bfloat16 where
         native: 7x faster again, within one level), for scoring candidates. Never written: the decoder's
         own pixels come from ``synthesize``."""
@@ -338,11 +338,12 @@ class CodecModel:
 
     def _fast(self, which: str) -> FastNetwork:
         """The encoder (``which`` "encoder") or the float decoder in this machine's fastest precision
-        (``raqcodec.model.preview``), made on first use."""
-        if which not in self._fast_networks:
-            network = self.encoder if which == "encoder" else self.float_decoder
-            self._fast_networks[which] = FastNetwork(network, self.device)
-        return self._fast_networks[which]
+        (``raqcodec.model.fast_networks``), made on first use."""
+        with self._lock:
+            if which not in self._fast_networks:
+                network = self.encoder if which == "encoder" else self.float_decoder
+                self._fast_networks[which] = FastNetwork(network, self.device)
+            return self._fast_networks[which]
 
     def _tile_target(self, rgb: np.ndarray, t: Tile) -> tuple[Tensor, tuple[slice, slice, slice]]:
         """The real pixels under a tile's outer rectangle as (3, H', W') floats, and where its core lies

@@ -1,4 +1,4 @@
-"""The encoder's preview network (``raqcodec.model.preview``): fast where the CPU allows, close to float32."""
+"""The encoder's preview network (``raqcodec.model.fast_networks``): fast where the CPU allows, close to float32."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from raqcodec.model import preview
+from raqcodec.model import fast_networks as preview
 from raqcodec.model.registry import load
 
 
