@@ -295,6 +295,7 @@ def encode_detailed(
         ) -> tuple[bytes, int, list[str], str | None]:
             fit = fit_budget(at, budget_bpp, overhead, refine, how, stages.done, layers or ())
             stages.start("container" if bpp is not None else "quality check")  # whatever the search skipped
+            assert fit.section is not None  # fit_budget codes whatever it chose
             stream = container(fit.size, fit.section, fit.layers, fit.refinement_sections)
             return stream, fit.size, fit.notes, fit.budget_unused
 

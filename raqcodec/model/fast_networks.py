@@ -45,7 +45,9 @@ class FastNetwork:
         if self.dtype == torch.float32:
             self.network = network
         else:
-            self.network = copy.deepcopy(network).to(self.dtype).to(memory_format=torch.channels_last)
+            fast = copy.deepcopy(network).to(self.dtype)
+            # Module.to takes memory_format (torch's documented use), which its type stubs leave out
+            self.network = fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.network.eval().requires_grad_(False)
 
     @torch.no_grad()

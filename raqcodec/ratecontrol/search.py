@@ -503,6 +503,9 @@ def refine_under_budget(
     (``largest_fitting(below, section_bytes)``); from there sizes ``settings.size_ladder`` times smaller
     until one decodes no closer than the best so far; then halfway (in log size) between the best and each
     probed neighbour. The plain choice stands if nothing refined fits."""
+    # rate control codes every size it settles on except the largest, which is never refined here
+    assert choice.section is not None
+    section: bytes = choice.section
     smallest = size_range[0]
     tried: dict[int, _Fit | None] = {}
 
@@ -518,7 +521,7 @@ def refine_under_budget(
     first = probe(choice.size)
     if not settings.refine_ladder:
         if first is None:
-            return choice.size, choice.indices, choice.section, False
+            return choice.size, choice.indices, section, False
         return first.size, first.indices, first.section, first.size == size_range[1] and first.growth is None
     size = choice.size
     if first is not None and first.growth is not None and choice.size > smallest:
@@ -538,7 +541,7 @@ def refine_under_budget(
         probe(round(math.sqrt(ranked[i] * neighbour)))  # halfway (in log size) to each neighbour
     top = tried[min(tried, key=error)]
     if top is None:
-        return choice.size, choice.indices, choice.section, False
+        return choice.size, choice.indices, section, False
     return top.size, top.indices, top.section, top.size == size_range[1] and top.growth is None
 
 
