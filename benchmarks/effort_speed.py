@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ from raqcodec.eval import baselines
 from raqcodec.eval.metrics import mse, psnr
 from raqcodec.io.images import load_image
 from raqcodec.ratecontrol.search import DEFAULT_EFFORT, EFFORTS
+
+T = TypeVar("T")
 
 
 def hyperprior_transforms(n: int = 128, m: int = 192) -> tuple[nn.Module, nn.Module]:
@@ -59,18 +62,15 @@ def hyperprior_transforms(n: int = 128, m: int = 192) -> tuple[nn.Module, nn.Mod
     return nn.Sequential(*down).eval(), nn.Sequential(*up).eval()
 
 
-def timed(work: Callable[[], object]) -> float:
+def timed(work: Callable[[], T]) -> tuple[T, float]:
+    """``work()``'s result and its seconds."""
     started = time.perf_counter()
-    work()
-    return time.perf_counter() - started
+    out = work()
+    return out, time.perf_counter() - started
 
 
 def median_seconds(work: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
+    times = [timed(work)[1] for _ in range(repeats)]
     return statistics.median(times), times
 
 
@@ -105,16 +105,18 @@ def main() -> None:
     # here) slows the reference and the levels alike; ratios are of the medians over the rounds.
     reference()  # warm-up
     efforts = range(len(EFFORTS))
-    streams = {e: raqcodec.encode(source, bpp=args.bpp, model=model, effort=e) for e in efforts}  # warm-up
+    streams = {e: encode(source, e) for e in efforts}  # warm-up
     reference_all: list[float] = []
     encode_all: dict[int, list[float]] = {e: [] for e in efforts}
     decode_all: dict[int, list[float]] = {e: [] for e in efforts}
     decoded: dict[int, np.ndarray] = {}
     for _ in range(args.repeats):
-        reference_all.append(timed(reference))
+        reference_all.append(timed(reference)[1])
         for effort in efforts:
-            encode_all[effort].append(timed(lambda e=effort: streams.__setitem__(e, encode(source, e))))
-            decode_all[effort].append(timed(lambda e=effort: decoded.__setitem__(e, decode(streams[e]))))
+            streams[effort], seconds = timed(lambda e=effort: encode(source, e))
+            encode_all[effort].append(seconds)
+            decoded[effort], seconds = timed(lambda e=effort: decode(streams[e]))
+            decode_all[effort].append(seconds)
     reference_s = statistics.median(reference_all)
 
     levels = []

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -336,7 +337,7 @@ class CodecModel:
         decoded = self._fast("decoder")(book[chosen].reshape(h, w, -1).permute(2, 0, 1)[None])[0]
         return (decoded.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
-    def _fast(self, which: str) -> FastNetwork:
+    def _fast(self, which: Literal["encoder", "decoder"]) -> FastNetwork:
         """The encoder (``which`` "encoder") or the float decoder in this machine's fastest precision
         (``raqcodec.model.fast_networks``), made on first use."""
         with self._lock:
