@@ -14,20 +14,19 @@ import time
 from dataclasses import dataclass
 
 _WRAPPER = """
-import resource, runpy, sys
+import atexit, resource, runpy, sys
+
+def report_peak():  # an atexit handler: raqcodec ends with os._exit after running them
+    try:
+        with open("/proc/self/status") as status:
+            peak = int(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; macOS reports bytes
+    print("PEAK_KB", peak, file=sys.stderr, flush=True)
+
+atexit.register(report_peak)
 sys.argv = ["raqcodec"] + sys.argv[1:]
-try:
-    runpy.run_module("raqcodec", run_name="__main__", alter_sys=True)
-    code = 0
-except SystemExit as exc:
-    code = exc.code
-try:
-    with open("/proc/self/status") as status:
-        peak = int(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
-except OSError:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; macOS reports bytes
-print("PEAK_KB", peak, file=sys.stderr)
-sys.exit(code)
+runpy.run_module("raqcodec", run_name="__main__", alter_sys=True)
 """
 
 

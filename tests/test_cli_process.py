@@ -190,6 +190,33 @@ def test_closed_stdout_pipe_is_silent(env: dict[str, str], tmp_path: Path) -> No
         bitstream.read_header(raq.read_bytes())  # every output there is complete
 
 
+# -- exit ---------------------------------------------------------------------------------------------------
+
+_EXIT_PROBE = """
+import atexit, runpy, sys
+
+class Teardown:
+    def __del__(self):
+        print("teardown ran", file=sys.stderr, flush=True)
+
+probe = Teardown()  # a module global: only the interpreter's teardown would finalize it
+atexit.register(lambda: print("atexit ran", file=sys.stderr, flush=True))
+sys.argv = ["raqcodec"] + sys.argv[1:]
+runpy.run_module("raqcodec", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_the_process_ends_after_atexit_handlers_without_teardown(env: dict[str, str], tmp_path: Path) -> None:
+    write_photo(tmp_path / "a.png")
+    for args, status in ((["encode", "a.png", "-k", "16", "--model", "tiny"], 0), (["info", "nothere.raq"], 2)):
+        proc = subprocess.run(
+            [sys.executable, "-c", _EXIT_PROBE, *args], env=env, cwd=tmp_path, capture_output=True, text=True
+        )
+        assert proc.returncode == status, proc.stderr
+        assert "atexit ran" in proc.stderr and "teardown ran" not in proc.stderr, proc.stderr
+    assert bitstream.read_header((tmp_path / "a.raq").read_bytes())  # written in full before the exit
+
+
 # -- light commands and usage errors -------------------------------------------------------------------------
 
 
