@@ -16,6 +16,9 @@ $(PY):
 $(VENV)/.installed: $(PY) pyproject.toml
 	$(PIP) install --quiet $(TORCH_PIN)
 	$(PIP) install --quiet -e .
+	# bytecode now: an editable install has none, and where PYTHONDONTWRITEBYTECODE is set every run
+	# would compile the package again (0.1 s of each CLI start)
+	$(PY) -m compileall -q raqcodec
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
