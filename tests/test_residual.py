@@ -27,6 +27,7 @@ from raqcodec.model.residual import (
     pad_to_blocks,
     to_blocks,
 )
+from raqcodec.ratecontrol.residual import squared_difference
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +224,21 @@ def test_activity_is_integer_and_classes_are_monotone(stage: ResidualStage) -> N
         for k in range(0, 32, 2)
     ]
     assert steps == sorted(steps) and steps[0] == 0 and steps[-1] > steps[1]
+
+
+def test_a_sample_of_blocks_is_those_blocks_of_the_whole(stage: ResidualStage) -> None:
+    rng = np.random.default_rng(3)
+    for h, w in ((24, 40), (8, 8), (64, 48)):
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        image[: h // 2] = image[: h // 2] // 32 * 32  # flat runs too, and detail across block edges
+        blocks = (h // 8) * (w // 8)
+        for which in (np.arange(0, blocks, 3), np.array([blocks - 1, 0]), np.arange(blocks)):
+            assert np.array_equal(to_blocks(image, which), to_blocks(image)[which])
+            assert np.array_equal(activity(image, which), activity(image)[which])  # edge blocks included
+            assert np.array_equal(stage.classes(image, which), stage.classes(image)[which])
+    other = rng.integers(0, 256, image.shape, dtype=np.uint8)
+    exact = int(np.sum((image.astype(np.int64) - other) ** 2))
+    assert squared_difference(image, other) == exact and squared_difference(image, image) == 0
 
 
 def test_model_tensors_are_checked() -> None:

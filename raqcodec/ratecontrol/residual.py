@@ -23,6 +23,7 @@ import numpy as np
 
 from ..io.bitstream import Layer
 from ..model.residual import (
+    COEFFICIENTS,
     FLUSH_BITS,
     GROUPS,
     LEVELS,
@@ -92,6 +93,13 @@ class ResidualChoice:
             + sum(len(s) + SECTION_LENGTH_BYTES for s in self.sections)
             + LAYER_BYTES * len(self.layers)
         )
+
+
+def squared_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Sum of squared differences of two uint8 images: one dot product of integers, exact in float64
+    (each term at most 255^2, the sum below 2^53 for any image raqcodec codes)."""
+    difference = np.subtract(a, b, dtype=np.int16).ravel().astype(np.float64)
+    return float(difference @ difference)
 
 
 def _fits(base_bits: float, group_bits: np.ndarray, budget_bits: float) -> int:
@@ -222,7 +230,6 @@ class Ranking:
     ) -> None:
         self.stage, self.budget_bytes, self.preview, self.sample_blocks = stage, budget_bytes, preview, sample_blocks
         self.padded_target = pad_to_blocks(target)
-        self._target_values = self.padded_target.astype(np.float64)  # every candidate is compared with it
         # (error, candidate, quantization): None is the base stage alone
         self.best: tuple[float, BaseCandidate, Quantization | None] | None = None
 
@@ -232,14 +239,16 @@ class Ranking:
         if cand.bits > budget_bits:
             return None
         base = pad_to_blocks(self.preview(cand.indices, cand.size))
-        difference = to_blocks(self._target_values - base)
-        alone = float(np.sum(difference**2))  # the pixel error: the coefficients' too (orthonormal basis)
+        alone = squared_difference(self.padded_target, base)  # the coefficients' too (orthonormal basis)
         if self.best is None or alone < self.best[0]:
             self.best = (alone, cand, None)
-        # only the blocks scored are transformed (their errors and bits count ``stride`` times)
-        stride = 1 if self.sample_blocks is None else max(1, len(difference) // self.sample_blocks)
-        coefficients = self.stage.coefficients_of(difference[::stride])
-        classes = self.stage.classes(base)[::stride]
+        # only the blocks scored are transformed and classified (their errors and bits count ``stride`` times)
+        blocks = base.size // COEFFICIENTS
+        stride = 1 if self.sample_blocks is None else max(1, blocks // self.sample_blocks)
+        which = None if stride == 1 else np.arange(0, blocks, stride)
+        difference = to_blocks(self.padded_target, which).astype(np.float64) - to_blocks(base, which)
+        coefficients = self.stage.coefficients_of(difference)
+        classes = self.stage.classes(base, which)
         fit = _LevelFit(self.stage, coefficients, classes, cand.bits, budget_bits * RANKING_SHARE, stride=stride)
         found = fit.best(0)
         if found is not None and found[0] < self.best[0]:
