@@ -97,9 +97,11 @@ class ResidualChoice:
 
 def squared_difference(a: np.ndarray, b: np.ndarray) -> float:
     """Sum of squared differences of two uint8 images: one dot product of integers, exact in float64
-    (each term at most 255^2, the sum below 2^53 for any image raqcodec codes)."""
+    (each term at most 255^2, the sum below 2^53 for any image raqcodec codes). numpy's own loop, not
+    BLAS: OpenBLAS threads spinning after a large dot product slowed the next float-decoder preview by
+    a third (the torch threads share the cores)."""
     difference = np.subtract(a, b, dtype=np.int16).ravel().astype(np.float64)
-    return float(difference @ difference)
+    return float(np.einsum("i,i->", difference, difference))
 
 
 def _fits(base_bits: float, group_bits: np.ndarray, budget_bits: float) -> int:
