@@ -112,7 +112,8 @@ def train(args: argparse.Namespace) -> None:
     train_photos, held = split_photos(args.data)
     source = FolderSource.from_paths(train_photos, args.crop, 0.5)
     crops = center_crops([load_rgb(p, 512) for p in held], args.validation_crop)[: args.validation_crops]
-    log = (args.out / "log.jsonl").open("a", encoding="utf-8")
+    # line-buffered: every record is on disk as it is written (an interrupted run exits without teardown)
+    log = (args.out / "log.jsonl").open("a", encoding="utf-8", buffering=1)
     if step == 0:
         log.write(json.dumps({"step": 0, "validation": validate(model, sequence, crops, coder)}) + "\n")
 

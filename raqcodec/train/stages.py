@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     train_files, held = split_photos(args.data)
     source = FolderSource.from_paths(train_files, recipe.crop, recipe.scale_min)
     crops = center_crops([load_rgb(p, 512) for p in held], 256)[:16]
-    log = (args.out / "log.jsonl").open("a", encoding="utf-8")
+    # line-buffered: every record is on disk as it is written (an interrupted run exits without teardown)
+    log = (args.out / "log.jsonl").open("a", encoding="utf-8", buffering=1)
     start = time.monotonic()
     last_save = start
     if trainer.step == 0:

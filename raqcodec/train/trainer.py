@@ -167,7 +167,8 @@ def train(
         show_progress and cluster.is_main, label="[bold]train[/]", fields="{task.fields[info]}", eta=True
     )
     last = resume_from
-    log = (out_dir / "log.jsonl").open("a", encoding="utf-8") if cluster.is_main else None
+    # line-buffered: every record is on disk as it is written (an interrupted run exits without teardown)
+    log = (out_dir / "log.jsonl").open("a", encoding="utf-8", buffering=1) if cluster.is_main else None
     try:
         with progress:
             task = progress.add_task("train", total=stop_at, completed=step, info="")
