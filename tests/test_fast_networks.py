@@ -52,3 +52,17 @@ def test_the_fast_analysis_stays_close_to_float32_and_tiles_alike() -> None:
     assert float((fast - exact).norm() / exact.norm()) < 0.02
     tiled = model.analyse(rgb, max_positions=300, fast=True)  # up to a bfloat16 rounding here and there
     assert float((tiled - fast).abs().max()) <= 0.01 * float(fast.abs().max())
+
+
+def test_the_preview_tiles_like_the_decoder() -> None:
+    """Over the tile budget the preview runs tile by tile with the decoder's halo (memory bounded like
+    ``synthesize``): the same image as whole, up to a rounding flip of the fast precision here and there."""
+    model = load("raq-photo2")
+    rng = np.random.default_rng(2)
+    grid = (40, 56)
+    indices = rng.integers(0, 128, grid[0] * grid[1])
+    whole = model.preview(indices, grid, "seq2seq", 128).astype(np.int64)
+    tiled = model.preview(indices, grid, "seq2seq", 128, max_positions=grid[0] * grid[1] // 3).astype(np.int64)
+    assert model._plan(grid, grid[0] * grid[1] // 3, model.decoder_halo) is not None  # really tiled
+    difference = np.abs(tiled - whole)
+    assert tiled.shape == whole.shape and difference.max() <= 1 and difference.mean() < 0.01

@@ -11,7 +11,7 @@ import hashlib
 import os
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
@@ -325,17 +325,22 @@ class CodecModel:
         return [(candidates[step].reshape(-1), float(errors[step] / norm)) for step in range(steps + 1)]
 
     @torch.no_grad()
-    def preview(self, indices: np.ndarray, grid: tuple[int, int], adapter: str, size: int) -> np.ndarray:
+    def preview(
+        self, indices: np.ndarray, grid: tuple[int, int], adapter: str, size: int, max_positions: int | None = None
+    ) -> np.ndarray:
         """Index grid -> (4h, 4w, 3) uint8 with the float decoder in the fastest precision this machine
         has (``raqcodec.model.fast_networks``): an encoder-side estimate of what ``synthesize`` gives (float32:
         about 5x faster on a CPU, on Kodak at most one level off in 0.2% of the pixels; bfloat16 where
         native: 7x faster again, within one level), for scoring candidates. Never written: the decoder's
-        own pixels come from ``synthesize``."""
-        h, w = grid
+        own pixels come from ``synthesize``. Tiled like it (a whole 8000x6000 preview took 3 GB)."""
         book = self.float_codebook(adapter, size)
-        chosen = torch.from_numpy(np.asarray(indices, np.int64).reshape(-1)).to(self.device)
-        decoded = self._fast("decoder")(book[chosen].reshape(h, w, -1).permute(2, 0, 1)[None])[0]
-        return (decoded.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        fast = self._fast("decoder")
+
+        def pixels(sub: Tensor) -> Tensor:
+            decoded = fast(book[sub].permute(2, 0, 1)[None])[0]
+            return (decoded.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+
+        return self._decoded_tiles(self._index_grid(indices, grid), max_positions, pixels)
 
     def _fast(self, which: Literal["encoder", "decoder"]) -> FastNetwork:
         """The encoder (``which`` "encoder") or the float decoder in this machine's fastest precision
@@ -360,18 +365,27 @@ class CodecModel:
     ) -> np.ndarray:
         """Index grid -> (4h, 4w, 3) uint8 with the exact decoder. Tiled, the pixels are bit-identical:
         integer arithmetic, and a halo of the decoder's receptive-field radius (``raqcodec.model.tiling``)."""
-        h, w = grid
         book = codebook.to(self.device, torch.float64)
-        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device).view(h, w)
-        tiles = self._plan(grid, max_positions, self.decoder_halo)
+        return self._decoded_tiles(self._index_grid(indices, grid), max_positions, lambda sub: self.decoder(book, sub))
+
+    def _index_grid(self, indices: np.ndarray, grid: tuple[int, int]) -> Tensor:
+        """Flat indices -> (h, w) int64 on the model's device."""
+        return torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device).view(grid)
+
+    def _decoded_tiles(self, idx: Tensor, max_positions: int | None, pixels: Callable[[Tensor], Tensor]) -> np.ndarray:
+        """(4h, 4w, 3) uint8 of the index grid ``idx`` from ``pixels(sub-grid)`` ((3, 4h', 4w') uint8), run
+        whole or tile by tile with the decoders' halo (their receptive field: the cores are what the whole
+        grid gives)."""
+        h, w = idx.shape
+        tiles = self._plan((h, w), max_positions, self.decoder_halo)
         if tiles is None:
-            return self.decoder(book, idx).permute(1, 2, 0).cpu().numpy()
+            return pixels(idx).permute(1, 2, 0).cpu().numpy()
         f = self.config.downsampling
         out = np.empty((f * h, f * w, 3), np.uint8)
         for t in tiles:
-            pixels = self.decoder(book, idx[t.outer])
+            tile = pixels(idx[t.outer])
             iy, ix = t.inner
-            core = pixels[:, f * iy.start : f * iy.stop, f * ix.start : f * ix.stop]
+            core = tile[:, f * iy.start : f * iy.stop, f * ix.start : f * ix.stop]
             out[f * t.y0 : f * t.y1, f * t.x0 : f * t.x1] = core.permute(1, 2, 0).cpu().numpy()
         return out
 

@@ -292,18 +292,18 @@ class Ranking:
         index_section = cand.section if cand.section is not None else section_of(cand.indices, cand.size)
         if len(index_section) > budget_bytes:
             return None
+        if chosen is None and not keep_coding:
+            return ResidualChoice(cand.size, cand.indices, index_section, (), [], error)
+        # the winner's residual against the exact base image: what the decoder adds it to
+        base = pad_to_blocks(synthesize(cand.indices, cand.size))
+        classes = stage.classes(base)
+        coefficients = stage.coefficients(self.padded_target, base)
         sections: list[bytes] = []
-        coding = None
-        if chosen is not None or keep_coding:
-            # the winner's residual against the exact base image: what the decoder adds it to
-            base = pad_to_blocks(synthesize(cand.indices, cand.size))
-            classes = stage.classes(base)
-            coding = Coding(stage.coefficients(self.padded_target, base), classes, Coded.nothing(len(classes)))
+        layers: tuple[Layer, ...] = ()
         if chosen is not None:
-            assert coding is not None
             # the winner's level is fitted again on the exact base with the index section's real size: a
             # group that fitted by a few bytes on the preview may not, and a stronger weight may then fit it
-            fit = _LevelFit(stage, coding.coefficients, coding.classes, 8.0 * len(index_section), budget_bits)
+            fit = _LevelFit(stage, coefficients, classes, 8.0 * len(index_section), budget_bits)
             level, lagrangian = chosen.level, chosen.lagrangian
             groups = max(0, fit.groups(level, lagrangian))
             if groups < chosen.groups:
@@ -311,17 +311,17 @@ class Ranking:
                 if final is not None:
                     lagrangian, groups = final[1].lagrangian, final[1].groups
             symbols = fit.symbols(level, lagrangian)
-            sections = _within(
-                stage.encode_groups(symbols, coding.classes, level, groups), budget_bytes - len(index_section)
-            )
+            sections = _within(stage.encode_groups(symbols, classes, level, groups), budget_bytes - len(index_section))
             if sections:
-                error = stage.squared_error(coding.coefficients, symbols, level, len(sections))
-                coded = coding.coded.add(symbols, level, len(sections), int(stage.steps[level]))
-                coding = Coding(coding.coefficients, coding.classes, coded)
-        layers = (Layer(chosen.level, len(sections)),) if sections and chosen is not None else ()
-        return ResidualChoice(
-            cand.size, cand.indices, index_section, layers, sections, error, coding if keep_coding else None
-        )
+                error = stage.squared_error(coefficients, symbols, level, len(sections))
+                layers = (Layer(level, len(sections)),)
+        coding = None
+        if keep_coding:  # what a further layer starts from (two (blocks, 192) int64 arrays: built only then)
+            coded = Coded.nothing(len(classes))
+            if layers:
+                coded = coded.add(symbols, level, len(sections), int(stage.steps[level]))
+            coding = Coding(coefficients, classes, coded)
+        return ResidualChoice(cand.size, cand.indices, index_section, layers, sections, error, coding)
 
 
 def search(

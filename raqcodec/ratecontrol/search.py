@@ -233,7 +233,7 @@ class BudgetSession:
 
     def preview(self, indices: np.ndarray, size: int) -> np.ndarray:
         """The float decoder's image of ``indices`` at ``size`` (uint8, padded): candidates are scored on it."""
-        return self.model.preview(indices, self.grid, self.adapter, size)
+        return self.model.preview(indices, self.grid, self.adapter, size, self.positions)
 
     def decoded_error(self, indices: np.ndarray, size: int) -> float:
         """The float decoder's MSE of ``indices`` at ``size`` against the source (what refinement measures)."""
@@ -440,7 +440,9 @@ def _fit(
 
         found = ranking.choose(
             session.section,
-            lambda indices, size: m.synthesize(indices, m.codebook(session.adapter, size), session.grid),
+            lambda indices, size: m.synthesize(
+                indices, m.codebook(session.adapter, size), session.grid, session.positions
+            ),
             keep_coding,
             refine_winner if settings.refine_steps and settings.refine_residual_winner else None,
         )
