@@ -56,6 +56,7 @@ BUDGET_WEIGHTS = (2.0, 4.0)
 # its real index section, so a group that fits the preview's estimate by a few bytes may not fit then,
 # and a ranking on such a knife edge picks a coding that loses a group (kodim20 at 0.3 bpp: 0.7 dB).
 RANKING_SHARE = 0.99
+SQUARED_DIFFERENCE_ROWS = 512  # image rows per stripe of ``squared_difference`` (9 MB of float64 at 768 wide)
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,16 @@ class ResidualChoice:
 
 
 def squared_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """Sum of squared differences of two uint8 images: one dot product of integers, exact in float64
-    (each term at most 255^2, the sum below 2^53 for any image raqcodec codes). numpy's own loop, not
+    """Sum of squared differences of two uint8 images: dot products of integers, stripe by stripe, exact
+    in float64 (each term at most 255^2, the sum below 2^53 for any image raqcodec codes). numpy's own loop, not
     BLAS: OpenBLAS threads spinning after a large dot product slowed the next float-decoder preview by
     a third (the torch threads share the cores)."""
-    difference = np.subtract(a, b, dtype=np.int16).ravel().astype(np.float64)
-    return float(np.einsum("i,i->", difference, difference))
+    total = 0.0
+    for rows in range(0, len(a), SQUARED_DIFFERENCE_ROWS):  # in stripes: no whole-image float64 copy
+        stripe = slice(rows, rows + SQUARED_DIFFERENCE_ROWS)
+        difference = np.subtract(a[stripe], b[stripe], dtype=np.int16).ravel().astype(np.float64)
+        total += float(np.einsum("i,i->", difference, difference))
+    return total
 
 
 def _fits(base_bits: float, group_bits: np.ndarray, budget_bits: float) -> int:
