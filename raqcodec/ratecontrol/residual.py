@@ -102,9 +102,9 @@ class ResidualChoice:
 
 def squared_difference(a: np.ndarray, b: np.ndarray) -> float:
     """Sum of squared differences of two uint8 images: dot products of integers, stripe by stripe, exact
-    in float64 (each term at most 255^2, the sum below 2^53 for any image raqcodec codes). numpy's own loop, not
-    BLAS: OpenBLAS threads spinning after a large dot product slowed the next float-decoder preview by
-    a third (the torch threads share the cores)."""
+    in float64 (each term at most 255^2, the sum below 2^53 for any image raqcodec codes). numpy's own
+    loop, not BLAS: OpenBLAS threads spinning after a large dot product slowed the next float-decoder
+    preview by a third (the torch threads share the cores)."""
     total = 0.0
     for rows in range(0, len(a), SQUARED_DIFFERENCE_ROWS):  # in stripes: no whole-image float64 copy
         stripe = slice(rows, rows + SQUARED_DIFFERENCE_ROWS)
