@@ -241,8 +241,13 @@ class Ranking:
         preview: Callable[[np.ndarray, int], np.ndarray],
         sample_blocks: int | None = None,
     ) -> None:
-        self.stage, self.budget_bytes, self.preview, self.sample_blocks = stage, budget_bytes, preview, sample_blocks
+        self.stage, self.budget_bytes, self.preview = stage, budget_bytes, preview
         self.padded_target = pad_to_blocks(target)
+        # the blocks scored (their errors and bits count ``stride`` times), the same for every candidate
+        blocks = self.padded_target.size // COEFFICIENTS
+        self.stride = 1 if sample_blocks is None else max(1, blocks // sample_blocks)
+        self.scored = None if self.stride == 1 else np.arange(0, blocks, self.stride)
+        self._target_blocks = to_blocks(self.padded_target, self.scored).astype(np.float64)
         # (error, candidate, quantization): None is the base stage alone
         self.best: tuple[float, BaseCandidate, Quantization | None] | None = None
 
@@ -255,14 +260,10 @@ class Ranking:
         alone = squared_difference(self.padded_target, base)  # the coefficients' too (orthonormal basis)
         if self.best is None or alone < self.best[0]:
             self.best = (alone, cand, None)
-        # only the blocks scored are transformed and classified (their errors and bits count ``stride`` times)
-        blocks = base.size // COEFFICIENTS
-        stride = 1 if self.sample_blocks is None else max(1, blocks // self.sample_blocks)
-        which = None if stride == 1 else np.arange(0, blocks, stride)
-        difference = to_blocks(self.padded_target, which).astype(np.float64) - to_blocks(base, which)
-        coefficients = self.stage.coefficients_of(difference)
-        classes = self.stage.classes(base, which)
-        fit = _LevelFit(self.stage, coefficients, classes, cand.bits, budget_bits * RANKING_SHARE, stride=stride)
+        # only the blocks scored are transformed and classified
+        coefficients = self.stage.coefficients_of(self._target_blocks - to_blocks(base, self.scored))
+        classes = self.stage.classes(base, self.scored)
+        fit = _LevelFit(self.stage, coefficients, classes, cand.bits, budget_bits * RANKING_SHARE, stride=self.stride)
         found = fit.best(0, RANKING_FINER_LEVELS)
         if found is not None and found[0] < self.best[0]:
             self.best = (found[0], cand, found[1])
