@@ -7,7 +7,9 @@ same image. ``--repeats`` rounds each time the reference and every level once, a
 rounds are reported. Ratios to it
 are what the issue's bars are stated in. JPEG, WebP and AVIF (Pillow) encode the same image in the same
 run, at the quality whose file is closest to the budget from below. A fresh CLI process encoding at the
-default level, once per round, gives the start-up cost. Results go to a JSON file.
+default level, once per round, gives the start-up cost, and a fresh process that only imports torch
+(and ends without teardown, as the CLI does) gives the part of it no torch-based encoder can avoid.
+Results go to a JSON file.
 
     python benchmarks/effort_speed.py --image ../shared/data/kodak/kodim23.png --bpp 0.3 --repeats 5
 """
@@ -18,6 +20,8 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -69,6 +73,13 @@ def timed(work: Callable[[], T]) -> tuple[T, float]:
     return out, time.perf_counter() - started
 
 
+def import_torch_seconds() -> float:
+    """Wall time of a fresh interpreter that imports torch and exits as raqcodec's CLI does (no teardown)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import os, torch; os._exit(0)"], check=True)
+    return time.perf_counter() - started
+
+
 def median_seconds(work: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
     times = [timed(work)[1] for _ in range(repeats)]
     return statistics.median(times), times
@@ -110,6 +121,7 @@ def main() -> None:
     encode_all: dict[int, list[float]] = {e: [] for e in efforts}
     decode_all: dict[int, list[float]] = {e: [] for e in efforts}
     cli_all: list[float] = []  # a fresh `raqcodec encode` process at the default level, once per round
+    import_all: list[float] = []  # a fresh process that only imports torch, once per round
     decoded: dict[int, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_args = ["--model", args.model] if args.model else []
@@ -123,6 +135,7 @@ def main() -> None:
                 decoded[effort], seconds = timed(lambda e=effort: decode(streams[e]))
                 decode_all[effort].append(seconds)
             cli_all.append(run_cli([*command, *model_args]).seconds)
+            import_all.append(import_torch_seconds())
     reference_s = statistics.median(reference_all)
 
     levels = []
@@ -187,6 +200,12 @@ def main() -> None:
             c / e for c, e in zip(cli_all, encode_all[DEFAULT_EFFORT], strict=True)
         ],
         "cli_encode_wall_seconds_all": cli_all,
+        # A fresh CLI encode takes at least import + one encode, so "CLI <= 2x the in-process encode" needs
+        # the encode to take longer than the import, and "encode <= 2x the reference" then needs the
+        # import under 2x the reference: where it is not, no torch-based encoder meets both.
+        "import_torch_wall_seconds_median": statistics.median(import_all),
+        "import_torch_over_reference_per_round": [i / r for i, r in zip(import_all, reference_all, strict=True)],
+        "import_torch_wall_seconds_all": import_all,
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
@@ -197,7 +216,8 @@ def main() -> None:
     print(
         f"reference {reference_s:.3f} s; default effort {DEFAULT_EFFORT}: encode "
         f"{default['encode_over_reference']:.1f}x, decode {default['decode_over_reference']:.2f}x; CLI "
-        f"{result['cli_over_in_process_default']:.2f}x the in-process encode -> {args.output}"
+        f"{result['cli_over_in_process_default']:.2f}x the in-process encode; import torch alone "
+        f"{result['import_torch_wall_seconds_median'] / reference_s:.2f}x the reference -> {args.output}"
     )
 
 
