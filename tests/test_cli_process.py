@@ -1,7 +1,7 @@
 """The command line as a process (issue 18): signals at any moment, closed pipes, light commands that never
 import torch, usage errors checked before any heavy import, every readable extension found, compare on
 all channels, an unusable budget reported, messages and docs that say what is true, -q/-v, info on
-several files, --version, release 0.3.0."""
+several files, --version, release 0.4.0."""
 
 from __future__ import annotations
 
@@ -439,12 +439,12 @@ def test_info_takes_several_files_and_version_names_formats(env: dict[str, str],
     assert proc.stdout.count(b"codebook_size") == 2
 
     version = run_cli("--version", cwd=tmp_path).stdout.decode()
-    assert "0.3.0" in version and re.search(r"writes version 3 with the default model, 2 with", version)
+    assert "0.4.0" in version and re.search(r"writes version 3 with the default model, 2 with", version)
     assert re.search(r"reads versions 1, 2, 3\b", version)
 
 
-def test_release_0_3_0_is_recorded() -> None:
-    assert 'version = "0.3.0"' in (ROOT / "pyproject.toml").read_text()
-    assert raqcodec.__version__ == "0.3.0"
+def test_release_0_4_0_is_recorded() -> None:
+    assert 'version = "0.4.0"' in (ROOT / "pyproject.toml").read_text()
+    assert raqcodec.__version__ == "0.4.0"
     changelog = (ROOT / "CHANGELOG.md").read_text()
-    assert re.search(r"^## \[0\.3\.0\] - 2026-12-06$", changelog, re.M)
+    assert re.search(r"^## \[0\.4\.0\] - 2026-12-06$", changelog, re.M)
