@@ -292,3 +292,13 @@ def test_the_largest_codebook_is_coded_only_if_it_wins_and_settled_if_its_estima
     tight = encode_detailed(crop, bpp=0.35, model=model, effort=2)
     assert settled == [False, True]
     assert len(tight.data) * 8 / (crop.shape[0] * crop.shape[1]) <= 0.35 and tight.codebook_size < largest
+
+
+def test_a_budget_below_the_smallest_file_names_that_file_and_no_upper_bound(crop: np.ndarray) -> None:
+    """With a residual stage the base stage's largest codebook is no ceiling (files reach 1+ bpp), so the
+    error names only the smallest file, not the base stage's range."""
+    with pytest.raises(raqcodec.BudgetError) as caught:
+        raqcodec.encode(crop, bpp=0.001)
+    message = str(caught.value)
+    assert "below the smallest file model raq-photo2 can write for this image" in message
+    assert " to " not in message and "codebook size 2)" in message

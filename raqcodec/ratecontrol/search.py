@@ -335,6 +335,11 @@ def _fit(
 
     def describe(lo_bytes: int, hi_bytes: int) -> str:
         lo_bpp, hi_bpp = (lo_bytes + overhead) * 8 / pixels, (hi_bytes + overhead) * 8 / pixels
+        if m.residual is not None:  # its residual stage spends any budget above the base stage's smallest file
+            return (
+                f"{bpp:g} bpp is below the smallest file model {m.name} can write for this image: "
+                f"{lo_bpp:.3f} bpp (codebook size {m.size_range[0]})"
+            )
         return (
             f"{bpp:g} bpp is below what model {m.name} can reach for this image: "
             f"{lo_bpp:.3f} to {hi_bpp:.3f} bpp (codebook sizes {m.size_range[0]}..{m.size_range[1]})"
