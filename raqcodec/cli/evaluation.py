@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import USER_ERRORS
-from ..eval import BASELINES, METRICS, OURS
+from ..eval import BASELINES, DEFAULT_BASELINES, METRICS, OURS
 from ..options import DEFAULT_EFFORT, MAX_EFFORT
 from .app import EXIT_FAILED, _note, _say_error, main
 from .options import _check_new_files, _device, _force, _name_list, _number_list
@@ -120,7 +120,7 @@ def compare(reference: Path, distorted: Path, model: str | None, as_json: bool) 
 @click.option(
     "--baselines",
     "baseline_list",
-    default="jpeg",
+    default=",".join(DEFAULT_BASELINES),
     show_default=True,
     metavar="LIST",
     help="Reference codecs, comma-separated: jpeg, webp, avif (Pillow), or none.",

@@ -40,7 +40,7 @@ from ..io.finder import find_files
 from ..io.formats import READABLE_EXTENSIONS
 from ..options import DEFAULT_EFFORT
 from ..pool import WorkerPool
-from . import METRICS, OURS, baselines, bdrate
+from . import DEFAULT_BASELINES, METRICS, OURS, baselines, bdrate
 from .measure import (
     Row,
     _describe,
@@ -52,7 +52,8 @@ from .measure import (
     raq_task,
 )
 
-# Our model spans about 0.05-0.45 bpp on Kodak; a target above an image's reach gives its largest codebook.
+# The low rates raqcodec is built for (the default model writes 0.05 to beyond 1 bpp; a model without a
+# residual stage gives its largest codebook for a target above an image's reach).
 DEFAULT_BPP = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 RESULTS_FORMAT = "raqcodec-rd/1"
 
@@ -64,7 +65,7 @@ class RDConfig:
     codebook_sizes: list[int] | None = None
     psnr_targets: list[float] | None = None  # raqcodec --psnr targets instead of --bpp
     effort: int | None = None  # raqcodec's encoder effort (None: the codec's default)
-    baselines: list[str] = field(default_factory=lambda: ["jpeg"])
+    baselines: list[str] = field(default_factory=lambda: list(DEFAULT_BASELINES))
     raq: bool = True  # False: baselines only
     metrics: tuple[str, ...] = METRICS
     anchor: str | None = None  # BD-rate anchor; None: jpeg when run
