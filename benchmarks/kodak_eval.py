@@ -141,7 +141,10 @@ def main() -> None:
         sized = [r for r in rows if r["setting"].startswith("--codebook-size") and r["adapter"] == "seq2seq"]
         lo, hi = model.size_range
         ends = {r["setting"]: r["mean_bpp"] for r in sized}
-        if f"--codebook-size {lo}" in ends and f"--codebook-size {hi}" in ends:
+        if model.residual is not None and f"--codebook-size {lo}" in ends:
+            # the residual stage spends any budget above the smallest codebook's file, up to lossless
+            card["bpp_range_kodak"] = [round(ends[f"--codebook-size {lo}"], 4), None]
+        elif f"--codebook-size {lo}" in ends and f"--codebook-size {hi}" in ends:
             card["bpp_range_kodak"] = [round(ends[f"--codebook-size {lo}"], 4), round(ends[f"--codebook-size {hi}"], 4)]
         write_card(card_path, card)
         print(f"updated {card_path}")

@@ -127,6 +127,17 @@ def test_models_lists_installed(env: dict) -> None:
     assert "tiny" in names
 
 
+def test_models_says_a_residual_stage_has_no_upper_rate() -> None:
+    """raq-photo2's card once gave its sweep's ends (0.0485..0.999) as its reach; the base stage reaches
+    0.029 bpp at K~ = 2 and the residual stage goes on to lossless."""
+    res = run("models", "--json")
+    cards = {c["name"]: c for c in map(json.loads, res.stdout.splitlines())}
+    assert cards["raq-photo2"]["bpp_range_kodak"] == [0.0292, None]
+    assert cards["raq-photo"]["bpp_range_kodak"][1] < 0.4  # the base stage alone stops near 0.39 bpp
+    table = CliRunner().invoke(main, ["models"], env={"COLUMNS": "200"}).stdout  # one line per model
+    assert any("raq-photo2" in line and "0.029..(no limit)" in line for line in table.splitlines())
+
+
 @pytest.mark.parametrize(
     "args,code,message",
     [

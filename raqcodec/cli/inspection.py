@@ -203,7 +203,7 @@ def models(as_json: bool) -> None:
         table.add_row(
             r["name"] + (" (default)" if r["default"] else ""),
             f"{c[0]}..{c[1]} ({k[0]}..{k[1]})",
-            f"{b[0]:.3f}..{b[1]:.3f}" if b else "?",
+            "?" if not b else f"{b[0]:.3f}.." + ("(no limit)" if b[1] is None else f"{b[1]:.3f}"),
             str(r["fingerprint"] or "?")[:16],
             r["description"],
         )
