@@ -77,10 +77,11 @@ def freeze_tables(family: str = "gaussian") -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class TableLookup:
-    """Per position: the flat index of symbol 0 in its table's -log2 P row, and the table's tail."""
+    """Per position: the flat index of symbol 0 in its table's -log2 P row, and the table's tail + 1 (the
+    magnitude from which a symbol escapes)."""
 
     zero: np.ndarray
-    tails: np.ndarray
+    reach: np.ndarray
 
 
 class GaussianTables:
@@ -120,10 +121,16 @@ class GaussianTables:
         ``tables``: each symbol's table index, or their ``lookup`` (for several symbols per position)."""
         symbols = np.asarray(symbols, dtype=np.int64)
         look = tables if isinstance(tables, TableLookup) else self.lookup(tables)
-        bits = self._flat_cost[look.zero + np.clip(symbols, -look.tails - 1, look.tails + 1)]
-        escaped = np.abs(symbols) > look.tails
+        return self.magnitude_bits(np.abs(symbols), np.where(symbols < 0, -1, 1), look)
+
+    def magnitude_bits(self, magnitude: np.ndarray, sign: np.ndarray, look: TableLookup) -> np.ndarray:
+        """Information of the symbols ``sign`` x ``magnitude`` (int64 magnitudes >= 0, signs +-1, shaped like
+        ``look``'s arrays): the rate-distortion quantizer scores three magnitudes of the same signs under the
+        same tables, and a symbol's rank is its sign times its magnitude capped at the escape."""
+        bits = self._flat_cost[look.zero + sign * np.minimum(magnitude, look.reach)]
+        escaped = magnitude >= look.reach
         if escaped.any():
-            excess = np.abs(symbols[escaped]) - look.tails[escaped] - 1
+            excess = magnitude[escaped] - look.reach[escaped]
             bits[escaped] += (_bit_length(excess + 1) - 1) + math.log2(MAX_ESCAPE_BITS + 1)
         return bits
 
@@ -131,8 +138,8 @@ class GaussianTables:
         """What ``symbol_bits`` reads per position: worth keeping where several symbols are scored under the
         same tables (rate-distortion quantization scores three per coefficient)."""
         tables = np.asarray(tables, dtype=np.int64)
-        tails = self.tails[tables]
-        return TableLookup(tables * self._cost.shape[1] + tails + 1, tails)
+        reach = self.tails[tables] + 1
+        return TableLookup(tables * self._cost.shape[1] + reach, reach)
 
     def _ranks(self, values: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
         tail = int(self.tails[b])

@@ -305,10 +305,10 @@ class ResidualStage:
         low = np.minimum(np.floor(scaled), MAX_SYMBOL).astype(np.int64)
         best_magnitude = np.zeros_like(low)
         tables = self.tables.lookup(table_index)
-        best_bits = self.tables.symbol_bits(best_magnitude, tables)
+        best_bits = self.tables.magnitude_bits(best_magnitude, sign, tables)
         best_cost = scaled**2 + lagrangian * best_bits
         for magnitude in (low, np.minimum(low + 1, MAX_SYMBOL)):
-            bits = self.tables.symbol_bits(sign * magnitude, tables)
+            bits = self.tables.magnitude_bits(magnitude, sign, tables)
             cost = (scaled - magnitude) ** 2 + lagrangian * bits
             better = cost < best_cost
             best_magnitude = np.where(better, magnitude, best_magnitude)
