@@ -6,6 +6,8 @@ context model (``raqcodec.entropy.context``) evaluates it. numpy only.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 # Neighbour slots, in units of the pass stride. The first 8 form the neighbourhood whose mean centres
@@ -50,8 +52,10 @@ def pass_strides() -> list[int]:
 NUM_PASSES = len(pass_strides())  # 10
 
 
+@functools.lru_cache(maxsize=4)
 def pass_map(h: int, w: int) -> np.ndarray:
-    """(h, w) int64: the pass in which each position is coded."""
+    """(h, w) int64: the pass in which each position is coded. Read-only and shared: an encode asks for
+    its grid's map at every estimate and section (a millisecond each at 768x512)."""
     ys, xs = np.mgrid[0:h, 0:w]
     out = np.zeros((h, w), np.int64)
     p = 1
@@ -63,6 +67,7 @@ def pass_map(h: int, w: int) -> np.ndarray:
         out[(my == s) & (mx == 0)] = p + 2  # vertical edges
         p += 3
         s //= 2
+    out.flags.writeable = False
     return out
 
 
