@@ -110,10 +110,10 @@ def activity(base: np.ndarray, which: np.ndarray | None = None) -> np.ndarray:
         h, w = x.shape
         return (dy + dx).reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).sum((1, 3), dtype=np.int64).reshape(-1)
     block_row, block_column = np.divmod(which, base.shape[1] // BLOCK)
-    span = np.arange(BLOCK + 1)  # the block and the row and column after it (repeated at the edge)
-    rows, columns = (BLOCK * block_row)[:, None] + span, (BLOCK * block_column)[:, None] + span
-    padded = np.pad(base, ((0, 1), (0, 1), (0, 0)), mode="edge")
-    x = padded[rows[:, :, None], columns[:, None, :]].sum(3, dtype=np.int32)
+    span = np.arange(BLOCK + 1)  # the block and the row and column after it (the last one repeated)
+    rows = np.minimum((BLOCK * block_row)[:, None] + span, base.shape[0] - 1)
+    columns = np.minimum((BLOCK * block_column)[:, None] + span, base.shape[1] - 1)
+    x = base[rows[:, :, None], columns[:, None, :]].sum(3, dtype=np.int32)
     inner = x[:, :BLOCK, :BLOCK]
     return (np.abs(x[:, 1:, :BLOCK] - inner) + np.abs(x[:, :BLOCK, 1:] - inner)).sum((1, 2), dtype=np.int64)
 
