@@ -52,7 +52,7 @@ from .measure import (
     raq_task,
 )
 
-# The low rates raqcodec is built for (the default model writes 0.05 to beyond 1 bpp; a model without a
+# The low rates raqcodec is built for (the default model writes 0.03 to beyond 1 bpp; a model without a
 # residual stage gives its largest codebook for a target above an image's reach).
 DEFAULT_BPP = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 RESULTS_FORMAT = "raqcodec-rd/1"
