@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from effort_speed import median_seconds
 from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
@@ -64,14 +63,10 @@ def numpy_synthesis(decoder: nn.Module, latents: np.ndarray) -> np.ndarray:
     return x.reshape(h, w, 3, f, f).transpose(0, 3, 1, 4, 2).reshape(h * f, w * f, 3) + PIXEL_OFFSET
 
 
-def median_seconds(work: Callable[[], object], repeats: int) -> float:
-    work()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def warm_median_seconds(work: Callable[[], object], repeats: int) -> float:
+    """Median seconds of ``work`` after one untimed call (``effort_speed.median_seconds``)."""
+    work()
+    return median_seconds(work, repeats)[0]
 
 
 def main() -> None:
@@ -101,14 +96,14 @@ def main() -> None:
     with torch.no_grad():
         seconds = {
             "analysis": {
-                "numpy_float32": median_seconds(lambda: numpy_analysis(encoder, rgb), args.repeats),
-                "torch_float32": median_seconds(lambda: encoder(x), args.repeats),
-                "torch_fast": median_seconds(lambda: fast_encoder(x), args.repeats),
+                "numpy_float32": warm_median_seconds(lambda: numpy_analysis(encoder, rgb), args.repeats),
+                "torch_float32": warm_median_seconds(lambda: encoder(x), args.repeats),
+                "torch_fast": warm_median_seconds(lambda: fast_encoder(x), args.repeats),
             },
             "synthesis": {
-                "numpy_float32": median_seconds(lambda: numpy_synthesis(decoder, latents_hwc), args.repeats),
-                "torch_float32": median_seconds(lambda: decoder(latents), args.repeats),
-                "torch_fast": median_seconds(lambda: fast_decoder(latents), args.repeats),
+                "numpy_float32": warm_median_seconds(lambda: numpy_synthesis(decoder, latents_hwc), args.repeats),
+                "torch_float32": warm_median_seconds(lambda: decoder(latents), args.repeats),
+                "torch_fast": warm_median_seconds(lambda: fast_decoder(latents), args.repeats),
             },
         }
     result = {
